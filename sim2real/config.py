@@ -1,0 +1,173 @@
+"""One dataclass config per stage, loaded from YAML with ``key=value`` overrides.
+
+Every stage declares a dataclass; fields may carry validation metadata::
+
+    @dataclass
+    class GenerateConfig:
+        num_frames: int = field(default=64, metadata=rng(1, None))
+        image_format: str = field(default="png", metadata=choice("png", "jpg"))
+
+``load_config(GenerateConfig, "configs/generate.yaml", ["num_frames=8"])`` merges, in order,
+the dataclass defaults, the YAML file and the dotted overrides (OmegaConf), then checks types,
+ranges and choices.  Every failure is a :class:`ConfigError` naming the key, the file and what
+was expected.  ``save_config`` writes the resolved config next to an output (atomically).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sim2real.io import atomic_write_text
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown, of the wrong type or out of range."""
+
+    def __init__(self, key: str, expected: str, got: Any = None, source: str | None = None):
+        self.key, self.expected, self.got, self.source = key, expected, got, source
+        where = f"{source}: " if source else ""
+        got_txt = "" if got is None else f", got {got!r}"
+        super().__init__(f"{where}config key '{key}': expected {expected}{got_txt}")
+
+
+def rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
+    """Field metadata: value (or every element of a list value) must lie in [lo, hi]."""
+    return {"range": (lo, hi, lo_open)}
+
+
+def choice(*options: Any) -> dict:
+    """Field metadata: value must be one of ``options``."""
+    return {"choices": options}
+
+
+def _source_label(path: str | Path | None, overrides: Sequence[str]) -> str:
+    parts = []
+    if path:
+        parts.append(str(path))
+    if overrides:
+        parts.append("command-line overrides")
+    return " + ".join(parts) or "defaults"
+
+
+def _read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("<file>", f"an existing YAML file at {p}", source=str(p))
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError("<file>", f"valid YAML ({e})", source=str(p)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", "a mapping of key: value", type(data).__name__, source=str(p))
+    return data
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for o in overrides:
+        if "=" not in o or o.startswith("="):
+            raise ConfigError(o, "an override of the form key=value (dotted keys for nesting)",
+                              source="command-line overrides")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(getattr(e, "full_key", "?")), f"a valid override ({e.msg if hasattr(e, 'msg') else e})",
+                          source="command-line overrides") from None
+
+
+def _field_names(schema: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(schema)]
+
+
+def _reformat(e: OmegaConfBaseException, schema: type, source: str) -> ConfigError:
+    key = str(getattr(e, "full_key", None) or getattr(e, "key", None) or "?")
+    msg = str(getattr(e, "msg", e)).splitlines()[0]
+    if "not in struct" in msg or "Key '" in msg and "not in" in msg:
+        parent_schema = schema
+        for part in key.split(".")[:-1]:
+            hints = typing.get_type_hints(parent_schema)
+            nxt = hints.get(part)
+            parent_schema = nxt if dataclasses.is_dataclass(nxt) else None
+            if parent_schema is None:
+                break
+        known = _field_names(parent_schema) if parent_schema else []
+        close = difflib.get_close_matches(key.split(".")[-1], known, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        return ConfigError(key, f"a known key{hint}; known keys: {', '.join(known)}", source=source)
+    value = getattr(e, "value", None) if hasattr(e, "value") else None
+    return ConfigError(key, msg, value, source=source)
+
+
+def _check_metadata(obj: Any, prefix: str, source: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_metadata(value, key + ".", source)
+            continue
+        meta = f.metadata
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(key, f"one of {list(meta['choices'])}", value, source=source)
+        if "range" in meta and value is not None:
+            lo, hi, lo_open = meta["range"]
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for v in values:
+                bad = (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi)
+                if bad:
+                    lo_txt = "-inf" if lo is None else lo
+                    hi_txt = "inf" if hi is None else hi
+                    br = "(" if lo_open else "["
+                    raise ConfigError(key, f"a value in {br}{lo_txt}, {hi_txt}]", value, source=source)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ConfigError as e:
+            raise ConfigError(prefix + e.key, e.expected, e.got, source=source) from None
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Defaults <- YAML file <- ``key=value`` overrides, validated into an instance of ``schema``."""
+    source = _source_label(path, overrides)
+    base = OmegaConf.structured(schema)
+    layers = []
+    if path:
+        layers.append((str(path), _read_yaml(path)))
+    if overrides:
+        layers.append(("command-line overrides", _parse_overrides(overrides)))
+    merged = base
+    for label, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as e:
+            raise _reformat(e, schema, label) from None
+    try:
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise _reformat(e, schema, source) from None
+    _check_metadata(obj, "", source)
+    return obj  # type: ignore[return-value]
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain-python dict of a config dataclass (or DictConfig)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomic), so a run folder can be re-run as is."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return atomic_write_text(path, text)

@@ -1,0 +1,97 @@
+"""Atomic file writes: a reader (or a resumed run) never sees half a file.
+
+Write to a temporary file in the same folder, fsync, then ``os.replace`` — rename is atomic on
+POSIX, so a killed process leaves either the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class OutputError(OSError):
+    """An output location cannot be written (missing permission, disk full, ...)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+
+    ``suffix`` keeps the extension for writers that infer the format from it (cv2.imwrite).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(e.errno, f"cannot write to {path.parent}: {e.strerror}") from None
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        raise OutputError(e.errno, f"cannot write {path}: {e.strerror}") from None
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = None) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False))
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one JSON line and flush it to disk (metrics logs survive a kill)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSONL file; a torn last line (killed mid-write) is ignored."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return out
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and prove it is writable, with an error that names it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".writable.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OutputError(e.errno, f"output folder {folder} is not writable: {e.strerror}") from None
+    return folder
