@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
@@ -38,6 +39,10 @@ class ConfigError(ValueError):
         where = f"{source}: " if source else ""
         got_txt = "" if got is None else f", got {got!r}"
         super().__init__(f"{where}config key '{key}': expected {expected}{got_txt}")
+
+    def __reduce__(self):
+        # Keep the four fields through pickling (errors cross process boundaries in worker pools).
+        return (type(self), (self.key, self.expected, self.got, self.source))
 
 
 def rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
@@ -90,22 +95,79 @@ def _field_names(schema: type) -> list[str]:
     return [f.name for f in dataclasses.fields(schema)]
 
 
-def _reformat(e: OmegaConfBaseException, schema: type, source: str) -> ConfigError:
-    key = str(getattr(e, "full_key", None) or getattr(e, "key", None) or "?")
-    msg = str(getattr(e, "msg", e)).splitlines()[0]
+def _schema_at(schema: type | None, parts: Sequence[str]) -> type | None:
+    """The dataclass reached by following ``parts`` from ``schema`` (None past a plain dict)."""
+    for part in parts:
+        if schema is None or not dataclasses.is_dataclass(schema):
+            return None
+        schema = _unwrap_optional(typing.get_type_hints(schema).get(part))
+    return schema if dataclasses.is_dataclass(schema) else None
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return tp
+
+
+def _type_words(tp: Any) -> str:
+    tp = _unwrap_optional(tp)
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if tp in names:
+        return names[tp]
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(_field_names(tp))}"
+    origin = typing.get_origin(tp) or tp
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _find_mismatch(schema: type, layer: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """First key of ``layer`` whose value cannot fill a nested-dataclass field: (key, type, value).
+
+    OmegaConf reports this case ("int is not a subclass of Grid") without naming the key.
+    """
+    if not isinstance(layer, (dict, DictConfig)) or not dataclasses.is_dataclass(schema):
+        return None
+    hints = typing.get_type_hints(schema)
+    for k, v in layer.items():
+        tp = _unwrap_optional(hints.get(k))
+        if dataclasses.is_dataclass(tp):
+            if v is not None and not isinstance(v, (dict, DictConfig)):
+                return prefix + str(k), tp, v
+            found = _find_mismatch(tp, v, f"{prefix}{k}.")
+            if found:
+                return found
+    return None
+
+
+def _reformat(e: OmegaConfBaseException, schema: type, source: str, layer: Any = None) -> ConfigError:
+    key = str(getattr(e, "full_key", None) or getattr(e, "key", None) or "")
+    msg = str(getattr(e, "msg", None) or e).splitlines()[0]
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
-        parent_schema = schema
-        for part in key.split(".")[:-1]:
-            hints = typing.get_type_hints(parent_schema)
-            nxt = hints.get(part)
-            parent_schema = nxt if dataclasses.is_dataclass(nxt) else None
-            if parent_schema is None:
-                break
+        parts = key.split(".")
+        parent_schema = _schema_at(schema, parts[:-1])
         known = _field_names(parent_schema) if parent_schema else []
-        close = difflib.get_close_matches(key.split(".")[-1], known, n=3)
+        close = difflib.get_close_matches(parts[-1], known, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         return ConfigError(key, f"a known key{hint}; known keys: {', '.join(known)}", source=source)
-    value = getattr(e, "value", None) if hasattr(e, "value") else None
+    if not key:
+        found = _find_mismatch(schema, layer)
+        if found:
+            bad_key, tp, value = found
+            return ConfigError(bad_key, _type_words(tp), value, source=source)
+        return ConfigError("?", msg, source=source)
+    value = getattr(e, "value", None)
+    parts = key.split(".")
+    parent_schema = _schema_at(schema, parts[:-1])
+    if any(t in msg for t in ("could not be converted", "Cannot assign", "Unsupported value type", "Invalid value assigned")):
+        if parent_schema is not None and parts[-1] in typing.get_type_hints(parent_schema):
+            return ConfigError(key, _type_words(typing.get_type_hints(parent_schema)[parts[-1]]), value,
+                               source=source)
     return ConfigError(key, msg, value, source=source)
 
 
@@ -151,7 +213,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         try:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as e:
-            raise _reformat(e, schema, label) from None
+            raise _reformat(e, schema, label, layer) from None
     try:
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:

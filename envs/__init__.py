@@ -1,0 +1,18 @@
+"""PyBullet Gymnasium environments for sim-to-real perception (the only pybullet user).
+
+``gymnasium.make("envs:sim2real/Tabletop-v0", scene=..., width=..., height=...)``.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from envs.config import SceneConfigError, load_scene
+
+__all__ = ["SceneConfigError", "load_scene"]
+
+_ENVS = {
+    "sim2real/Tabletop-v0": "envs.tabletop:TabletopEnv",
+    "sim2real/PandaTabletop-v0": "envs.panda:PandaTabletopEnv",
+}
+for _id, _entry in _ENVS.items():
+    if _id not in registry:
+        register(id=_id, entry_point=_entry, max_episode_steps=200)

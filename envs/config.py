@@ -1,0 +1,425 @@
+"""Scene config: a dict (from YAML) validated into dataclasses.
+
+``load_scene(None | dict | path)`` returns a :class:`SceneConfig`; every error is a
+:class:`SceneConfigError` naming the dotted key (``scene.camera.fx``) and what was expected.
+The embedded default scene is ``configs/scenes/default.yaml`` (kept identical to
+``DEFAULT_SCENE_YAML`` below; a test checks it).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from envs.validate import SceneConfigError, from_dict, to_dict
+
+__all__ = ["SceneConfig", "SceneConfigError", "load_scene", "DEFAULT_SCENE_YAML", "to_dict",
+           "PATTERNS", "SKIMAGE_IMAGES"]
+
+PATTERNS = ("checker", "stripes", "noise", "blobs")
+# Real photos bundled with scikit-image (offline).
+SKIMAGE_IMAGES = ("brick", "grass", "gravel", "coffee", "rocket", "astronaut", "chelsea",
+                  "camera", "moon", "page", "text", "coins", "clock", "immunohistochemistry",
+                  "hubble_deep_field", "colorwheel", "cell")
+SHAPES = ("box", "cylinder", "sphere")
+
+
+def _pair(lo=None, hi=None, **extra):
+    return {"pair": True, "range": (lo, hi), **extra}
+
+
+def _vec(n, lo=None, hi=None):
+    return {"length": n, "range": (lo, hi)}
+
+
+def _data_path() -> str:
+    import pybullet_data
+
+    return pybullet_data.getDataPath()
+
+
+def resolve_file(path: str, key: str, base_dir: Optional[str]) -> str:
+    """Absolute path of a user file or pybullet_data asset; a missing file names the key."""
+    candidates = [Path(os.path.expanduser(path))]
+    if base_dir and not os.path.isabs(path):
+        candidates.append(Path(base_dir) / path)
+    candidates.append(Path(_data_path()) / path)
+    for c in candidates:
+        if c.is_file():
+            return str(c.resolve())
+    where = ", next to the scene file" if base_dir else ""
+    raise SceneConfigError(key, f"an existing file (looked for {path!r} as given{where} and in "
+                           "pybullet_data)", path)
+
+
+def resolve_glob(pattern: str, key: str, base_dir: Optional[str]) -> list[str]:
+    """Files matching a glob (e.g. ``random_urdfs/*/*.urdf``); sorted so seeds are stable."""
+    if not any(ch in pattern for ch in "*?["):
+        return [resolve_file(pattern, key, base_dir)]
+    roots = [""] + ([base_dir] if base_dir else []) + [_data_path()]
+    for root in roots:
+        hits = sorted(glob.glob(os.path.join(root, os.path.expanduser(pattern))))
+        if hits:
+            return [str(Path(h).resolve()) for h in hits]
+    raise SceneConfigError(key, "a glob matching at least one file (as given or in pybullet_data)",
+                           pattern)
+
+
+@dataclass
+class CameraConfig:
+    """Intrinsics from numbers (fx, fy, cx, cy + size), an OpenCV YAML, or a field of view."""
+
+    width: Optional[int] = field(default=None, metadata={"range": (1, 8192)})
+    height: Optional[int] = field(default=None, metadata={"range": (1, 8192)})
+    fx: Optional[float] = field(default=None, metadata={"range": (1e-6, None)})
+    fy: Optional[float] = field(default=None, metadata={"range": (1e-6, None)})
+    cx: Optional[float] = None
+    cy: Optional[float] = None
+    fov_deg: Optional[float] = field(default=None, metadata={"range": (1.0, 170.0)})
+    opencv_yaml: Optional[str] = None
+    opencv_node: str = "camera_matrix"
+    scale: float = field(default=1.0, metadata={"range": (0.01, 8.0)})
+    near: float = field(default=0.01, metadata={"range": (1e-4, None)})
+    far: float = field(default=10.0, metadata={"range": (1e-3, None)})
+    mount: str = field(default="look_at", metadata={"choices": ("look_at", "wrist")})
+    target: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], metadata=_vec(3))
+    target_jitter_m: list[float] = field(default_factory=lambda: [0.05, 0.05, 0.0],
+                                         metadata=_vec(3, 0.0))
+    distance_m: list[float] = field(default_factory=lambda: [0.5, 0.8], metadata=_pair(1e-3))
+    azimuth_deg: list[float] = field(default_factory=lambda: [-180.0, 180.0],
+                                     metadata=_pair(-360, 360))
+    elevation_deg: list[float] = field(default_factory=lambda: [35.0, 70.0],
+                                       metadata=_pair(-89.9, 90.0))
+    roll_deg: list[float] = field(default_factory=lambda: [-5.0, 5.0], metadata=_pair(-180, 180))
+    focal_jitter: float = field(default=0.0, metadata={"range": (0.0, 0.5)})
+    principal_jitter_px: float = field(default=0.0, metadata={"range": (0.0, None)})
+    # Wrist mount (Panda): camera pose in the hand frame (OpenCV axes), xyz metres + rpy degrees.
+    wrist_xyz_m: list[float] = field(default_factory=lambda: [0.06, 0.0, 0.02], metadata=_vec(3))
+    wrist_rpy_deg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0],
+                                       metadata=_vec(3))
+
+    def check(self, key: str) -> None:
+        if self.far <= self.near:
+            raise SceneConfigError(f"{key}.far", f"a value > near ({self.near})", self.far)
+        numbers = [self.fx, self.fy, self.cx, self.cy]
+        given = sum(v is not None for v in numbers)
+        sources = (given > 0) + (self.fov_deg is not None) + (self.opencv_yaml is not None)
+        if sources != 1:
+            raise SceneConfigError(key, "exactly one intrinsics source: fx/fy/cx/cy, fov_deg "
+                                   "or opencv_yaml")
+        if 0 < given < 4:
+            missing = [n for n, v in zip(("fx", "fy", "cx", "cy"), numbers) if v is None]
+            raise SceneConfigError(f"{key}.{missing[0]}", "a number (fx, fy, cx, cy go together)")
+        if self.opencv_yaml is None:
+            for n in ("width", "height"):
+                if getattr(self, n) is None:
+                    raise SceneConfigError(f"{key}.{n}", "an integer image size in pixels")
+
+
+@dataclass
+class AppearanceConfig:
+    """Colour/texture randomization of one kind of surface; each knob on/off."""
+
+    randomize: bool = True
+    color: list[float] = field(default_factory=lambda: [0.8, 0.8, 0.8, 1.0],
+                               metadata=_vec(4, 0.0, 1.0))
+    random_color: bool = True
+    value_range: list[float] = field(default_factory=lambda: [0.2, 1.0], metadata=_pair(0.0, 1.0))
+    texture_prob: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    patterns: list[str] = field(default_factory=lambda: list(PATTERNS),
+                                metadata={"choices": PATTERNS})
+    images: list[str] = field(default_factory=list, metadata={"choices": SKIMAGE_IMAGES})
+    folder: Optional[str] = None
+    texture: Optional[str] = None  # a fixed image texture (used when randomize is false)
+
+
+@dataclass
+class ObjectConfig:
+    """One object kind: a pybullet_data/URDF asset, a mesh file or a primitive."""
+
+    cls: str = field(metadata={"key": "class"})
+    role: str = field(default="target", metadata={"choices": ("target", "distractor")})
+    urdf: Optional[str] = None  # path or glob, relative to the scene file or pybullet_data
+    mesh: Optional[str] = None  # OBJ or STL
+    shape: Optional[str] = field(default=None, metadata={"choices": SHAPES})
+    size: list[float] = field(default_factory=lambda: [0.05, 0.05, 0.05], metadata=_vec(3, 1e-4))
+    radius: float = field(default=0.03, metadata={"range": (1e-4, None)})
+    height: float = field(default=0.1, metadata={"range": (1e-4, None)})
+    mesh_scale: float = field(default=1.0, metadata={"range": (1e-6, None)})
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata=_pair(1e-3))
+    mass: float = field(default=0.1, metadata={"range": (0.0, None)})  # 0: static, on the table
+    weight: float = field(default=1.0, metadata={"range": (0.0, None)})
+    # A fixed count per episode (e.g. the one cylinder of a digital twin); such objects are
+    # left out of the num_targets/num_distractors draw.
+    count: Optional[list[int]] = field(default=None, metadata=_pair(0, 64))
+    upright: bool = True
+    appearance: Optional[AppearanceConfig] = None  # None = the scene's `object_appearance`
+
+    def check(self, key: str) -> None:
+        sources = [n for n in ("urdf", "mesh", "shape") if getattr(self, n) is not None]
+        if len(sources) != 1:
+            raise SceneConfigError(key, "exactly one of 'urdf', 'mesh' or 'shape'",
+                                   sources or None)
+        if self.mesh is not None and Path(self.mesh).suffix.lower() not in (".obj", ".stl"):
+            raise SceneConfigError(f"{key}.mesh", "an .obj or .stl file", self.mesh)
+
+
+@dataclass
+class PropConfig:
+    """Static scenery (e.g. a sheet of paper): segmentation 0, never labelled."""
+
+    shape: str = field(default="box", metadata={"choices": SHAPES})
+    size: list[float] = field(default_factory=lambda: [0.21, 0.297, 0.001], metadata=_vec(3, 1e-5))
+    radius: float = field(default=0.05, metadata={"range": (1e-4, None)})
+    height: float = field(default=0.001, metadata={"range": (1e-5, None)})
+    position: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], metadata=_vec(3))
+    position_jitter_m: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0],
+                                           metadata=_vec(3, 0.0))
+    yaw_deg: list[float] = field(default_factory=lambda: [0.0, 0.0], metadata=_pair(-360, 360))
+    appearance: AppearanceConfig = field(default_factory=lambda: AppearanceConfig(
+        randomize=False, color=[0.95, 0.95, 0.95, 1.0]))
+
+
+@dataclass
+class SurfaceConfig:
+    size_m: list[float] = field(default_factory=lambda: [1.2, 0.8], metadata=_vec(2, 1e-3))
+    thickness_m: float = field(default=0.03, metadata={"range": (1e-4, None)})
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+
+
+@dataclass
+class BackgroundConfig:
+    """A large backdrop + floor so that the image border shows real-photo clutter."""
+
+    enabled: bool = True
+    floor_z_m: float = -0.75
+    size_m: float = field(default=8.0, metadata={"range": (0.1, None)})
+    appearance: AppearanceConfig = field(default_factory=lambda: AppearanceConfig(
+        texture_prob=1.0, images=list(SKIMAGE_IMAGES[:8])))
+
+
+@dataclass
+class PlacementConfig:
+    area_x_m: list[float] = field(default_factory=lambda: [-0.2, 0.2], metadata=_pair())
+    area_y_m: list[float] = field(default_factory=lambda: [-0.2, 0.2], metadata=_pair())
+    min_separation_m: float = field(default=0.01, metadata={"range": (0.0, None)})
+    drop_height_m: float = field(default=0.01, metadata={"range": (0.0, None)})
+    max_tries: int = field(default=50, metadata={"range": (1, None)})
+
+
+@dataclass
+class LightingConfig:
+    randomize: bool = True
+    azimuth_deg: list[float] = field(default_factory=lambda: [-180.0, 180.0], metadata=_pair())
+    elevation_deg: list[float] = field(default_factory=lambda: [30.0, 85.0],
+                                       metadata=_pair(-90, 90))
+    color_min: float = field(default=0.8, metadata={"range": (0.0, 1.0)})
+    ambient: list[float] = field(default_factory=lambda: [0.4, 0.7], metadata=_pair(0.0, 1.0))
+    diffuse: list[float] = field(default_factory=lambda: [0.3, 0.7], metadata=_pair(0.0, 1.0))
+    specular: list[float] = field(default_factory=lambda: [0.0, 0.3], metadata=_pair(0.0, 1.0))
+    shadow_prob: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    distance_m: float = field(default=2.0, metadata={"range": (1e-3, None)})
+
+
+@dataclass
+class PostprocessConfig:
+    """Image-only noise (albumentations); labels are unaffected."""
+
+    enabled: bool = True
+    noise_prob: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    noise_std: list[float] = field(default_factory=lambda: [0.01, 0.05], metadata=_pair(0.0, 1.0))
+    blur_prob: float = field(default=0.3, metadata={"range": (0.0, 1.0)})
+    blur_sigma: list[float] = field(default_factory=lambda: [0.3, 1.2], metadata=_pair(0.0))
+    jpeg_prob: float = field(default=0.3, metadata={"range": (0.0, 1.0)})
+    jpeg_quality: list[int] = field(default_factory=lambda: [40, 95], metadata=_pair(1, 100))
+    color_jitter_prob: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    brightness: float = field(default=0.2, metadata={"range": (0.0, 1.0)})
+    contrast: float = field(default=0.2, metadata={"range": (0.0, 1.0)})
+    saturation: float = field(default=0.2, metadata={"range": (0.0, 1.0)})
+    hue: float = field(default=0.03, metadata={"range": (0.0, 0.5)})
+    grayscale: bool = False  # always gray (a grayscale real camera)
+
+
+@dataclass
+class PhysicsConfig:
+    timestep_s: float = field(default=1.0 / 240.0, metadata={"range": (1e-5, 0.1)})
+    settle_steps: int = field(default=120, metadata={"range": (0, 10000)})
+    steps_per_action: int = field(default=4, metadata={"range": (1, 1000)})
+
+
+@dataclass
+class LabelsConfig:
+    # Exact visibility needs one extra crop render per object that another object may occlude.
+    visibility: bool = True
+    keypoint_depth_tol_m: float = field(default=0.01, metadata={"range": (0.0, None)})
+
+
+@dataclass
+class RobotConfig:
+    base_xyz_m: list[float] = field(default_factory=lambda: [-0.45, 0.0, 0.0], metadata=_vec(3))
+    home_ee_xyz_m: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.25], metadata=_vec(3))
+    max_step_m: float = field(default=0.02, metadata={"range": (1e-4, 0.2)})
+    workspace_min_m: list[float] = field(default_factory=lambda: [-0.3, -0.3, 0.02],
+                                         metadata=_vec(3))
+    workspace_max_m: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.5], metadata=_vec(3))
+
+
+@dataclass
+class SceneConfig:
+    objects: list[ObjectConfig]
+    classes: Optional[list[str]] = None  # default: class names of targets, then distractors
+    num_targets: list[int] = field(default_factory=lambda: [1, 1], metadata=_pair(0, 64))
+    num_distractors: list[int] = field(default_factory=lambda: [0, 3], metadata=_pair(0, 64))
+    camera: CameraConfig = field(default_factory=lambda: CameraConfig(width=320, height=240,
+                                                                      fov_deg=45.0))
+    table: SurfaceConfig = field(default_factory=SurfaceConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    props: list[PropConfig] = field(default_factory=list)
+    object_appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+    texture_pool_size: int = field(default=16, metadata={"range": (1, 4096)})
+    texture_size_px: int = field(default=128, metadata={"range": (8, 2048)})
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    lighting: LightingConfig = field(default_factory=LightingConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    robot: RobotConfig = field(default_factory=RobotConfig)
+    base_dir: Optional[str] = None  # where relative paths resolve (set from the YAML's folder)
+
+    def check(self, key: str) -> None:
+        if not self.objects:
+            raise SceneConfigError(f"{key}.objects", "at least one object")
+        names = self.class_names
+        for i, o in enumerate(self.objects):
+            if o.cls not in names:
+                raise SceneConfigError(f"{key}.objects[{i}].class", f"one of classes {names}",
+                                       o.cls)
+        for role, n in (("target", self.num_targets), ("distractor", self.num_distractors)):
+            if n[1] > 0 and not any(o.role == role and o.count is None for o in self.objects):
+                raise SceneConfigError(f"{key}.num_{role}s",
+                                       f"0 (no object without 'count' has role {role})", n)
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise SceneConfigError(f"{key}.classes", "unique class names", self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        if self.classes is not None:
+            return list(self.classes)
+        names: list[str] = []
+        for role in ("target", "distractor"):
+            for o in self.objects:
+                if o.role == role and o.cls not in names:
+                    names.append(o.cls)
+        return names
+
+    @property
+    def max_objects(self) -> int:
+        fixed = sum(o.count[1] for o in self.objects if o.count is not None)
+        return self.num_targets[1] + self.num_distractors[1] + fixed
+
+
+def _check_files(cfg: SceneConfig) -> None:
+    """Fail early (at construction) on missing asset files, naming the key."""
+    base = cfg.base_dir
+    for i, o in enumerate(cfg.objects):
+        k = f"scene.objects[{i}]"
+        if o.urdf is not None:
+            resolve_glob(o.urdf, f"{k}.urdf", base)
+        if o.mesh is not None:
+            resolve_file(o.mesh, f"{k}.mesh", base)
+    if cfg.camera.opencv_yaml is not None:
+        resolve_file(cfg.camera.opencv_yaml, "scene.camera.opencv_yaml", base)
+    apps = [("scene.object_appearance", cfg.object_appearance),
+            ("scene.table.appearance", cfg.table.appearance),
+            ("scene.background.appearance", cfg.background.appearance)]
+    apps += [(f"scene.objects[{i}].appearance", o.appearance)
+             for i, o in enumerate(cfg.objects) if o.appearance is not None]
+    apps += [(f"scene.props[{i}].appearance", p.appearance) for i, p in enumerate(cfg.props)]
+    for k, a in apps:
+        if a.texture is not None:
+            resolve_file(a.texture, f"{k}.texture", base)
+        if a.folder is not None:
+            folder = Path(base or "") / a.folder  # an absolute folder stays absolute
+            if not folder.is_dir():
+                raise SceneConfigError(f"{k}.folder", "an existing folder of images", a.folder)
+
+
+def load_scene(scene: "SceneConfig | dict | str | os.PathLike | None") -> SceneConfig:
+    """Validate a scene given as a dict, a YAML path, an existing SceneConfig or None (default)."""
+    if isinstance(scene, SceneConfig):
+        return scene
+    base_dir = None
+    if scene is None:
+        data = yaml.safe_load(DEFAULT_SCENE_YAML)
+    elif isinstance(scene, (str, os.PathLike)):
+        path = Path(scene)
+        if not path.is_file():
+            raise SceneConfigError("scene", f"an existing scene YAML file at {path}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise SceneConfigError("scene", f"valid YAML in {path} ({e})") from None
+        base_dir = str(path.resolve().parent)
+    elif isinstance(scene, dict):
+        data = scene
+    else:
+        raise SceneConfigError("scene", "a dict, a YAML path or None", type(scene).__name__)
+    if isinstance(data, dict) and base_dir is not None and "base_dir" not in data:
+        data = {**data, "base_dir": base_dir}
+    cfg = from_dict(SceneConfig, data, "scene")
+    _check_files(cfg)
+    return cfg
+
+
+DEFAULT_SCENE_YAML = """\
+# Default tabletop scene: one target from several pybullet_data classes + a few distractors.
+objects:
+  - {class: duck, urdf: duck_vhacd.urdf, scale: [0.8, 1.2]}
+  - {class: mug, urdf: objects/mug.urdf, scale: [0.7, 1.0], mass: 0.3}
+  - {class: lego, urdf: lego/lego.urdf, scale: [1.5, 2.5]}
+  - {class: teddy, urdf: teddy_vhacd.urdf, scale: [0.8, 1.1]}
+  - {class: cube, shape: box, size: [0.05, 0.05, 0.05], scale: [0.8, 1.7]}
+  - {class: cylinder, shape: cylinder, radius: 0.03, height: 0.1, scale: [0.8, 1.2]}
+  - {class: sphere, shape: sphere, radius: 0.03, scale: [0.8, 1.3]}
+  - {class: clutter, role: distractor, urdf: "random_urdfs/*/*.urdf", scale: [0.6, 1.0]}
+num_targets: [1, 1]
+num_distractors: [0, 3]
+camera:
+  width: 320
+  height: 240
+  fov_deg: 45.0
+  target: [0.0, 0.0, 0.0]
+  target_jitter_m: [0.05, 0.05, 0.0]
+  distance_m: [0.5, 0.8]
+  azimuth_deg: [-180, 180]
+  elevation_deg: [35, 75]
+  roll_deg: [-5, 5]
+  focal_jitter: 0.02
+  principal_jitter_px: 3.0
+table:
+  size_m: [1.2, 0.8]
+  appearance: {texture_prob: 0.7, value_range: [0.4, 1.0], images: [brick, gravel, grass, page]}
+background:
+  enabled: true
+  appearance:
+    texture_prob: 1.0
+    images: [brick, grass, gravel, coffee, rocket, astronaut, chelsea, camera]
+object_appearance: {random_color: true, value_range: [0.35, 1.0], texture_prob: 0.5}
+placement:
+  area_x_m: [-0.2, 0.2]
+  area_y_m: [-0.2, 0.2]
+lighting:
+  randomize: true
+  shadow_prob: 0.5
+postprocess:
+  enabled: true
+physics:
+  settle_steps: 120
+labels:
+  visibility: true
+"""

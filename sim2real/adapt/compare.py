@@ -1,0 +1,241 @@
+"""``sim2real compare``: source-only, real-only fine-tune and every adaptation method, one table.
+
+All rows share the data, the seed, the splits and the budget (epochs x steps, batch sizes,
+unfreezing schedule); only the method differs. Real metrics are on the held-out real TEST split
+in original image pixels; sim metrics on the sim validation images; ``gap/<m>`` is positive when
+real is worse (:mod:`sim2real.gap.naming`). Writes ``compare.md`` and ``compare.csv`` and logs one
+record per row through :class:`~sim2real.tracking.RunLogger`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sim2real.adapt.config import AdaptConfig, method_label, parse_methods
+from sim2real.adapt.selection import RULE_TEXT
+from sim2real.adapt.trainer import AdaptSession, RunResult
+from sim2real.config import ConfigError, rng, to_dict
+from sim2real.io import atomic_write_json, atomic_write_text, check_writable
+from sim2real.runinfo import write_run_info
+from sim2real.tracking import make_logger
+
+DEFAULT_METHODS = ["finetune", "coral", "mmd", "dann", "adabn"]
+TABLE_METRICS = ("center_err_px_median", "box_iou_mean", "pck@0.05")
+CSV_COLUMNS = ["k", "method", "kind", "selection", "best_epoch", "epochs_run",
+               "real/center_err_px_median", "real/center_err_px_mean", "real/box_iou_mean", "real/pck@0.05",
+               "real/acc", "sim/center_err_px_median", "sim/box_iou_mean", "sim/pck@0.05", "sim/acc",
+               "gap/center_err_px_median", "gap/box_iou_mean", "gap/pck@0.05", "gap/feat_mmd", "gap/feat_coral",
+               "real_val/center_err_px_median", "real_val/box_iou_mean", "wall_s", "warnings"]
+
+
+@dataclass
+class CompareConfig:
+    """``adapt``: the shared settings (data, budget, seed); ``methods``: one row each (``a+b`` combines)."""
+
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    ks: list[int] = field(default_factory=list, metadata=rng(0, None))   # empty = [adapt.k]
+    run_dir: str = "runs/compare/visp_cube"
+    title: str = "ViSP cube"
+
+    def validate(self) -> None:
+        if not self.methods:
+            raise ConfigError("methods", f"at least one method drawn from {DEFAULT_METHODS}", self.methods)
+        for m in self.methods:
+            try:
+                parse_methods(m)
+            except ConfigError as e:
+                raise ConfigError("methods", e.expected, m) from None
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError("methods", "each entry once", self.methods)
+
+    def k_values(self) -> list[int]:
+        return list(self.ks) if self.ks else [self.adapt.k]
+
+
+@dataclass
+class CompareResult:
+    run_dir: Path
+    rows: list[dict]
+    markdown: Path
+    csv: Path
+    acceptance: dict[int, dict]
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def _row(k: int, res: RunResult) -> dict:
+    rec = res.record()
+    rec["k"] = k
+    rec["warnings"] = " | ".join(res.warnings)
+    rec["note"] = res.note
+    return rec
+
+
+def acceptance(rows: list[dict]) -> dict:
+    """Best adapted row (lowest real VAL median centre error, i.e. chosen without the test split)
+    against source-only on the real TEST split."""
+    src = next((r for r in rows if r["kind"] == "source_only"), None)
+    adapted = [r for r in rows if r["kind"] == "adapted" and r.get("real/center_err_px_median") is not None]
+    if not src or not adapted:
+        return {"available": False}
+    with_val = [r for r in adapted if r.get("real_val/center_err_px_median") is not None]
+    pick_by = "real val" if with_val else "real test"
+    pool = with_val or adapted
+    key = "real_val/center_err_px_median" if with_val else "real/center_err_px_median"
+    best = min(pool, key=lambda r: r[key])
+    err_b, err_s = best["real/center_err_px_median"], src.get("real/center_err_px_median")
+    iou_b, iou_s = best.get("real/box_iou_mean"), src.get("real/box_iou_mean")
+    beats = (err_s is not None and iou_s is not None and iou_b is not None and err_b < err_s and iou_b > iou_s)
+    return {"available": True, "best": best["method"], "picked_by": pick_by,
+            "center_err": [err_b, err_s], "box_iou": [iou_b, iou_s], "beats_source_only": bool(beats)}
+
+
+def to_markdown(rows: list[dict], title: str, meta: dict) -> str:
+    lines = [f"# sim2real compare: {title}", "",
+             f"Machine: {meta['machine']}; date: {meta['date']}; seed {meta['seed']}; budget: {meta['budget']}.",
+             f"Real metrics on the held-out real TEST split ({meta['test_frames']}) in original pixels "
+             f"({meta['image_size']}); sim metrics on {meta['sim_val']} sim validation images; "
+             "gap = sim vs real, positive = real worse.", "",
+             "| k | method | real centre err px (median) ↓ | real box IoU ↑ | real PCK@0.05 ↑ | "
+             "sim centre err px | sim box IoU | sim PCK@0.05 | gap centre err | gap IoU | gap PCK | "
+             "selection | best epoch | wall s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        cells = [str(r["k"]), r["method"]]
+        cells += [_fmt(r.get(f"real/{m}")) for m in TABLE_METRICS]
+        cells += [_fmt(r.get(f"sim/{m}")) for m in TABLE_METRICS]
+        cells += [_fmt(r.get(f"gap/{m}")) for m in TABLE_METRICS]
+        cells += [{"real_val": "real val", "label_free": "label-free (MMD)"}.get(r.get("selection") or "", "—"),
+                  _fmt(r.get("best_epoch")), _fmt(r.get("wall_s"), 4)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Selection rules: " + "; ".join(f"**{k}**: {v}" for k, v in RULE_TEXT.items()) + ".",
+              "source-only = the sim checkpoint as is; real-only fine-tune = ImageNet backbone + new head trained "
+              "on the k labelled real frames only, same budget. Wall time of source-only includes building the "
+              "shared feature caches."]
+    notes = [f"- k={r['k']} {r['method']}: {r['note']}" for r in rows if r.get("note") and r["kind"] != "source_only"]
+    warns = [f"- k={r['k']} {r['method']}: {r['warnings']}" for r in rows if r.get("warnings")]
+    if notes:
+        lines += ["", "Notes:"] + notes
+    if warns:
+        lines += ["", "**Warnings (negative transfer):**"] + warns
+    for k, acc in meta.get("acceptance", {}).items():
+        if acc.get("available"):
+            lines.append(f"\nk={k}: best adapted by {acc['picked_by']} = **{acc['best']}**: test centre err "
+                         f"{_fmt(acc['center_err'][0])} vs source-only {_fmt(acc['center_err'][1])} px, box IoU "
+                         f"{_fmt(acc['box_iou'][0])} vs {_fmt(acc['box_iou'][1])} -> "
+                         f"{'beats' if acc['beats_source_only'] else 'does NOT beat'} source-only.")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def machine_description() -> str:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = "CPU"
+    if torch.cuda.is_available():
+        dev = torch.cuda.get_device_name(0)
+    threads = torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} on {dev} ({threads} threads)"
+
+
+def run_compare(cfg: CompareConfig, backbone=None) -> CompareResult:
+    out = check_writable(cfg.run_dir)
+    write_run_info(out, cfg, seed=cfg.adapt.seed)
+    logger = make_logger(out, dataclasses.replace(cfg.adapt.tracking, group=cfg.adapt.tracking.group or out.name),
+                         to_dict(cfg))
+    rows: list[dict] = []
+    acc: dict[int, dict] = {}
+    t_start = time.perf_counter()
+    bank = None
+    try:
+        for k in cfg.k_values():
+            acfg = dataclasses.replace(cfg.adapt, k=k, baselines=False)
+            acfg.validate()
+            kdir = out / f"k{k:02d}"
+            sess = AdaptSession(acfg, kdir, backbone=backbone, bank=bank)
+            bank, backbone = sess.bank, sess._pristine  # later k values reuse the backbone and caches
+            results = [sess.source_only(kdir / "source_only"), sess.real_only(kdir / "real_only")]
+            for spec in cfg.methods:
+                methods = parse_methods(spec)
+                name = method_label(methods)
+                results.append(sess.adapt(methods, kdir / name.replace("+", "_"), name=name))
+            k_rows = [_row(k, r) for r in results]
+            for r in k_rows:
+                logger.log({"k": k, **{c: v for c, v in r.items() if not isinstance(v, str) or c == "method"}})
+            rows += k_rows
+            acc[k] = acceptance(k_rows)
+            if acc[k].get("available") and not acc[k]["beats_source_only"]:
+                warnings.warn(f"compare k={k}: the best adapted model ({acc[k]['best']}) does not beat source-only "
+                              "on real test localisation", RuntimeWarning, stacklevel=2)
+        meta = table_meta(cfg.adapt, sess.data, acc, time.perf_counter() - t_start)
+        md = atomic_write_text(out / "compare.md", to_markdown(rows, cfg.title, meta))
+        cs = atomic_write_text(out / "compare.csv", to_csv(rows))
+        atomic_write_json(out / "compare.json", {"meta": meta, "rows": rows}, indent=1)
+        logger.summary({"acceptance": acc, "total_wall_s": meta["total_wall_s"], "machine": meta["machine"]})
+        logger.log_media("compare/table", md, kind="file")
+        return CompareResult(out, rows, md, cs, acc)
+    finally:
+        logger.close()
+
+
+def table_meta(c: AdaptConfig, data, acc: dict, wall_s: float) -> dict:
+    """Header facts of a results table: machine, date, budget, splits."""
+    test_frames = "test split"
+    if data.splits is not None and data.splits["test"] and data.coco.is_temporal:
+        frames = [data.splits.frames[i] for i in data.splits["test"]]
+        test_frames = f"frames {min(frames)}–{max(frames)}"
+    return {"machine": machine_description(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "seed": c.seed, "test_frames": test_frames,
+            "budget": f"{c.epochs} epochs x {c.steps_per_epoch} steps, batches sim {c.batch_size_sim} / real "
+                      f"{c.batch_size_real} / unlabelled {c.batch_size_unlabelled}, lr {c.lr:g}, unfreeze at "
+                      f"epochs {list(c.unfreeze_epochs)}, L2-SP {c.l2sp_weight:g}, λ {c.align_weight:g}, "
+                      f"input {list(data.pipeline.input_hw)}{' gray' if data.pipeline.grayscale else ''}",
+            "image_size": _image_size(data), "sim_val": len(data.sim_val), "acceptance": acc,
+            "total_wall_s": round(wall_s, 1)}
+
+
+def results_table(k: int, results: list[RunResult]) -> list[dict]:
+    return [_row(k, r) for r in results]
+
+
+def _image_size(data) -> str:
+    ds = data.real.get("test")
+    if ds is None or not len(ds.image_hw):
+        return "original size"
+    h, w = (int(v) for v in ds.image_hw[0])
+    return f"{w}x{h}"

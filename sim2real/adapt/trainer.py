@@ -1,0 +1,506 @@
+"""Adapting a sim-trained checkpoint to the real camera: training loop, evaluation, baselines.
+
+One :class:`AdaptSession` loads the checkpoint and every input once (:class:`AdaptData`), then
+runs any number of:
+
+- ``source_only()``: the sim-trained model as is, evaluated (sim val, real val, real test);
+- ``real_only()``: ImageNet-pretrained backbone + fresh head fine-tuned on the labelled real
+  frames alone, same schedule and budget (what the labels give without sim);
+- ``adapt(methods)``: the objective of :mod:`sim2real.adapt.config` from the sim checkpoint.
+
+Each run logs ``metrics.jsonl`` through :class:`~sim2real.tracking.RunLogger` and writes
+``checkpoint.pt`` (last) and ``best.pt`` (selected epoch). Epoch 0 is the starting point (after
+AdaBN when used), so model selection can also keep it: adaptation that never helps on the
+selection split returns the starting model instead of a worse one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from sim2real.adapt.alignment import adapt_bn, build_alignment
+from sim2real.adapt.config import LOSS_METHODS, AdaptConfig, method_label
+from sim2real.adapt.data import AdaptData, InputTransform
+from sim2real.adapt.features import AlignTap, FeatureBank, advance
+from sim2real.adapt.l2sp import L2SP
+from sim2real.adapt.selection import RULE_TEXT, Selector, negative_transfer_warnings, selection_score
+from sim2real.adapt.unfreeze import UnfreezeSchedule
+from sim2real.config import ConfigError, to_dict
+from sim2real.data.dataset import predictions_to_original, targets_to_input
+from sim2real.gap.distances import feature_distances
+from sim2real.gap.naming import gap_metrics, sim_real_record
+from sim2real.io import atomic_write_json, check_writable
+from sim2real.models import (PerceptionModel, build_backbone, load_checkpoint, loss_weights, read_checkpoint_meta,
+                             save_checkpoint)
+from sim2real.runinfo import seed_everything, write_run_info
+from sim2real.tracking import make_logger
+from sim2real.train.config import TASK_PARTS
+from sim2real.train.distributed import resolve_device
+from sim2real.train.inference import trained_tasks
+from sim2real.train.metrics import perception_metrics
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ("acc", "center_err_px_median", "center_err_px_mean", "box_iou_mean", "pck@0.05", "n")
+
+
+class NegativeTransferWarning(UserWarning):
+    """Adaptation made real metrics worse than a baseline (source-only or real-only)."""
+
+
+def _scalars(metrics: dict | None) -> dict | None:
+    if metrics is None:
+        return None
+    return {k: metrics[k] for k in METRIC_KEYS if k in metrics}
+
+
+@dataclass
+class RunResult:
+    """One row of the comparison: real/sim metrics in original pixels, selection, wall time."""
+
+    name: str
+    kind: str                      # source_only | real_only | adapted
+    methods: list[str]
+    run_dir: Path | None
+    selection: str | None = None   # rule name (see sim2real.adapt.selection)
+    best_epoch: int | None = None
+    epochs_run: int = 0
+    real_test: dict | None = None
+    real_val: dict | None = None
+    sim_val: dict | None = None
+    feature_gap: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    checkpoint: Path | None = None
+    note: str = ""
+
+    def record(self) -> dict:
+        """Flat ``sim/``, ``real/`` (test) and ``gap/`` record plus bookkeeping."""
+        rec: dict[str, Any] = {"method": self.name, "kind": self.kind, "selection": self.selection,
+                               "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+                               "wall_s": round(self.wall_s, 2)}
+        rec.update(sim_real_record(self.sim_val or {}, self.real_test or {}))
+        for k, v in (self.real_val or {}).items():
+            if k != "n":
+                rec[f"real_val/{k}"] = v
+        rec.update({f"gap/feat_{k}": v for k, v in self.feature_gap.items() if not k.endswith("_sigma")})
+        return rec
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "methods": self.methods,
+                "run_dir": str(self.run_dir) if self.run_dir else None, "selection": self.selection,
+                "selection_rule": RULE_TEXT.get(self.selection or "", None), "best_epoch": self.best_epoch,
+                "epochs_run": self.epochs_run, "real_test": self.real_test, "real_val": self.real_val,
+                "sim_val": self.sim_val, "feature_gap": self.feature_gap, "wall_s": self.wall_s,
+                "warnings": self.warnings, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "note": self.note}
+
+
+def _take(out: Any, sl: slice) -> Any:
+    """Rows ``sl`` of every tensor in a (nested) model output dict."""
+    if isinstance(out, dict):
+        return {k: _take(v, sl) for k, v in out.items()}
+    if isinstance(out, torch.Tensor) and out.dim() > 0:
+        return out[sl]
+    return out
+
+
+def _gather(stores: list, idx: np.ndarray, views: np.ndarray) -> dict[str, torch.Tensor]:
+    """Rows ``idx`` with row j taken from cached view ``views[j]``."""
+    out: dict[str, torch.Tensor] = {}
+    for v in np.unique(views):
+        sel = np.flatnonzero(views == v)
+        b = stores[int(v)].batch(idx[sel])
+        for k, t in b.items():
+            if k not in out:
+                out[k] = torch.empty((len(idx),) + tuple(t.shape[1:]))
+            out[k][torch.as_tensor(sel)] = t
+    return out
+
+
+def _bn_eval(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.eval()
+
+
+class AdaptSession:
+    """Checkpoint + data loaded once; ``source_only`` / ``real_only`` / ``adapt`` runs share caches."""
+
+    def __init__(self, cfg: AdaptConfig, out_dir: str | Path | None = None, backbone=None,
+                 bank: FeatureBank | None = None):
+        if not cfg.checkpoint:
+            raise ConfigError("checkpoint", "a sim-trained checkpoint (sim2real adapt --from <checkpoint.pt>)")
+        self.cfg = cfg
+        self.out = check_writable(out_dir or cfg.run_dir)
+        self.device = resolve_device(cfg.device)
+        self.meta = read_checkpoint_meta(cfg.checkpoint)
+        self._pristine = backbone
+        if self.meta["kind"] == "full":
+            source = load_checkpoint(cfg.checkpoint)
+        else:
+            source = load_checkpoint(cfg.checkpoint, backbone=self.pristine_backbone())
+        self.source = copy.deepcopy(source)  # never share modules with the pristine backbone
+        # Adapt the tasks the checkpoint was trained for; the other heads' losses stay off.
+        self.tasks = trained_tasks(self.meta)
+        on = {p for t in self.tasks for p in TASK_PARTS.get(t, ())}
+        self.loss_weights = {k: (v if k in on else 0.0) for k, v in loss_weights(self.source.head_cfg).items()}
+        self.pred_keys = {"label"} | {t for t in ("center", "box", "keypoints") if t in self.tasks}
+        self.data = AdaptData(cfg, self.source.classes, self.source.num_keypoints, self.source.input_hw, self.out)
+        self.source.input_hw = tuple(self.data.pipeline.input_hw)
+        self.bank = bank or FeatureBank(cfg.cache_dir, self.device, cfg.progress)
+        self.results: dict[str, RunResult] = {}
+
+    def pristine_backbone(self):
+        """The pretrained (ImageNet) backbone the checkpoint was trained from."""
+        if self._pristine is None:
+            self._pristine = build_backbone(self.meta["backbone"], self.meta["backbone_weights"])
+        return self._pristine
+
+    # --- features -------------------------------------------------------------------------------
+    def _schedule(self, model: PerceptionModel) -> UnfreezeSchedule:
+        c = self.cfg
+        return UnfreezeSchedule(model.backbone.stage_names, c.unfreeze_epochs, c.unfreeze_stages, c.unfreeze_start)
+
+    def _stores(self, model: PerceptionModel, cut: int, *, sim_train: bool, real_train: bool, unlabelled: bool) -> dict:
+        c, d, pipe = self.cfg, self.data, self.data.pipeline
+        clean = InputTransform(pipe.grayscale)
+        s: dict[str, Any] = {"sim_val": self.bank.coco(d.sim_val, model, cut, clean, "sim val features")}
+        if sim_train:
+            s["sim_train"] = [self.bank.coco(d.sim_train, model, cut,
+                                             InputTransform(pipe.grayscale, v, c.augment_strength, c.seed),
+                                             f"sim features (view {v})") for v in range(c.sim_views)]
+        for split in ("val", "test"):
+            if split in d.real:
+                s[f"real_{split}"] = self.bank.coco(d.real[split], model, cut, clean, f"real {split} features")
+        if real_train and "train" in d.real:
+            s["real_train"] = [self.bank.coco(d.real["train"], model, cut,
+                                              InputTransform(pipe.grayscale, v, c.augment_strength, c.seed + 1),
+                                              f"real k-shot features (view {v})") for v in range(c.real_views)]
+        if unlabelled:
+            s["unlabelled"] = self.bank.frames(d.unlabelled, model, cut, clean, d.unlabelled_source)
+        return s
+
+    # --- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _predict(self, model: PerceptionModel, store, ds, cut: int, tap: AlignTap) -> tuple[dict | None, torch.Tensor]:
+        model.eval()
+        valid = np.flatnonzero(store.valid)
+        preds: dict[str, list] = {"label": [], "center": [], "box": [], "keypoints": []}
+        feats = []
+        for s in range(0, len(valid), 64):
+            chunk = valid[s:s + 64]
+            x = {k: v.to(self.device) for k, v in store.batch(chunk).items()}
+            out = model.forward_from_cut(advance(model, x, cut))
+            feats.append(tap(out).float().cpu())
+            if ds is None:
+                continue
+            o = predictions_to_original({k: out[k].float().cpu().numpy() for k in ("center", "box", "keypoints")},
+                                        store.geom[chunk], model.input_hw)
+            preds["label"].append(out["logits"].argmax(1).cpu().numpy())
+            for k in ("center", "box", "keypoints"):
+                preds[k].append(o[k])
+        f = torch.cat(feats)
+        if ds is None:
+            return None, f
+        pred = {k: np.concatenate(v) for k, v in preds.items() if k in self.pred_keys}
+        true = ds.original_targets(valid)
+        return _scalars(perception_metrics(pred, true, len(model.classes))), f
+
+    def _evaluate(self, model, stores: dict, cut: int, tap: AlignTap, test: bool = False) -> dict:
+        d = self.data
+        res: dict[str, Any] = {}
+        res["sim_val"], f_sim = self._predict(model, stores["sim_val"], d.sim_val, cut, tap)
+        res["real_val"] = self._predict(model, stores["real_val"], d.real["val"], cut, tap)[0] \
+            if "real_val" in stores else None
+        if test and "real_test" in stores:
+            res["real_test"] = self._predict(model, stores["real_test"], d.real["test"], cut, tap)[0]
+        res["feature_gap"] = {}
+        if "unlabelled" in stores:
+            _, f_real = self._predict(model, stores["unlabelled"], None, cut, tap)
+            res["feature_gap"] = feature_distances(f_sim, f_real, ("mmd", "coral"), max_samples=256, seed=self.cfg.seed)
+            res["f_sim"], res["f_real"] = f_sim, f_real
+        return res
+
+    @staticmethod
+    def _epoch_record(ev: dict) -> dict:
+        rec = sim_real_record(ev["sim_val"] or {}, ev["real_val"] or {})
+        rec.update({f"gap/feat_{k}": v for k, v in ev["feature_gap"].items() if not k.endswith("_sigma")})
+        return rec
+
+    # --- runs -----------------------------------------------------------------------------------
+    def source_only(self, run_dir: str | Path | None = None) -> RunResult:
+        """Evaluate the sim-trained model as is."""
+        t0 = time.perf_counter()
+        run_dir = Path(run_dir or self.out / "baselines" / "source_only")
+        model = copy.deepcopy(self.source).to(self.device)
+        sched = self._schedule(model)
+        cut = sched.deepest_cut
+        sched.apply(model, 0)
+        stores = self._stores(model, cut, sim_train=False, real_train=False, unlabelled=True)
+        tap = AlignTap(model, self.cfg.align_features)
+        try:
+            ev = self._evaluate(model, stores, cut, tap, test=True)
+        finally:
+            tap.close()
+        res = RunResult("source-only", "source_only", [], run_dir, real_test=ev.get("real_test"),
+                        real_val=ev["real_val"], sim_val=ev["sim_val"], feature_gap=ev["feature_gap"],
+                        checkpoint=Path(self.cfg.checkpoint), note="sim-trained checkpoint, no adaptation")
+        res.wall_s = time.perf_counter() - t0
+        self._write_baseline(res, run_dir)
+        self.results["source_only"] = res
+        return res
+
+    def real_only(self, run_dir: str | Path | None = None) -> RunResult:
+        """Pretrained backbone + fresh head trained on the labelled real frames only (same budget)."""
+        run_dir = Path(run_dir or self.out / "baselines" / "real_only")
+        if self.data.k == 0:
+            res = RunResult("real-only fine-tune", "real_only", [], run_dir, note="not run: no labelled real frames (k=0)")
+            self.results["real_only"] = res
+            return res
+        src = self.source
+        seed_everything(self.cfg.seed)
+        model = PerceptionModel(copy.deepcopy(self.pristine_backbone()), src.classes, src.head_cfg, src.input_hw,
+                                src.resize)
+        res = self._fit(model, run_dir, methods=[], kind="real_only", name="real-only fine-tune",
+                        lr=self.cfg.real_only_lr, use_sim=False,
+                        l2sp_include=lambda n: n.startswith("backbone."))  # a fresh head has no starting point
+        res.note = "ImageNet backbone + new head, labelled real frames only"
+        self.results["real_only"] = res
+        return res
+
+    def adapt(self, methods: list[str], run_dir: str | Path | None = None, name: str | None = None,
+              report: bool = False) -> RunResult:
+        model = copy.deepcopy(self.source)
+        res = self._fit(model, Path(run_dir or self.out), methods=list(methods), kind="adapted",
+                        name=name or method_label(methods), lr=self.cfg.lr, use_sim=True, l2sp_include=None,
+                        report=report)
+        self.results[res.name] = res
+        return res
+
+    def _write_baseline(self, res: RunResult, run_dir: Path) -> None:
+        logger = make_logger(run_dir, self.cfg.tracking, {"baseline": res.kind, **to_dict(self.cfg)})
+        try:
+            rec = res.record()
+            logger.log({"split": "test", **{k: v for k, v in rec.items() if not isinstance(v, str)}}, step=0)
+            logger.summary({**rec, "note": res.note})
+        finally:
+            logger.close()
+        atomic_write_json(run_dir / "result.json", res.to_dict(), indent=2)
+
+    # --- the loop -------------------------------------------------------------------------------
+    def _fit(self, model: PerceptionModel, run_dir: Path, methods: list[str], kind: str, name: str, lr: float,
+             use_sim: bool, l2sp_include: Callable[[str], bool] | None, report: bool = False) -> RunResult:
+        cfg, data = self.cfg, self.data
+        t0 = time.perf_counter()
+        run_dir = check_writable(run_dir)
+        seed_everything(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        model.to(self.device)
+        rule = cfg.selection_rule() if kind != "real_only" else "real_val"
+        if rule == "real_val" and "val" not in data.real:
+            raise ConfigError("n_val", "> 0: selection on the real validation split needs labelled val frames",
+                              cfg.n_val)
+        write_run_info(run_dir, cfg, seed=cfg.seed, run=name, kind=kind, methods=methods,
+                       data=data.describe(), selection_rule=RULE_TEXT[rule])
+        logger = make_logger(run_dir, cfg.tracking, {"run": name, "kind": kind, **to_dict(cfg)})
+        warn_msgs: list[str] = []
+        tap = AlignTap(model, cfg.align_features)
+        try:
+            sched = self._schedule(model)
+            atomic_write_json(run_dir / "unfreeze_schedule.json", sched.describe(cfg.epochs), indent=1)
+            cut = sched.deepest_cut
+            adabn = "adabn" in methods
+            if adabn:
+                stats = self._adabn(model)
+                logger.log({"epoch": 0, "adabn/bn_layers": stats.bn_layers, "adabn/samples": stats.samples,
+                            "adabn/mean_shift": stats.mean_shift}, step=0)
+            sched.apply(model, 0)
+            aligners = {m: build_alignment(m, tap.dim, **({"hidden": cfg.dann_hidden,
+                                                           "max_iters": cfg.epochs * cfg.steps_per_epoch}
+                                                          if m == "dann" else {})).to(self.device)
+                        for m in methods if m in LOSS_METHODS}
+            need_unl = bool(aligners) or rule == "label_free" or kind != "real_only"
+            stores = self._stores(model, cut, sim_train=use_sim, real_train=True, unlabelled=need_unl)
+            l2sp = L2SP(model, cfg.l2sp_weight, l2sp_include)
+            groups = model.param_groups(lr, cfg.backbone_lr_scale, cfg.layer_decay, cfg.weight_decay)
+            for m, a in aligners.items():
+                params = [p for p in a.parameters() if p.requires_grad]
+                if params:
+                    groups.append({"params": params, "lr": lr, "weight_decay": 0.0, "name": f"align/{m}"})
+            opt = torch.optim.AdamW(groups)
+            selector = Selector(rule, cfg.patience)
+
+            ev0 = self._evaluate(model, stores, cut, tap)
+            first_feats = (ev0.get("f_sim"), ev0.get("f_real"))
+            rec = self._epoch_record(ev0)
+            score = selection_score(rule, ev0["real_val"], ev0["feature_gap"].get("mmd"))
+            selector.update(0, score, model.state_dict(), {"eval": ev0})
+            logger.log({"epoch": 0, "split": "val", **rec, "trainable_stages": 0,
+                        "selection/score": score[0] if score else None}, step=0)
+
+            step, epochs_run = 0, 0
+            for epoch in range(1, cfg.epochs + 1):
+                new = sched.apply(model, epoch - 1)
+                if new:
+                    have = {g["name"] for g in opt.param_groups}
+                    for g in model.param_groups(lr, cfg.backbone_lr_scale, cfg.layer_decay, cfg.weight_decay):
+                        if g["name"] not in have:
+                            opt.add_param_group(g)
+                    log.info("%s: epoch %d unfreezes %s", name, epoch, new)
+                model.train()
+                if adabn:
+                    _bn_eval(model)  # keep the real-data statistics AdaBN estimated
+                sums: dict[str, float] = {}
+                for _ in range(cfg.steps_per_epoch):
+                    parts = self._step(model, stores, cut, tap, aligners, l2sp, opt, rng, use_sim)
+                    step += 1
+                    for k, v in parts.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                epochs_run = epoch
+                ev = self._evaluate(model, stores, cut, tap)
+                score = selection_score(rule, ev["real_val"], ev["feature_gap"].get("mmd"))
+                improved = selector.update(epoch, score, model.state_dict(), {"eval": ev})
+                rec = {"epoch": epoch, "split": "val", **self._epoch_record(ev),
+                       **{k: v / cfg.steps_per_epoch for k, v in sums.items()},
+                       "trainable_stages": len(sched.trainable_stages(epoch - 1)),
+                       "selection/score": score[0] if score else None, "selection/improved": improved}
+                for m, a in aligners.items():
+                    rec.update({f"align/{m}/{k}": v for k, v in a.diagnostics().items()})
+                logger.log(rec, step=step)
+                if selector.should_stop:
+                    log.info("%s: early stop at epoch %d (no improvement for %d epochs)", name, epoch, cfg.patience)
+                    break
+
+            extra = {"run": name, "kind": kind, "methods": methods, "selection_rule": rule}
+            save_checkpoint(run_dir / "checkpoint.pt", model, extra={**extra, "epoch": epochs_run})
+            if selector.best_state is not None:
+                model.load_state_dict(selector.best_state)
+            best = save_checkpoint(run_dir / "best.pt", model, extra={**extra, "epoch": selector.best_epoch})
+            final = self._evaluate(model, stores, cut, tap, test=True)
+            res = RunResult(name, kind, methods, run_dir, rule, selector.best_epoch, epochs_run,
+                            real_test=final.get("real_test"), real_val=final["real_val"], sim_val=final["sim_val"],
+                            feature_gap=final["feature_gap"], checkpoint=best)
+            res.warnings = warn_msgs + self._transfer_warnings(res)
+            for w in res.warnings:
+                warnings.warn(w, NegativeTransferWarning, stacklevel=3)
+            res.wall_s = time.perf_counter() - t0
+            rec = res.record()
+            logger.log({"split": "test", "epoch": selector.best_epoch,
+                        **{k: v for k, v in rec.items() if not isinstance(v, str)}}, step=step)
+            logger.summary({**rec, "selection_rule": RULE_TEXT[rule], "warnings": res.warnings})
+            atomic_write_json(run_dir / "result.json", res.to_dict(), indent=2)
+            if report:
+                self._report(run_dir, res, first_feats, (final.get("f_sim"), final.get("f_real")), logger)
+            return res
+        finally:
+            tap.close()
+            logger.close()
+
+    def _step(self, model, stores, cut, tap, aligners, l2sp, opt, rng, use_sim) -> dict[str, float]:
+        cfg, d = self.cfg, self.data
+        chunks, spans, targets = [], {}, {}
+        pos = 0
+
+        def add(key: str, feats: dict, tgt: dict | None) -> None:
+            nonlocal pos
+            n = len(next(iter(feats.values())))
+            chunks.append(feats)
+            spans[key] = slice(pos, pos + n)
+            if tgt is not None:
+                targets[key] = tgt
+            pos += n
+
+        def draw(store_views: list, ds, bs: int) -> tuple[dict, dict]:
+            valid = np.flatnonzero(store_views[0].valid)
+            idx = valid if bs >= len(valid) else np.sort(rng.choice(valid, bs, replace=False))
+            views = rng.integers(len(store_views), size=len(idx))
+            tgt = targets_to_input(ds.original_targets(idx), store_views[0].geom[idx], model.input_hw)
+            return _gather(store_views, idx, views), tgt
+
+        if use_sim:
+            add("sim", *draw(stores["sim_train"], d.sim_train, cfg.batch_size_sim))
+        if "real_train" in stores:
+            add("real", *draw(stores["real_train"], d.real["train"], cfg.batch_size_real))
+        if aligners:
+            unl = stores["unlabelled"]
+            n = len(unl)
+            idx = np.sort(rng.choice(n, min(cfg.batch_size_unlabelled, n), replace=False))
+            add("unlabelled", unl.batch(idx), None)
+        feats = {k: torch.cat([c[k] for c in chunks]).to(self.device) for k in chunks[0]}
+        out = model.forward_from_cut(advance(model, feats, cut))
+        total = torch.zeros((), device=self.device)
+        parts: dict[str, float] = {}
+        for key, weight in (("sim", cfg.sim_weight), ("real", cfg.real_weight)):
+            if key in targets:
+                tgt = {k: v.to(self.device) for k, v in targets[key].items()}
+                loss, _ = model.compute_loss(_take(out, spans[key]), tgt, self.loss_weights)
+                total = total + weight * loss
+                parts[f"loss/{key}"] = float(loss.detach())
+        if aligners:
+            f = tap(out)
+            real_rows = torch.cat([f[spans[k]] for k in ("real", "unlabelled") if k in spans])
+            align = sum(a(f[spans["sim"]], real_rows) for a in aligners.values())
+            total = total + cfg.align_weight * align
+            parts["loss/align"] = float(align.detach())
+        if l2sp.weight > 0:
+            pen = l2sp.penalty()
+            total = total + pen.to(self.device)
+            parts["loss/l2sp"] = float(pen.detach())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+        opt.step()
+        parts["loss/total"] = float(total.detach())
+        return parts
+
+    def _adabn(self, model: PerceptionModel):
+        """Re-estimate every BatchNorm's statistics on the real frames (unlabelled + k-shot)."""
+        pre = model.make_preprocess()
+        clean = InputTransform(self.data.pipeline.grayscale)
+        imgs = self.data.real_images_for_stats()
+        xs = torch.stack([pre(clean(im, i))[0] for i, im in enumerate(imgs)])
+        bs = max(2, self.cfg.batch_size_unlabelled)
+        batches = [xs[s:s + bs].to(self.device) for s in range(0, len(xs), bs)]
+        return adapt_bn(model, batches)
+
+    # --- reporting ------------------------------------------------------------------------------
+    def _transfer_warnings(self, res: RunResult) -> list[str]:
+        if res.kind != "adapted":
+            return []
+        base = {}
+        for key, label in (("source_only", "source-only"), ("real_only", "real-only fine-tune")):
+            r = self.results.get(key)
+            if r is not None and r.real_test:
+                base[label] = r.real_test
+        return negative_transfer_warnings(res.real_test, base, name=f"adapted ({res.name})")
+
+    def _report(self, run_dir: Path, res: RunResult, before, after, logger) -> None:
+        from sim2real.tracking import write_report
+
+        feats = {}
+        if before[0] is not None and before[1] is not None:
+            feats["before"] = (before[0].numpy(), before[1].numpy())
+        if after[0] is not None and after[1] is not None:
+            feats["after"] = (after[0].numpy(), after[1].numpy())
+        try:
+            write_report(run_dir, title=f"sim2real adapt: {res.name}", method=res.name, features=feats or None,
+                         logger=logger, seed=self.cfg.seed)
+        except Exception as e:  # noqa: BLE001 - a plotting failure must not lose a finished run
+            warnings.warn(f"report.html could not be written ({type(e).__name__}: {e})", RuntimeWarning, stacklevel=2)
+
+
+def gap_of(res: RunResult) -> dict:
+    """``gap/<metric>`` (positive = real worse) of a result, sim val vs real test."""
+    return gap_metrics(res.sim_val or {}, res.real_test or {})

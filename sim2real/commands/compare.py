@@ -1,0 +1,44 @@
+"""``sim2real compare``: source-only, real-only and every adaptation method on the same budget."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from sim2real.commands._common import add_config_arguments, config_from_args
+
+HELP = "run source-only, real-only and every adaptation method on the same budget"
+DESCRIPTION = """\
+Run the source-only model, a real-only fine-tune and each adaptation method (finetune, coral,
+mmd, dann, adabn; combinations as "adabn+coral") on the same data, seed and budget, for each k in
+`ks`, and write compare.md + compare.csv (real metrics on the held-out real test split in original
+pixels, sim metrics, gap, wall time) into run_dir. Shared settings live under `adapt.`.
+
+examples:
+  sim2real compare --from runs/train/visp_cube/best.pt
+  sim2real compare --from best.pt ks=[5,10,20] methods=[finetune,coral,adabn+coral]
+  sim2real compare --from best.pt adapt.epochs=4 adapt.steps_per_epoch=10
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="checkpoint", metavar="CHECKPOINT",
+                   help="sim-trained checkpoint (config key adapt.checkpoint)")
+    add_config_arguments(p, "configs/compare.yaml")
+    p.add_argument("--run-dir", help="output folder (config key run_dir)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim2real.adapt.compare import CompareConfig, run_compare
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    extra = []
+    if args.checkpoint:
+        extra.append(f"adapt.checkpoint={args.checkpoint}")
+    if args.run_dir:
+        extra.append(f"run_dir={args.run_dir}")
+    cfg = config_from_args(CompareConfig, args, extra)
+    res = run_compare(cfg)
+    print(res.markdown.read_text())
+    print(f"{res.run_dir}: compare.md, compare.csv, metrics.jsonl")
+    return 0

@@ -1,0 +1,95 @@
+"""``sim2real live``: run a checkpoint on a camera, video, stream or folder of frames."""
+
+from __future__ import annotations
+
+import argparse
+
+from sim2real.commands._common import add_config_arguments, config_from_args
+
+HELP = "run a checkpoint on a camera, video, stream or folder of frames"
+DESCRIPTION = """\
+Run a model on live frames: OpenCV capture in its own thread, the model's own preprocessing (the
+same Preprocess as training; gray cameras included), predictions drawn on the frame with an
+FPS/latency line. At the end (end of file, stream lost, --max-frames, Ctrl-C) latency p50/p95/p99
+per stage (capture wait, preprocess, infer, draw, write) and FPS are printed and saved as JSON, and
+every output file is finalized (a Ctrl-C still leaves a playable video).
+
+Sources: a camera index (0), a video file, an rtsp/http URL, or a folder of image frames.
+Frame delivery: cameras and streams default to latest-frame (--drop): a model slower than the
+camera works on the newest frame and stale ones are dropped (counted), so the output never lags
+behind. Files and folders default to every frame (--no-drop): the annotated video has exactly
+the input's frames. A stream whose read fails is reopened with bounded exponential backoff
+(--max-retries) and then ends cleanly; a file's end is a normal end.
+
+Display: this package ships opencv-python-headless (no GUI); --display needs a GUI OpenCV build.
+Use --output annotated.mp4 and --jsonl preds.jsonl to run headless.
+
+examples:
+  sim2real live --checkpoint runs/train/x/best.pt --source 0 --display
+  sim2real live --checkpoint model.onnx --source clip.mp4 --output annotated.mp4 --jsonl preds.jsonl
+  sim2real live --checkpoint best.pt --source rtsp://cam/stream --tta-bn --reference real_frames/ \\
+      --drift-threshold 0.1 --output out.mp4
+"""
+
+# (flag attribute, config key) pairs whose values are free text: set on the config directly
+# (not parsed as overrides) so paths and URLs with any characters survive.
+_TEXT_FLAGS = {"checkpoint": "checkpoint", "source": "source", "output": "output", "jsonl": "jsonl",
+               "run_dir": "run_dir", "stats": "stats", "reference": "drift.reference",
+               "image_root": "drift.image_root"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p, "configs/live.yaml")
+    p.add_argument("--checkpoint", help="model: checkpoint .pt (torch), exported .onnx (onnxruntime) or TorchScript")
+    p.add_argument("--source", help="camera index, video file, rtsp/http URL or folder of frames (default 0)")
+    p.add_argument("--backend", choices=["auto", "torch", "torchscript", "onnxruntime"],
+                   help="inference backend (default auto: .onnx -> onnxruntime, else torch)")
+    p.add_argument("--threads", type=int, help="CPU threads for inference (default OMP_NUM_THREADS or all cores)")
+    p.add_argument("--display", action="store_true", help="show a window (needs a GUI OpenCV build)")
+    p.add_argument("--output", help="write the annotated video here (.mp4; MJPG .avi fallback)")
+    p.add_argument("--jsonl", help="write one prediction record per frame here (original pixels)")
+    p.add_argument("--run-dir", help="run folder for config, stats and metrics (default runs/live/<time>)")
+    p.add_argument("--stats", help="latency/FPS stats JSON (default <run-dir>/stats.json)")
+    p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--drop", action="store_true", help="latest-frame delivery: drop stale frames (live default)")
+    g.add_argument("--no-drop", action="store_true", help="process every frame (default for files and folders)")
+    p.add_argument("--realtime", action="store_true", help="play a file at its own frame rate (use with --drop)")
+    p.add_argument("--max-retries", type=int, help="reconnect attempts for a dropped stream (default 5)")
+    p.add_argument("--tta-bn", action="store_true", help="update BatchNorm statistics from recent frames (torch)")
+    p.add_argument("--reference", help="reference real images for the drift monitor (folder, dataset or COCO .json)")
+    p.add_argument("--image-root", help="folder the --reference COCO file_name entries are relative to")
+    p.add_argument("--drift-threshold", type=float, help="warn when the drift metric rises past this")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim2real.config import ConfigError
+    from sim2real.deploy.config import LiveConfig
+    from sim2real.deploy.loop import run_live
+
+    flags = {"backend": args.backend, "threads": args.threads, "max_frames": args.max_frames,
+             "retry.max_retries": args.max_retries, "drift.threshold": args.drift_threshold}
+    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if args.display:
+        extra.append("display=true")
+    if args.drop:
+        extra.append("drop=latest")
+    if args.no_drop:
+        extra.append("drop=all")
+    if args.realtime:
+        extra.append("realtime=true")
+    if args.tta_bn:
+        extra.append("tta.enabled=true")
+    cfg = config_from_args(LiveConfig, args, extra)
+    for attr, key in _TEXT_FLAGS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            obj = cfg
+            *parents, leaf = key.split(".")
+            for part in parents:
+                obj = getattr(obj, part)
+            setattr(obj, leaf, value)
+    if not cfg.checkpoint:
+        raise ConfigError("checkpoint", "a model file: --checkpoint model.pt (torch) or model.onnx (onnxruntime)")
+    summary = run_live(cfg)
+    return 0 if summary.get("frames", 0) > 0 or summary.get("stopped_by", "").startswith("interrupted") else 1

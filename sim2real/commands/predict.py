@@ -1,0 +1,130 @@
+"""``sim2real predict``: write one JSONL prediction per image/frame in original pixels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+HELP = "write one JSONL prediction per image/frame in original pixels"
+DESCRIPTION = """\
+Run a checkpoint on a folder of images, the images of a COCO file / dataset folder, or a video, and
+write one JSON line per image: {"image": file_name | "frame": index, "class", "score",
+"box": [x0, y0, x1, y1], "center": [u, v], "keypoints": [[u, v, score], ...]} in ORIGINAL pixels.
+A corrupt image gets {"image": ..., "error": "..."} instead, and the run goes on.
+
+examples:
+  sim2real predict --checkpoint runs/train/sim/best.pt --images data/sim/tabletop
+  sim2real predict --checkpoint best.pt --images /usr/share/visp-images-data/ViSP-images/mbt/cube --out cube.jsonl
+  sim2real predict --checkpoint best.pt --images clip.mp4 --every 5
+"""
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="model checkpoint")
+    p.add_argument("--images", required=True,
+                   help="folder of images, dataset folder with annotations.json, COCO .json file, or video file")
+    p.add_argument("--image-root", help="for a COCO file: folder its file_name entries are relative to")
+    p.add_argument("--out", help="output .jsonl (default: predictions_<name>.jsonl next to the checkpoint)")
+    p.add_argument("--every", type=int, default=1, help="video: every N-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, default=None, help="video: stop after this many frames")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _folder_images(folder: Path) -> list[tuple[str, Path]]:
+    from sim2real.data.images import IMAGE_SUFFIXES
+
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"--images {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return [(f.name, f) for f in files]
+
+
+def _coco_images(path: Path, image_root: str | None) -> list[tuple[str, Path]]:
+    from sim2real.data.dataset import read_coco, resolve_annotation_file
+
+    ann = resolve_annotation_file(path)
+    root = Path(image_root) if image_root else ann.parent
+    images = read_coco(ann)["images"]
+    missing = [im["file_name"] for im in images if not (root / im["file_name"]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{ann}: image file {root / missing[0]} does not exist"
+                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                                + "; pass --image-root if the images live elsewhere")
+    return [(im["file_name"], root / im["file_name"]) for im in images]
+
+
+def _video_frames(path: Path, every: int, max_frames: int | None) -> Iterator[tuple[dict, np.ndarray]]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"--images {path}: cannot open this video (unsupported codec or not a video)")
+    try:
+        i = done = 0
+        while max_frames is None or done < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                yield {"frame": i}, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame
+                done += 1
+            i += 1
+    finally:
+        cap.release()
+
+
+def _sources(args) -> tuple[str, Iterator[tuple[dict, np.ndarray | None]], list[dict]]:
+    """(name, (where, image) pairs with image None for unreadable files, error records)."""
+    from sim2real.data.images import ImageReadError, load_image
+
+    src = Path(args.images)
+    errors: list[dict] = []
+    if src.is_file() and src.suffix.lower() in VIDEO_SUFFIXES:
+        return src.stem, _video_frames(src, max(1, args.every), args.max_frames), errors
+    if src.is_dir() and not (src / "annotations.json").is_file():
+        files = _folder_images(src)
+    elif src.exists():
+        files = _coco_images(src, args.image_root)
+    else:
+        raise FileNotFoundError(f"--images {src} does not exist (expected a folder, COCO .json or video)")
+
+    def gen():
+        for name, path in files:
+            try:
+                yield {"image": name}, load_image(path)
+            except ImageReadError as e:
+                errors.append({"image": name, "error": str(e)})
+    name = src.name if src.is_dir() else src.name.split(".")[0]
+    return name, gen(), errors
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim2real.io import atomic_path
+    from sim2real.train.inference import load_model, predict_arrays, prediction_record
+
+    model, device, _ = load_model(args.checkpoint, args.device)
+    name, pairs, errors = _sources(args)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"predictions_{name}.jsonl"
+    n = bad = 0
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        def write_errors():
+            nonlocal bad
+            while errors:
+                fh.write(json.dumps(errors.pop(0)) + "\n")
+                bad += 1
+
+        for where, pred in predict_arrays(model, pairs, args.batch_size, device):
+            write_errors()
+            fh.write(json.dumps(prediction_record(pred, model.classes, **where)) + "\n")
+            n += 1
+        write_errors()
+    print(f"{out}: {n} predictions" + (f", {bad} unreadable image(s) skipped" if bad else ""), file=sys.stdout)
+    return 0

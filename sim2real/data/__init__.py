@@ -1,0 +1,1 @@
+"""sim2real.data package."""

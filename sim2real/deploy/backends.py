@@ -1,0 +1,247 @@
+"""CPU inference behind one call: ``backend(batch float32 (B, 3, H, W)) -> {name: np.ndarray}``.
+
+- ``TorchBackend``: the checkpoint's ``PerceptionModel`` in eager mode under ``torch.inference_mode``
+  (or a TorchScript file written by ``sim2real export --format torchscript``).
+- ``OnnxRuntimeBackend``: an exported ``.onnx`` on ``CPUExecutionProvider`` with full graph
+  optimisation; classes and preprocessing come from the file's ``metadata_props``, so the ONNX
+  file is all a deployment needs.
+
+Every backend carries ``classes`` and the model's ``preprocess`` (a ``Preprocess``) so the live
+loop prepares frames exactly as training did.  Outputs are the model's decoded tensors in
+model-input pixels: ``logits, center, box, keypoints, kp_score`` (+ ``objectness`` for dense
+heads) and the pooled ``embed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Output tensors, in the order the exported graphs list them (those a head lacks are skipped).
+OUTPUT_NAMES = ("logits", "center", "box", "keypoints", "kp_score", "objectness", "embed")
+INPUT_NAME = "input"
+META_PREFIX = "sim2real."
+ONNX_FORMAT = "sim2real-onnx"
+TS_META_FILE = "sim2real_meta.json"
+
+
+class BackendError(ValueError):
+    """A model file cannot serve as this backend (names the file and what is missing)."""
+
+
+class InferenceBackend:
+    """Base class: subclasses set the attributes below and implement ``__call__``."""
+
+    name = "base"
+    classes: list[str]
+    preprocess: Any            # sim2real.models.Preprocess
+    input_hw: tuple[int, int]
+    source: str = ""
+    meta: dict
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        return {"backend": self.name, "model": self.source, "classes": list(self.classes),
+                "input_hw": list(self.input_hw)}
+
+
+def _check_batch(batch: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    batch = np.asarray(batch)
+    if batch.ndim != 4 or tuple(batch.shape[2:]) != tuple(input_hw):
+        raise ValueError(f"backend input must be (B, C, {input_hw[0]}, {input_hw[1]}) float32, got {batch.shape}")
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def set_torch_threads(threads: int) -> None:
+    import torch
+
+    if threads and threads > 0:
+        torch.set_num_threads(int(threads))
+
+
+class TorchBackend(InferenceBackend):
+    """Eager PyTorch; ``model`` is a ``PerceptionModel`` (``load_checkpoint``)."""
+
+    name = "torch"
+
+    def __init__(self, model, threads: int = 0, source: str = ""):
+        from sim2real.models import Preprocess
+
+        set_torch_threads(threads)
+        self.model = model.eval()
+        self.classes = list(model.classes)
+        self.preprocess = Preprocess.from_dict(model.preprocess_cfg)
+        self.input_hw = tuple(model.input_hw)
+        self.source = source
+        self.threads = threads
+        self.meta = {"classes": self.classes, "preprocess": model.preprocess_cfg, "input_hw": list(self.input_hw)}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, threads: int = 0) -> "TorchBackend":
+        from sim2real.models import load_checkpoint
+
+        return cls(load_checkpoint(path), threads=threads, source=str(path))
+
+    def run_tensor(self, x) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(x)
+        return {k: out[k].numpy() for k in OUTPUT_NAMES if k in out}
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        return self.run_tensor(torch.from_numpy(_check_batch(batch, self.input_hw)))
+
+
+class TorchScriptBackend(InferenceBackend):
+    """A TorchScript file from ``sim2real export --format torchscript`` (metadata in an extra file)."""
+
+    name = "torchscript"
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import torch
+
+        from sim2real.models import Preprocess
+
+        set_torch_threads(threads)
+        extra = {TS_META_FILE: ""}
+        try:
+            self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra).eval()
+        except (RuntimeError, ValueError) as e:
+            raise BackendError(f"{path}: not a TorchScript file ({str(e).splitlines()[0]})") from None
+        if not extra[TS_META_FILE]:
+            raise BackendError(f"{path}: TorchScript file without {TS_META_FILE}; export it with "
+                               "'sim2real export --format torchscript'")
+        self.meta = json.loads(extra[TS_META_FILE])
+        self.outputs = list(self.meta["outputs"])
+        self.classes = list(self.meta["classes"])
+        self.preprocess = Preprocess.from_dict(self.meta["preprocess"])
+        self.input_hw = tuple(self.meta["input_hw"])
+        self.source = str(path)
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(_check_batch(batch, self.input_hw)))
+        return {k: v.numpy() for k, v in zip(self.outputs, out)}
+
+
+def read_onnx_metadata(props: dict[str, str], path: str | Path) -> dict:
+    """``metadata_props`` of an exported model -> ``{classes, preprocess, input_hw, ...}``."""
+    meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
+    if meta.get("format") != ONNX_FORMAT:
+        raise BackendError(f"{path}: no sim2real metadata in the ONNX file (metadata_props "
+                           f"'{META_PREFIX}format' missing); export it with 'sim2real export --format onnx'")
+    out = {}
+    for key, value in meta.items():
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    for key in ("classes", "preprocess", "input_hw", "outputs"):
+        if key not in out:
+            raise BackendError(f"{path}: ONNX metadata_props lacks '{META_PREFIX}{key}'")
+    return out
+
+
+class OnnxRuntimeBackend(InferenceBackend):
+    """ONNX Runtime on CPU. ``threads``: intra-op threads (0 = ORT's default, all cores)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int = 0, optimization: str = "all"):
+        import onnxruntime as ort
+
+        from sim2real.models import Preprocess
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model {path} does not exist")
+        so = ort.SessionOptions()
+        if threads and threads > 0:
+            so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = {
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...)
+            raise BackendError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
+        self.meta = read_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        self.classes = list(self.meta["classes"])
+        self.preprocess = Preprocess.from_dict(self.meta["preprocess"])
+        self.input_hw = tuple(self.meta["input_hw"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        shape0 = self.session.get_inputs()[0].shape[0]
+        self.fixed_batch = shape0 if isinstance(shape0, int) else None
+        self.source = str(path)
+        self.threads = threads
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.outputs, {INPUT_NAME: batch})
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        batch = _check_batch(batch, self.input_hw)
+        n = self.fixed_batch
+        if n is None or len(batch) == n:
+            res = self._run(batch)
+        else:  # a fixed-batch graph: run in chunks of its batch size, padding the last one
+            parts = []
+            for i in range(0, len(batch), n):
+                chunk = batch[i:i + n]
+                pad = n - len(chunk)
+                if pad:
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+                parts.append([r[:n - pad] for r in self._run(chunk)])
+            res = [np.concatenate([p[j] for p in parts]) for j in range(len(self.outputs))]
+        return dict(zip(self.outputs, res))
+
+    def info(self) -> dict:
+        d = super().info()
+        d.update(fixed_batch=self.fixed_batch, quantization=self.meta.get("quantization", "none"),
+                 threads=self.threads)
+        return d
+
+
+def guess_backend(path: str | Path) -> str:
+    return "onnxruntime" if str(path).lower().endswith(".onnx") else "torch"
+
+
+def load_backend(path: str | Path, backend: str = "auto", threads: int = 0) -> InferenceBackend:
+    """The right backend for a model file: ``.onnx`` -> onnxruntime; a checkpoint -> torch;
+    a TorchScript file (``.ts``/``.torchscript`` or a zip without a checkpoint) -> torchscript."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist (expected a sim2real checkpoint .pt, "
+                                f"an exported .onnx or a TorchScript file)")
+    kind = guess_backend(path) if backend == "auto" else backend
+    if kind == "onnxruntime":
+        if path.suffix.lower() != ".onnx":
+            raise BackendError(f"--backend onnxruntime needs an exported .onnx file, got {path}; run "
+                               f"'sim2real export --checkpoint {path} --format onnx' first")
+        return OnnxRuntimeBackend(path, threads=threads)
+    if kind in ("torch", "torchscript"):
+        if path.suffix.lower() == ".onnx":
+            raise BackendError(f"{path} is an ONNX file: use --backend onnxruntime")
+        if kind == "torchscript" or path.suffix.lower() in (".ts", ".torchscript"):
+            return TorchScriptBackend(path, threads=threads)
+        return TorchBackend.from_checkpoint(path, threads=threads)
+    raise BackendError(f"unknown backend {backend!r}: expected auto, torch, torchscript or onnxruntime")
+
+
+def default_threads() -> int:
+    """Threads to use by default: what OMP_NUM_THREADS says, else every core."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)

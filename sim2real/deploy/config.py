@@ -1,0 +1,72 @@
+"""``sim2real live`` settings (``configs/live.yaml``); every key can be overridden as ``key=value``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from sim2real.config import ConfigError, choice, rng
+from sim2real.tracking import TrackingConfig
+
+
+@dataclass
+class RetryConfig:
+    """Bounded exponential backoff for a live stream whose read() fails."""
+
+    max_retries: int = field(default=5, metadata=rng(0, None))
+    base_s: float = field(default=0.5, metadata=rng(0.0, None))
+    factor: float = field(default=2.0, metadata=rng(1.0, None))
+    max_s: float = field(default=8.0, metadata=rng(0.0, None))
+    stream_timeout_s: float = field(default=10.0, metadata=rng(0.0, None))  # open/read timeout of URLs
+
+
+@dataclass
+class TtaConfig:
+    """On-stream BatchNorm re-estimation (AdaBN-style); torch backend only."""
+
+    enabled: bool = False
+    momentum: float = field(default=0.01, metadata=rng(0.0, 1.0, lo_open=True))
+    every: int = field(default=8, metadata=rng(1, None))     # update after this many frames
+    buffer: int = field(default=8, metadata=rng(2, None))    # recent frames per update
+
+
+@dataclass
+class DriftConfig:
+    """Feature drift of recent frames vs a reference real set (pooled embedding)."""
+
+    reference: Optional[str] = None      # folder of images | dataset folder | COCO .json; None = off
+    image_root: Optional[str] = None     # for a COCO .json whose file_name is relative elsewhere
+    max_reference: int = field(default=64, metadata=rng(2, None))
+    window: int = field(default=32, metadata=rng(2, None))
+    every: int = field(default=8, metadata=rng(1, None))
+    metric: str = field(default="mmd2", metadata=choice("mmd2", "mean_dist"))
+    threshold: Optional[float] = None    # warn when the metric rises past it
+
+
+@dataclass
+class LiveConfig:
+    checkpoint: str = ""                 # checkpoint .pt | exported .onnx | TorchScript file
+    source: str = "0"                    # camera index | video file | rtsp/http URL | folder of frames
+    backend: str = field(default="auto", metadata=choice("auto", "torch", "torchscript", "onnxruntime"))
+    threads: int = field(default=0, metadata=rng(0, None))   # 0 = OMP_NUM_THREADS or all cores
+    display: bool = False
+    output: Optional[str] = None         # annotated video (.mp4, mp4v; falls back to MJPG .avi)
+    jsonl: Optional[str] = None          # one prediction record per frame, original pixels
+    run_dir: Optional[str] = None        # default runs/live/<UTC time>
+    stats: Optional[str] = None          # default <run_dir>/stats.json
+    max_frames: int = field(default=0, metadata=rng(0, None))  # 0 = until the source ends
+    drop: str = field(default="auto", metadata=choice("auto", "latest", "all"))
+    realtime: bool = False               # play files/folders at their frame rate (with drop=latest)
+    folder_fps: float = field(default=30.0, metadata=rng(0.0, None, lo_open=True))
+    output_fps: float = field(default=0.0, metadata=rng(0.0, None))  # 0 = the source's frame rate
+    kp_threshold: float = field(default=0.5, metadata=rng(0.0, 1.0))
+    overlay: bool = True                 # draw the FPS/latency line
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    tta: TtaConfig = field(default_factory=TtaConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(mode="disabled"))
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.drift.threshold is not None and self.drift.threshold < 0:
+            raise ConfigError("drift.threshold", "a value >= 0", self.drift.threshold)

@@ -1,0 +1,249 @@
+"""Export a ``PerceptionModel`` to ONNX or TorchScript for CPU deployment, and prove it matches.
+
+The exported graph takes the preprocessed batch ``input`` (B, 3, H, W) float32 and returns the
+decoded tensors (``logits, center, box, keypoints, kp_score`` [+ ``objectness``] in model-input
+pixels) plus the pooled ``embed``.  ONNX files carry everything the live loop needs in
+``metadata_props`` (``sim2real.classes``, ``sim2real.preprocess``, ``sim2real.input_hw``, ...).
+
+ONNX export uses the TorchScript-based exporter (``dynamo=False``): it ships with torch and
+needs no ``onnxscript``, and it handles the dense head's argmax decoding.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sim2real.deploy.backends import (INPUT_NAME, META_PREFIX, ONNX_FORMAT, OUTPUT_NAMES, TS_META_FILE,
+                                      OnnxRuntimeBackend, TorchBackend)
+from sim2real.io import atomic_path
+
+DEFAULT_OPSET = 17
+
+
+class ExportWrapper(nn.Module):
+    """``model(x)`` dict -> a tuple of the deployable outputs (no ``raw`` head maps)."""
+
+    def __init__(self, model: nn.Module, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, list(names)
+
+    def forward(self, x: torch.Tensor):
+        out = self.model(x)
+        return tuple(out[n] for n in self.names)
+
+
+def output_names(model) -> list[str]:
+    """The deployable outputs this model produces (probe with one zero image)."""
+    with torch.inference_mode():
+        out = model(torch.zeros(1, 3, *model.input_hw))
+    return [n for n in OUTPUT_NAMES if n in out]
+
+
+def model_metadata(model, outputs: list[str], batch: int | None, extra: dict | None = None) -> dict:
+    """What a deployment needs besides the weights (JSON-able)."""
+    meta = {"format": ONNX_FORMAT, "version": 1, "classes": list(model.classes),
+            "preprocess": model.preprocess_cfg, "input_hw": list(model.input_hw), "outputs": outputs,
+            "input": INPUT_NAME, "batch": "dynamic" if batch is None else int(batch),
+            "backbone": model.backbone.name, "backbone_hash": model.backbone.weights_hash,
+            "head": _head_dict(model), "quantization": "none"}
+    meta.update(extra or {})
+    return meta
+
+
+def _head_dict(model) -> dict:
+    from dataclasses import asdict
+
+    return asdict(model.head_cfg)
+
+
+def set_onnx_metadata(onnx_model, meta: dict) -> None:
+    """Store ``meta`` as ``sim2real.<key>`` entries (strings as is, the rest as JSON)."""
+    keep = [p for p in onnx_model.metadata_props if not p.key.startswith(META_PREFIX)]
+    del onnx_model.metadata_props[:]
+    onnx_model.metadata_props.extend(keep)
+    for k, v in meta.items():
+        entry = onnx_model.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + k, v if isinstance(v, str) else json.dumps(v)
+
+
+def export_onnx(model, path: str | Path, batch: int | None = 1, opset: int = DEFAULT_OPSET,
+                extra_meta: dict | None = None) -> Path:
+    """Write ``path`` (atomic). ``batch=None`` makes the batch dimension dynamic."""
+    import onnx
+
+    model = model.eval()
+    names = output_names(model)
+    wrapper = ExportWrapper(model, names).eval()
+    dummy = torch.zeros(batch or 2, 3, *model.input_hw)
+    dynamic = None
+    if batch is None:
+        dynamic = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated in favour of dynamo (which needs onnxscript).
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (dummy,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=names,
+                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True)
+    model.eval()  # export restores the wrapper's mode; keep the model in eval whatever happened
+    onnx_model = onnx.load_from_string(buf.getvalue())
+    set_onnx_metadata(onnx_model, model_metadata(model, names, batch, extra_meta))
+    onnx.checker.check_model(onnx_model, full_check=True)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        onnx.save(onnx_model, str(tmp))
+    return path
+
+
+def export_torchscript(model, path: str | Path, batch: int = 1, extra_meta: dict | None = None) -> Path:
+    """Traced TorchScript with the same metadata in an extra file ``sim2real_meta.json``."""
+    model = model.eval()
+    names = output_names(model)
+    wrapper = ExportWrapper(model, names).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(wrapper, torch.zeros(batch, 3, *model.input_hw), check_trace=False)
+    model.eval()
+    meta = model_metadata(model, names, batch, extra_meta)
+    meta["format"] = "sim2real-torchscript"
+    path = Path(path)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(traced, str(tmp), _extra_files={TS_META_FILE: json.dumps(meta)})
+    return path
+
+
+def parity_inputs(model, n: int = 2, seed: int = 0, images: list | None = None) -> np.ndarray:
+    """A batch to compare backends on: given images (preprocessed) or seeded noise in the
+    normalised range of real inputs."""
+    if images:
+        pre = model.make_preprocess()
+        return np.stack([pre(im)[0].numpy() for im in images]).astype(np.float32)
+    g = np.random.default_rng(seed)
+    return g.standard_normal((n, 3, *model.input_hw)).astype(np.float32)
+
+
+def max_abs_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
+    return {k: float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) if a[k].size else 0.0
+            for k in a if k in b}
+
+
+def check_parity(model, backend, batch: np.ndarray) -> dict[str, float]:
+    """Max |torch - backend| per output on ``batch`` (run sample by sample for fixed-batch graphs)."""
+    ref = TorchBackend(model)(batch)
+    got = backend(batch)
+    missing = [k for k in ref if k not in got]
+    if missing:
+        raise ValueError(f"exported model lacks outputs {missing}")
+    return max_abs_diff(ref, got)
+
+
+def onnx_parity(model, onnx_path: str | Path, batch: np.ndarray, threads: int = 1) -> dict[str, float]:
+    return check_parity(model, OnnxRuntimeBackend(onnx_path, threads=threads), batch)
+
+
+# --- the whole export job (what ``sim2real export`` runs) ------------------------------------------
+
+def default_output(checkpoint: str | Path, fmt: str) -> Path:
+    p = Path(checkpoint)
+    return p.with_suffix(".onnx" if fmt == "onnx" else ".ts")
+
+
+def export_checkpoint(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = None,
+                      batch: int | None = 1, opset: int = DEFAULT_OPSET, tolerance: float = 1e-4,
+                      quantize: str | None = None, calib_data: str | None = None, eval_data: str | None = None,
+                      image_root: str | None = None, calib_images: int = 64, eval_images: int = 100,
+                      threads: int = 1, log=print) -> dict:
+    """Export, check parity with PyTorch (fp32, max |diff| <= ``tolerance``), optionally quantize
+    and measure what int8 changes.  Returns the report (also written to ``<out>.export.json``)."""
+    import time
+
+    from sim2real.deploy.backends import TorchScriptBackend
+    from sim2real.io import atomic_write_json
+    from sim2real.models import load_checkpoint
+
+    if fmt not in ("onnx", "torchscript"):
+        raise ValueError(f"--format must be onnx or torchscript, got {fmt!r}")
+    if quantize and fmt != "onnx":
+        raise ValueError("--quantize works on ONNX models only (use --format onnx)")
+    if quantize == "static" and not calib_data:
+        raise ValueError("--quantize static needs --calib-data (a dataset folder, a COCO .json or a folder "
+                         "of real images) to calibrate activation ranges")
+    model = load_checkpoint(checkpoint)
+    out = Path(out) if out else default_output(checkpoint, fmt)
+    extra = {"checkpoint": Path(checkpoint).name}
+    t0 = time.perf_counter()
+    if fmt == "onnx":
+        export_onnx(model, out, batch=batch, opset=opset, extra_meta=extra)
+        backend = OnnxRuntimeBackend(out, threads=threads)
+    else:
+        export_torchscript(model, out, batch=batch or 1, extra_meta=extra)
+        backend = TorchScriptBackend(out, threads=threads)
+    report: dict = {"checkpoint": str(checkpoint), "format": fmt, "output": str(out),
+                    "batch": "dynamic" if batch is None else batch, "opset": opset if fmt == "onnx" else None,
+                    "export_s": round(time.perf_counter() - t0, 3), "size_bytes": out.stat().st_size,
+                    "classes": list(model.classes), "input_hw": list(model.input_hw)}
+    if fmt == "onnx":
+        import onnx
+
+        onnx.checker.check_model(str(out), full_check=True)
+        report["onnx_checker"] = "passed"
+
+    eval_set = None
+    if eval_data or calib_data:
+        from sim2real.deploy.image_sets import load_image_set
+
+        eval_set = load_image_set(eval_data or calib_data, image_root, eval_images, model.classes)
+    n = batch or 2
+    probe = parity_inputs(model, n=n)
+    if eval_set is not None:
+        # Real images too: noise alone never exercises the ranges real frames produce.
+        real = parity_inputs(model, images=eval_set.images[:n])
+        probe = np.concatenate([probe, real]) if batch is None else real[:n]
+    diffs = check_parity(model, backend, probe)
+    worst = max(diffs, key=diffs.get)
+    report["parity"] = {"max_abs_diff": diffs, "worst": worst, "tolerance": tolerance,
+                        "samples": int(len(probe)), "passed": diffs[worst] <= tolerance}
+    log(f"[export] {out}: max |onnx - torch| = {diffs[worst]:.2e} ({worst})" if fmt == "onnx" else
+        f"[export] {out}: max |torchscript - torch| = {diffs[worst]:.2e} ({worst})")
+
+    if quantize:
+        from sim2real.deploy.image_sets import load_image_set
+        from sim2real.deploy.quantize import compare_models, quantize_onnx
+
+        q_out = out.with_name(f"{out.stem}.int8-{quantize}.onnx")
+        calib = None
+        if quantize == "static":
+            cset = load_image_set(calib_data, image_root, calib_images, model.classes)
+            pre = model.make_preprocess()
+            calib = [pre(im)[0][None].numpy() for im in cset.images]
+            if batch is not None and batch > 1:
+                calib = [np.concatenate([c] * batch) for c in calib]
+        t1 = time.perf_counter()
+        quantize_onnx(out, q_out, quantize, calib)
+        q_report: dict = {"mode": quantize, "output": str(q_out), "size_bytes": q_out.stat().st_size,
+                          "quantize_s": round(time.perf_counter() - t1, 3),
+                          "calibration_images": len(calib) if calib else 0,
+                          "calib_data": calib_data, "eval_data": eval_data or calib_data}
+        if eval_set is not None:
+            q_backend = OnnxRuntimeBackend(q_out, threads=threads)
+            q_report["comparison"] = compare_models(backend, q_backend, eval_set.images, eval_set.labels)
+            if not eval_data and quantize == "static":
+                q_report["note"] = "compared on the calibration images; pass --eval-data for held-out frames"
+        else:
+            q_report["comparison"] = None
+            q_report["note"] = "no --eval-data/--calib-data: accuracy change not measured"
+        report["quantized"] = q_report
+    report_path = out.with_name(out.name + ".export.json")
+    atomic_write_json(report_path, report, indent=2)
+    report["report_path"] = str(report_path)
+    if not report["parity"]["passed"]:
+        raise ValueError(f"exported model {out} differs from PyTorch by {diffs[worst]:.2e} on '{worst}' "
+                         f"(tolerance {tolerance:g}); report: {report_path}")
+    return report

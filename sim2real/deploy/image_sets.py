@@ -1,0 +1,56 @@
+"""Small image sets for deployment-time jobs: drift reference, int8 calibration, fp32-vs-int8 checks.
+
+A set is a folder of images, a dataset folder (with ``annotations.json``) or a COCO ``.json``
+(``image_root``: the folder its ``file_name`` entries are relative to).  COCO sets also give
+labels (class index in the model's class list, target centre in original pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from sim2real.data.images import load_image
+
+
+@dataclass
+class ImageSet:
+    paths: list[Path]
+    images: list[np.ndarray]
+    labels: dict[str, np.ndarray] | None  # {"label": (N,), "center": (N, 2)} for COCO sets
+
+
+def _evenly(n: int, k: int | None) -> np.ndarray:
+    if not k or k >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
+def load_image_set(spec: str | Path, image_root: str | Path | None = None, max_images: int | None = None,
+                   classes: Sequence[str] | None = None) -> ImageSet:
+    """Load up to ``max_images`` images (evenly spread over the set, deterministic)."""
+    from sim2real.data.dataset import ANNOTATIONS, CocoDataset
+    from sim2real.data.real import list_images
+
+    p = Path(spec).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"image set {p} does not exist (expected a folder of images, a dataset "
+                                f"folder with {ANNOTATIONS} or a COCO .json file)")
+    if p.is_file() or (p / ANNOTATIONS).is_file():
+        ds = CocoDataset(p, image_root=image_root, classes=classes)
+        idx = _evenly(len(ds), max_images)
+        if not len(idx):
+            raise ValueError(f"COCO set {p} has no image with a target of classes {list(classes or [])}")
+        paths = [ds.image_path(int(i)) for i in idx]
+        t = ds.original_targets(idx)
+        labels = {"label": t["label"], "center": t["center"]}
+    else:
+        files = list_images(p)
+        if not files:
+            raise ValueError(f"folder {p} holds no image files")
+        paths = [files[int(i)] for i in _evenly(len(files), max_images)]
+        labels = None
+    return ImageSet(paths, [load_image(q) for q in paths], labels)

@@ -1,0 +1,296 @@
+"""The live loop: capture -> Preprocess -> backend -> records -> overlay -> outputs, with stats.
+
+Frame delivery (``drop``): ``latest`` keeps only the newest frame (cameras and streams: a slow
+model skips stale frames instead of lagging ever further behind); ``all`` processes every frame
+(files and folders: the annotated video has exactly the input's frames).  ``auto`` picks
+``latest`` for live sources and ``all`` for files/folders.
+
+Whatever ends the loop — end of file, a stream that stays down after its retries,
+``max_frames``, Ctrl-C / SIGTERM, or ``q`` in the window — the video is released and moved into
+place, the JSONL closed and the stats JSON written (``finally``), so every output is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from sim2real.config import to_dict
+from sim2real.deploy.backends import InferenceBackend, TorchBackend, default_threads, load_backend
+from sim2real.deploy.capture import Backoff, CaptureThread
+from sim2real.deploy.config import LiveConfig
+from sim2real.deploy.drift import DriftMonitor
+from sim2real.deploy.latency import LatencyStats, format_summary
+from sim2real.deploy.overlay import draw_prediction, draw_status, to_bgr
+from sim2real.deploy.predictions import to_records
+from sim2real.deploy.sources import open_source, parse_source, source_fps
+from sim2real.deploy.video_writer import VideoOutput
+from sim2real.io import atomic_write_json
+from sim2real.runinfo import seed_everything, write_run_info
+
+WINDOW = "sim2real live"
+
+
+class DisplayUnavailable(ValueError):
+    """``--display`` on an OpenCV build without GUI support."""
+
+
+def check_display() -> None:
+    try:
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise DisplayUnavailable(
+            "--display needs an OpenCV build with GUI support, but this environment has "
+            "opencv-python-headless (GUI: NONE), shipped on purpose because albumentations needs it. "
+            "Use --output annotated.mp4 (and --jsonl preds.jsonl) to run headless, or install a GUI "
+            "OpenCV build (pip install opencv-python) in a separate environment for viewing.") from None
+
+
+class _StopSignal:
+    """First Ctrl-C/SIGTERM asks the loop to stop after the current frame; a second one aborts."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.reason: str | None = None
+        self.log = log
+        self._prev: dict[int, Any] = {}
+
+    def __call__(self, signum, _frame) -> None:
+        if self.reason is not None:
+            raise KeyboardInterrupt
+        self.reason = "interrupted (Ctrl-C)" if signum == signal.SIGINT else f"signal {signal.Signals(signum).name}"
+        self.log(f"[live] {self.reason}: finishing the current frame and closing outputs "
+                 "(press Ctrl-C again to abort)")
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals can only be handled on the main thread (e.g. the loop run from a test thread)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._prev[sig] = signal.signal(sig, self)
+
+    def restore(self) -> None:
+        for sig, prev in self._prev.items():
+            signal.signal(sig, prev)
+        self._prev.clear()
+
+
+def default_run_dir() -> Path:
+    return Path("runs/live") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def embed_images(backend: InferenceBackend, images: list[np.ndarray]) -> np.ndarray:
+    rows = []
+    for img in images:
+        x, _ = backend.preprocess(img)
+        out = backend(x[None].numpy())
+        if "embed" not in out:
+            raise ValueError(f"{backend.source}: the model has no 'embed' output, needed by the drift monitor")
+        rows.append(out["embed"][0])
+    return np.stack(rows)
+
+
+def _drift_monitor(cfg: LiveConfig, backend: InferenceBackend, log) -> DriftMonitor | None:
+    if not cfg.drift.reference:
+        return None
+    from sim2real.deploy.image_sets import load_image_set
+
+    t0 = time.perf_counter()
+    ref = load_image_set(cfg.drift.reference, cfg.drift.image_root, cfg.drift.max_reference, backend.classes)
+    emb = embed_images(backend, ref.images)
+    log(f"[live] drift reference: {len(ref.images)} images from {cfg.drift.reference} embedded in "
+        f"{time.perf_counter() - t0:.1f} s")
+    return DriftMonitor(emb, window=cfg.drift.window, every=cfg.drift.every, threshold=cfg.drift.threshold,
+                        metric=cfg.drift.metric)
+
+
+def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: Callable[[], Any] | None = None,
+             live: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Run the loop described by ``cfg``; returns the stats dict (also saved as JSON).
+
+    ``backend`` and ``opener`` (a capture factory; ``live`` says if it is a live stream) replace
+    the ones ``cfg`` names (tests, benches).
+    """
+    seed_everything(cfg.seed)
+    spec = parse_source(cfg.source) if opener is None else None
+    live_source = spec.is_live if spec is not None else live
+    if backend is None:
+        backend = load_backend(cfg.checkpoint, cfg.backend, cfg.threads or default_threads())
+    if cfg.tta.enabled and not isinstance(backend, TorchBackend):
+        raise ValueError(f"--tta-bn needs the torch backend (BatchNorm is folded into the {backend.name} graph); "
+                         f"pass the training checkpoint .pt instead of {backend.source}")
+    if cfg.display:
+        check_display()
+    drop = {"latest": True, "all": False}.get(cfg.drop, live_source)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir()
+    stats_path = Path(cfg.stats) if cfg.stats else run_dir / "stats.json"
+    drift = _drift_monitor(cfg, backend, log)
+    adapter = None
+    if cfg.tta.enabled:
+        from sim2real.deploy.tta import BatchNormAdapter
+
+        adapter = BatchNormAdapter(backend.model, cfg.tta.momentum, cfg.tta.every, cfg.tta.buffer)
+
+    if opener is None:
+        def opener():
+            return open_source(spec, cfg.folder_fps, cfg.retry.stream_timeout_s)
+    backoff = Backoff(cfg.retry.max_retries, cfg.retry.base_s, cfg.retry.factor, cfg.retry.max_s)
+    name = spec.text if spec is not None else "source"
+    # Open once here so an unopenable source fails before any output is created; the capture
+    # thread reuses this capture and calls ``opener`` again only to reconnect.
+    first = opener()
+    fps_in = source_fps(first, cfg.folder_fps)
+    opened = [first]
+
+    def reuse_then_open():
+        return opened.pop() if opened else opener()
+
+    pace = fps_in if (cfg.realtime and drop and not live_source) else None
+    capture = CaptureThread(reuse_then_open, live=live_source, drop=drop, backoff=backoff, pace_fps=pace,
+                            fps=fps_in, name=name, log=log)
+    try:
+        write_run_info(run_dir, cfg, seed=cfg.seed, backend=backend.info())
+        from sim2real.tracking import make_logger
+
+        logger = make_logger(run_dir, cfg.tracking, to_dict(cfg))
+    except BaseException:
+        first.release()
+        raise
+    video = jsonl_fh = None
+    stop = _StopSignal(log)
+    stats = LatencyStats()
+    stopped_by = None
+    records = 0
+    video_path = None
+    log(f"[live] {backend.name} backend, model {backend.source or '<in memory>'}, input {backend.input_hw}, "
+        f"source {name} ({'live' if live_source else 'file'}, {'latest-frame' if drop else 'every frame'})")
+    try:
+        if cfg.output:
+            video = VideoOutput(cfg.output, cfg.output_fps or fps_in, log=log)
+        if cfg.jsonl:
+            Path(cfg.jsonl).parent.mkdir(parents=True, exist_ok=True)
+            jsonl_fh = open(cfg.jsonl, "w", encoding="utf-8")
+        stop.install()
+        capture.start()
+        stats.start()
+        while stop.reason is None:
+            t_frame = time.perf_counter()
+            with stats.stage("capture_wait"):
+                frame = None
+                while stop.reason is None:
+                    try:
+                        frame = capture.get(timeout=0.25)
+                        break
+                    except TimeoutError:
+                        continue
+            if frame is None:
+                break
+            with stats.stage("preprocess"):
+                x, meta = backend.preprocess(frame.image, color="rgb" if frame.is_rgb else "bgr")
+                batch = x[None]
+            if adapter is not None:
+                with stats.stage("adapt"):
+                    adapter.observe(batch)
+            with stats.stage("infer"):
+                out = backend(batch.numpy())
+            rec = to_records(out, [meta], backend.classes)[0]
+            rec = {"frame": frame.index, "timestamp": round(frame.wall_time, 6),
+                   **({"media_time_s": round(frame.media_time_s, 6)} if frame.media_time_s is not None else {}),
+                   **rec}
+            if drift is not None and "embed" in out:
+                d = drift.update(out["embed"][0], frame.index)
+                if d is not None:
+                    logger.log({k: v for k, v in d.items() if k != "frame"}, step=frame.index)
+                    if d["drift/new_alarm"]:
+                        log(f"[live] WARNING: feature drift {cfg.drift.metric} = {d['drift/' + cfg.drift.metric]:.4f} "
+                            f"rose past --drift-threshold {cfg.drift.threshold} at frame {frame.index}: the "
+                            "camera's images no longer look like the reference set (lighting, focus, scene?)")
+            with stats.stage("draw"):
+                img = to_bgr(frame.image, frame.is_rgb)
+                draw_prediction(img, rec, cfg.kp_threshold)
+                if cfg.overlay:
+                    draw_status(img, stats.recent_fps(), {"pre": stats.last("preprocess"), "infer": stats.last("infer")},
+                                capture.stats.dropped)
+            with stats.stage("write"):
+                if video is not None:
+                    video.write(img)
+                if jsonl_fh is not None:
+                    jsonl_fh.write(json.dumps(rec) + "\n")
+                    jsonl_fh.flush()
+                    records += 1
+                if cfg.display:
+                    cv2.imshow(WINDOW, img)
+                    if (cv2.waitKey(1) & 0xFF) in (27, ord("q")):
+                        stopped_by = "quit key"
+            stats.add("total", (time.perf_counter() - t_frame) * 1e3)
+            stats.frame_done()
+            if stopped_by:
+                break
+            if cfg.max_frames and stats.frames >= cfg.max_frames:
+                stopped_by = "max_frames"
+                break
+    finally:
+        stop.restore()
+        capture.stop()
+        for cap in opened:  # never handed to the thread (an error before start)
+            cap.release()
+        try:
+            if video is not None:
+                video_path = video.close()
+        finally:
+            if jsonl_fh is not None:
+                jsonl_fh.close()
+            if cfg.display:
+                cv2.destroyAllWindows()
+        stopped_by = stopped_by or stop.reason or capture.stats.end_reason or "stopped"
+        summary = _summary(cfg, backend, name, live_source, drop, stats, capture, stopped_by, video, video_path,
+                           records, drift, adapter)
+        atomic_write_json(stats_path, summary, indent=2)
+        logger.summary({f"live/{k}": v for k, v in _flat_summary(summary).items()})
+        logger.close()
+    if capture.error is not None:
+        raise capture.error
+    log(format_summary(summary))
+    log(f"[live] stopped: {stopped_by}; {stats.frames} frames processed, {capture.stats.dropped} dropped, "
+        f"{capture.stats.retries} retries; stats -> {stats_path}"
+        + (f"; video -> {video_path}" if video_path else "") + (f"; predictions -> {cfg.jsonl}" if cfg.jsonl else ""))
+    summary["stats_path"] = str(stats_path)
+    return summary
+
+
+def _summary(cfg, backend, name, live_source, drop, stats, capture, stopped_by, video, video_path, records,
+             drift, adapter) -> dict:
+    s = stats.summary()
+    s.update({
+        "source": name, "live_source": live_source, "delivery": "latest" if drop else "all",
+        "stopped_by": stopped_by, "backend": backend.info(),
+        "capture": {"frames_read": capture.stats.frames_read, "dropped": capture.stats.dropped,
+                    "retries": capture.stats.retries, "reconnects": capture.stats.reconnects,
+                    "end_reason": capture.stats.end_reason, "events": capture.stats.events[-20:]},
+        "outputs": {"video": str(video_path) if video_path else None, "video_frames": video.frames if video else 0,
+                    "video_codec": video.fourcc if video else None,
+                    "jsonl": cfg.jsonl, "jsonl_records": records},
+    })
+    if drift is not None:
+        s["drift"] = drift.summary()
+    if adapter is not None:
+        s["tta"] = {"bn_updates": adapter.updates, "momentum": adapter.momentum, "bn_layers": len(adapter.layers)}
+    return s
+
+
+def _flat_summary(summary: dict) -> dict:
+    """Scalars of the stats for the run logger (W&B summary)."""
+    out = {"frames": summary["frames"], "fps": summary["fps"], "dropped": summary["capture"]["dropped"],
+           "retries": summary["capture"]["retries"]}
+    for stage, v in summary["latency_ms"].items():
+        for q in ("p50", "p95", "p99"):
+            out[f"latency_ms/{stage}/{q}"] = v[q]
+    if "drift" in summary and summary["drift"].get("checks"):
+        out.update({f"drift/last/{k.split('/')[-1]}": v for k, v in summary["drift"]["last"].items()})
+    return out

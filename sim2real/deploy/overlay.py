@@ -1,0 +1,80 @@
+"""Draw a prediction (class + score, box, keypoints, centre) and the FPS/latency line on a frame."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Edges of the 3D box through the 8 corners in the contract's corner order:
+# bottom face 0-1-2-3, top face 4-5-6-7, verticals i <-> i+4.
+BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
+
+BOX_COLOR = (0, 200, 255)      # BGR
+CENTER_COLOR = (0, 0, 255)
+KP_COLOR = (255, 200, 0)
+TEXT_COLOR = (255, 255, 255)
+
+
+def to_bgr(image: np.ndarray, is_rgb: bool) -> np.ndarray:
+    """A drawable BGR copy of a frame (gray and RGB frames converted)."""
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if is_rgb:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    return image.copy()
+
+
+def _scale(img: np.ndarray) -> tuple[float, int]:
+    s = max(img.shape[:2]) / 640.0
+    return max(0.35, 0.5 * s), max(1, int(round(1.5 * s)))
+
+
+def _label(img: np.ndarray, text: str, org: tuple[int, int], font_scale: float, thick: int,
+           bg: tuple[int, int, int]) -> None:
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
+    x, y = org
+    y = max(th + base, y)
+    cv2.rectangle(img, (x, y - th - base), (x + tw + 2, y + 2), bg, -1)
+    cv2.putText(img, text, (x + 1, y - base // 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, TEXT_COLOR, thick,
+                cv2.LINE_AA)
+
+
+def draw_prediction(img: np.ndarray, pred: dict, kp_threshold: float = 0.5) -> np.ndarray:
+    """Draw one prediction record (original pixels, as in the predict JSONL) onto ``img`` in place."""
+    fs, th = _scale(img)
+    kps = np.asarray(pred.get("keypoints") or np.zeros((0, 3)), dtype=np.float64).reshape(-1, 3)
+    if len(kps) == 8:
+        for a, b in BOX_EDGES:
+            pa, pb = kps[a], kps[b]
+            if min(pa[2], pb[2]) >= kp_threshold and np.isfinite(pa[:2]).all() and np.isfinite(pb[:2]).all():
+                cv2.line(img, (int(round(pa[0])), int(round(pa[1]))), (int(round(pb[0])), int(round(pb[1]))),
+                         KP_COLOR, max(1, th - 1), cv2.LINE_AA)
+    for u, v, s in kps:
+        if not (np.isfinite(u) and np.isfinite(v)):
+            continue
+        # Filled = confident, hollow = low score: keeps uncertain corners visible but distinct.
+        cv2.circle(img, (int(round(u)), int(round(v))), 2 + th, KP_COLOR, -1 if s >= kp_threshold else th,
+                   cv2.LINE_AA)
+    box = pred.get("box")
+    if box is not None and np.isfinite(box).all():
+        x0, y0, x1, y1 = (int(round(c)) for c in box)
+        cv2.rectangle(img, (x0, y0), (x1, y1), BOX_COLOR, th + 1)
+        _label(img, f"{pred.get('class', '?')} {pred.get('score', 0.0):.2f}", (x0, y0 - 2), fs, th, (0, 120, 200))
+    center = pred.get("center")
+    if center is not None and np.isfinite(center).all():
+        cv2.drawMarker(img, (int(round(center[0])), int(round(center[1]))), CENTER_COLOR, cv2.MARKER_CROSS,
+                       10 + 4 * th, th + 1, cv2.LINE_AA)
+    return img
+
+
+def draw_status(img: np.ndarray, fps: float, latency_ms: dict[str, float], dropped: int = 0,
+                extra: str = "") -> np.ndarray:
+    """The top-left status line: FPS, per-stage latency of the current frame, dropped frames."""
+    fs, th = _scale(img)
+    parts = [f"FPS {fps:5.1f}"] + [f"{k} {v:5.1f}ms" for k, v in latency_ms.items()]
+    if dropped:
+        parts.append(f"dropped {dropped}")
+    if extra:
+        parts.append(extra)
+    _label(img, " | ".join(parts), (4, 4), fs, th, (40, 40, 40))
+    return img

@@ -1,0 +1,489 @@
+"""Sim training loop: cached frozen features when possible, AdamW + warmup/cosine, early stopping,
+atomic per-epoch checkpoints with exact resume, DDP under torchrun.
+
+``train(cfg)`` runs one training (and, with ``compare_scratch``, a second one from random init on
+the same budget).  With frozen backbone stages and ``cache=True`` the frozen part runs once per
+image (and augmented view) and every epoch reads its memory-mapped output instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sim2real.config import to_dict
+from sim2real.data.dataset import CocoDataset, check_same_classes, predictions_to_original
+from sim2real.features.augment import PhotometricAugment
+from sim2real.features.cache import build_or_load, describe_entry, feature_key_parts
+from sim2real.io import atomic_path, atomic_write_text, check_writable, read_jsonl
+from sim2real.models import PerceptionModel, build_model, loss_weights, save_checkpoint
+from sim2real.runinfo import seed_everything, write_run_info
+from sim2real.tracking import make_logger
+from sim2real.train import distributed as D
+from sim2real.train.config import MONITORS, TASK_PARTS, TrainConfig
+from sim2real.train.metrics import perception_metrics
+from sim2real.train.sources import CachedSource, ImageSource, Pool, split_indices
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+REPORT_METRICS = ("acc", "center_err_px_median", "box_iou_mean", "pck@0.05", "loss")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best: dict                      # validation metrics at the best epoch
+    epochs_run: int
+    stopped_early: bool
+    num_corrupt: int
+    cache: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    scratch: Optional["TrainResult"] = None
+    comparison: Optional[str] = None   # markdown table (compare_scratch)
+
+
+# --- pieces ---------------------------------------------------------------------------------------
+
+class _Net(nn.Module):
+    """What DDP wraps: the model from the cut (cached features) or from pixels."""
+
+    def __init__(self, model: PerceptionModel, from_cut: bool):
+        super().__init__()
+        self.model, self.from_cut = model, from_cut
+
+    def forward(self, x):
+        return self.model.forward_from_cut(x) if self.from_cut else self.model(x)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def task_weights(cfg: TrainConfig) -> dict[str, float]:
+    """Loss weights (head defaults <- model.head.loss_weights) with parts of untrained tasks at 0."""
+    on = {p for t in cfg.tasks for p in TASK_PARTS[t]}
+    return {k: (v if k in on else 0.0) for k, v in loss_weights(cfg.model.head).items()}
+
+
+def _to_device(x, device):
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    return x.to(device, non_blocking=True)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached": float(np_state[4])}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_checkpoint(path: Path, model: PerceptionModel, extra: dict, train_state: dict) -> None:
+    """A regular model checkpoint (``load_checkpoint`` reads it) plus a ``train_state`` entry with
+    optimizer, scheduler, scaler and RNG states, written atomically as one file."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".ckpt-") as td:
+        tmp = Path(td) / "model.pt"
+        save_checkpoint(tmp, model, extra=extra)
+        payload = torch.load(tmp, map_location="cpu", weights_only=True)
+    payload["train_state"] = train_state
+    with atomic_path(path) as t:
+        torch.save(payload, t)
+
+
+def load_training_checkpoint(path: Path) -> dict:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"cannot resume: {path} is not a readable training checkpoint ({e})") from None
+    if not isinstance(payload, dict) or "train_state" not in payload or "state" not in payload:
+        raise ValueError(f"cannot resume: {path} has no training state (a best.pt/model checkpoint cannot "
+                         f"resume a run; use the run's {CHECKPOINT})")
+    return payload
+
+
+def _better(value: float, best: Optional[float], mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None:
+        return True
+    return value < best if mode == "min" else value > best
+
+
+# --- datasets and caches ----------------------------------------------------------------------------
+
+def _load_pools(cfg: TrainConfig, k: int) -> tuple[Pool, np.ndarray, Pool, np.ndarray]:
+    train_pool = Pool.load(cfg.datasets, cfg.image_root, num_keypoints=k)
+    if cfg.val_dataset:
+        val_pool = Pool([CocoDataset(cfg.val_dataset, image_root=cfg.val_image_root, num_keypoints=k)])
+        check_same_classes(train_pool.classes, val_pool.classes, "train " + ", ".join(cfg.datasets),
+                           "val " + cfg.val_dataset)
+        return train_pool, np.arange(len(train_pool)), val_pool, np.arange(len(val_pool))
+    train_idx, val_idx = split_indices(len(train_pool), cfg.val_fraction, cfg.seed)
+    return train_pool, train_idx, train_pool, val_idx
+
+
+def _build_stores(pool: Pool, model: PerceptionModel, cfg: TrainConfig, views: int, info: D.DistInfo) -> list[list]:
+    """Feature stores per dataset and view; the node's first process builds, the others read."""
+    model.eval()
+
+    half = info.device.type == "cuda" and cfg.amp
+    compute = "cuda-fp16" if half else f"{info.device.type}-fp32"  # features differ slightly between them
+
+    def extract(x):
+        with torch.autocast("cuda", dtype=torch.float16, enabled=half):
+            return model.frozen_part(x)
+
+    def make() -> list[list]:
+        out = []
+        for ds in pool.datasets:
+            per_view = []
+            for v in range(views):
+                aug = PhotometricAugment(cfg.augment_strength, cfg.seed, v) if v else None
+                ds.augment = aug
+                try:
+                    key = {**feature_key_parts(model, ds, aug, cfg.hash_image_content), "compute": compute}
+                    per_view.append(build_or_load(ds, extract, key, cfg.cache_dir, batch_size=cfg.batch_size,
+                                                  device=info.device, num_workers=cfg.num_workers,
+                                                  progress=cfg.progress and info.is_main,
+                                                  desc=f"caching features {ds.ann_file.parent.name} view {v}"))
+                finally:
+                    ds.augment = None
+            out.append(per_view)
+        return out
+
+    if info.local_rank == 0:
+        stores = make()
+    D.barrier(info)
+    if info.local_rank != 0:
+        stores = make()  # all hits now
+    return stores
+
+
+# --- one epoch ----------------------------------------------------------------------------------------
+
+def _train_epoch(net, model, source, idx, cfg, epoch, opt, sched, scaler, weights, info, step0, amp) -> tuple[dict, int, set]:
+    net.train()
+    total_n, sums, step = 0, {}, step0
+    skipped: set[int] = set()
+    n_batches = source.num_batches(idx, cfg.batch_size, info.world_size)
+    bar = tqdm(source.batches(idx, cfg.batch_size, epoch, info.rank, info.world_size), total=n_batches,
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and info.is_main), leave=False)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for b in bar:
+        skipped.update(b.skipped)
+        if b.inputs is None:
+            continue
+        x = _to_device(b.inputs, info.device)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            out = net(x)
+            loss, parts = model.compute_loss(out, _to_device(b.targets, info.device), weights)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        step += 1
+        n = len(b.index)
+        total_n += n
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+        for k, v in parts.items():
+            sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + float(v) * n
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    means = {k: D.all_reduce_mean(info, v / max(1, total_n)) for k, v in sorted(sums.items())}
+    return means, step, skipped
+
+
+@torch.no_grad()
+def decode_outputs(out: dict) -> dict[str, np.ndarray]:
+    """Model outputs -> numpy predictions (model-input pixels): label, score, probs, center, box,
+    keypoints, kp_score."""
+    probs = torch.softmax(out["logits"].float(), dim=1)
+    score, label = probs.max(dim=1)
+    res = {"label": label.cpu().numpy(), "score": score.cpu().numpy(), "probs": probs.cpu().numpy()}
+    for k in ("center", "box", "keypoints", "kp_score"):
+        if k in out:
+            res[k] = out[k].float().cpu().numpy()
+    return res
+
+
+@torch.no_grad()
+def validate(model: PerceptionModel, source, pool: Pool, idx: np.ndarray, cfg: TrainConfig, weights: dict,
+             device: torch.device, amp: bool = False) -> dict:
+    """Validation loss + metrics (localisation in ORIGINAL pixels) of the un-augmented images."""
+    model.eval()
+    forward = model.forward_from_cut if source.cached else model
+    total_n, sums, preds, seen = 0, {}, [], []
+    for b in source.batches(idx, cfg.batch_size, 0, shuffle=False, augment=False):
+        if b.inputs is None:
+            continue
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            out = forward(_to_device(b.inputs, device))
+            loss, parts = model.compute_loss(out, _to_device(b.targets, device), weights)
+        n = len(b.index)
+        total_n += n
+        sums["loss"] = sums.get("loss", 0.0) + float(loss) * n
+        for k, v in parts.items():
+            sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + float(v) * n
+        preds.append(predictions_to_original(decode_outputs(out), b.geom, model.input_hw))
+        seen.append(b.index)
+    model.train()
+    if not seen:
+        raise ValueError("no readable validation image (all corrupt?)")
+    pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
+    true = pool.original_targets(np.concatenate(seen))
+    m = perception_metrics({k: v for k, v in pred.items() if k in _pred_keys(cfg.tasks)}, true, len(model.classes))
+    m.update({k: v / total_n for k, v in sums.items()})
+    return m
+
+
+def _pred_keys(tasks: Sequence[str]) -> set[str]:
+    keys = {"label"}
+    keys |= {t for t in ("center", "box", "keypoints") if t in tasks}
+    return keys
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+def _check_fresh_run_dir(run_dir: Path) -> None:
+    if (run_dir / CHECKPOINT).exists() or (run_dir / "metrics.jsonl").exists():
+        raise ValueError(f"run_dir {run_dir} already holds a run; resume it with --resume {run_dir} or choose "
+                         f"another run_dir=...")
+
+
+def _truncate_metrics(run_dir: Path, start_epoch: int) -> None:
+    """Drop records of epochs a resumed run will redo (written after the last checkpoint)."""
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        keep = [r for r in read_jsonl(path) if r.get("epoch", -1) < start_epoch]
+        import json
+
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _run(cfg: TrainConfig, info: D.DistInfo, resume: bool, callbacks: Sequence[Callable[[int, dict], None]]) -> TrainResult:
+    t_start = time.perf_counter()
+    run_dir = Path(cfg.run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    if resume and not ckpt_path.is_file():
+        raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist")
+    if info.is_main:
+        if not resume:
+            _check_fresh_run_dir(run_dir)
+        check_writable(run_dir)
+    D.barrier(info)
+    seed_everything(cfg.seed)
+
+    k = cfg.model.head.num_keypoints
+    train_pool, train_idx, val_pool, val_idx = _load_pools(cfg, k)
+    model = build_model(cfg.model, train_pool.classes, image_hw=train_pool.image_hw())
+    model.to(info.device)
+    pre = model.make_preprocess()
+    train_pool.set_preprocess(pre)
+    val_pool.set_preprocess(pre)
+    amp = cfg.amp and info.device.type == "cuda"
+    weights = task_weights(cfg)
+
+    use_cache = cfg.cache and model.cut_index > 0
+    cache_info: list[dict] = []
+    if use_cache:
+        stores = _build_stores(train_pool, model, cfg, cfg.views, info)
+        train_src = CachedSource(train_pool, stores, model.input_hw, cfg.seed)
+        if val_pool is train_pool:
+            val_src = train_src
+        else:
+            val_src = CachedSource(val_pool, _build_stores(val_pool, model, cfg, 1, info), model.input_hw, cfg.seed)
+        cache_info = [describe_entry(s) for per in stores for s in per]
+    else:
+        train_src = ImageSource(train_pool, model.input_hw, cfg.seed, cfg.views, cfg.augment_strength, cfg.num_workers)
+        val_src = train_src if val_pool is train_pool else ImageSource(val_pool, model.input_hw, cfg.seed)
+    model.train()
+
+    net: nn.Module = _Net(model, from_cut=use_cache)
+    if info.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    # fused: one kernel for all parameters (about 3x faster steps on CPU, where the cached path is
+    # otherwise dominated by optimizer overhead).
+    opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.model.backbone_lr_scale, cfg.model.layer_decay,
+                                               cfg.weight_decay), fused=info.device.type in ("cpu", "cuda"))
+    steps_per_epoch = max(1, train_src.num_batches(train_idx, cfg.batch_size, info.world_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(round(cfg.warmup_epochs * steps_per_epoch)),
+                                                                 cfg.epochs * steps_per_epoch, cfg.min_lr_ratio))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    start_epoch, step, best_value, best_epoch, best_metrics, bad = 0, 0, None, -1, {}, 0
+    if resume:
+        payload = load_training_checkpoint(ckpt_path)
+        model.load_state_dict(payload["state"], strict=False)
+        ts = payload["train_state"]
+        opt.load_state_dict(ts["optimizer"])
+        sched.load_state_dict(ts["scheduler"])
+        scaler.load_state_dict(ts["scaler"])
+        start_epoch, step, bad = ts["epoch"] + 1, ts["step"], ts["bad_epochs"]
+        best_value, best_epoch, best_metrics = ts["best_value"], ts["best_epoch"], dict(ts["best_metrics"])
+        _set_rng_state(ts["rng"])
+        if info.is_main:
+            _truncate_metrics(run_dir, start_epoch)
+
+    cfg_dict = to_dict(cfg)
+    logger = None
+    if info.is_main:
+        write_run_info(run_dir, cfg, seed=cfg.seed, world_size=info.world_size, device=str(info.device),
+                       resumed_at_epoch=start_epoch if resume else None, feature_cache=cache_info)
+        logger = make_logger(run_dir, cfg.tracking, cfg_dict)
+    mode = MONITORS[cfg.monitor]
+    skipped: set[int] = set()
+    stopped_early = stop = False
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            train_m, step, sk = _train_epoch(net, model, train_src, train_idx, cfg, epoch, opt, sched, scaler,
+                                             weights, info, step, amp)
+            skipped |= sk
+            if info.is_main:
+                val_m = validate(model, val_src, val_pool, val_idx, cfg, weights, info.device, amp)
+                val_log = {k: v for k, v in val_m.items() if k != "confusion"}
+                logger.log({"epoch": epoch, "split": "train", **train_m, "lr": opt.param_groups[0]["lr"],
+                            "epoch_seconds": time.perf_counter() - t0}, step=step)
+                logger.log({"epoch": epoch, "split": "val", **val_log}, step=step)
+                if _better(val_m[cfg.monitor], best_value, mode):
+                    best_value, best_epoch, best_metrics, bad = float(val_m[cfg.monitor]), epoch, val_m, 0
+                    save_checkpoint(run_dir / BEST, model, extra={"epoch": epoch, "val": best_metrics,
+                                                                  "train_config": cfg_dict})
+                else:
+                    bad += 1
+                stop = cfg.patience > 0 and bad >= cfg.patience
+                train_state = {"epoch": epoch, "step": step, "optimizer": opt.state_dict(),
+                               "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
+                               "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
+                               "bad_epochs": bad}
+                save_training_checkpoint(ckpt_path, model, {"epoch": epoch, "train_config": cfg_dict}, train_state)
+                for cb in callbacks:
+                    cb(epoch, val_m)
+            stop = bool(D.broadcast_object(info, stop))
+            if stop:
+                stopped_early = epoch + 1 < cfg.epochs
+                break
+        num_corrupt = train_src.num_corrupt() if use_cache else len(skipped | train_pool.corrupt)
+        if val_src is not train_src:
+            num_corrupt += val_src.num_corrupt()
+        result = TrainResult(run_dir, best_epoch, best_metrics, epoch + 1, stopped_early, num_corrupt, cache_info,
+                             time.perf_counter() - t_start)
+        if info.is_main:
+            summary = {f"best/{k}": v for k, v in best_metrics.items() if k != "confusion"}
+            summary.update(best_epoch=best_epoch, epochs_run=epoch + 1, stopped_early=stopped_early,
+                           num_corrupt_images=num_corrupt, train_seconds=result.seconds)
+            logger.summary(summary)
+            atomic_write_text(run_dir / "report.md", train_report(cfg, result, train_pool.classes))
+            if num_corrupt:
+                warnings.warn(f"{num_corrupt} corrupt image(s) were skipped (see {run_dir / 'report.md'})",
+                              RuntimeWarning, stacklevel=2)
+        return result
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def train(cfg: TrainConfig, resume: bool = False,
+          callbacks: Sequence[Callable[[int, dict], None]] = ()) -> TrainResult:
+    """Train per ``cfg``; ``resume`` continues the run in ``cfg.run_dir`` from its checkpoint.
+
+    ``callbacks(epoch, val_metrics)`` run on rank 0 after each epoch's checkpoint is written.
+    """
+    info = D.init_distributed(cfg.device)
+    try:
+        result = _run(cfg, info, resume, callbacks)
+        if cfg.compare_scratch:
+            scratch_cfg = scratch_config(cfg)
+            scratch_done = (Path(scratch_cfg.run_dir) / CHECKPOINT).exists()
+            result.scratch = _run(scratch_cfg, info, resume and scratch_done, ())
+            if info.is_main:
+                result.comparison = comparison_table(result, result.scratch, cfg.monitor)
+                atomic_write_text(Path(cfg.run_dir) / "compare_scratch.md", result.comparison)
+        return result
+    finally:
+        D.shutdown(info)
+
+
+# --- negative-transfer check and reports ------------------------------------------------------------
+
+def scratch_config(cfg: TrainConfig) -> TrainConfig:
+    """Same architecture, data, budget and seed, but random init with every stage trainable."""
+    model = dataclasses.replace(cfg.model, weights="none", trainable_blocks=-1)
+    return dataclasses.replace(cfg, model=model, compare_scratch=False, cache=False,
+                               run_dir=str(Path(cfg.run_dir) / "scratch"))
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def comparison_table(pre: TrainResult, scratch: TrainResult, monitor: str) -> str:
+    rows = ["| metric | pretrained | scratch |", "|---|---|---|"]
+    for k in REPORT_METRICS:
+        if k in pre.best or k in scratch.best:
+            rows.append(f"| {k} | {_fmt(pre.best.get(k))} | {_fmt(scratch.best.get(k))} |")
+    rows.append(f"| best epoch | {pre.best_epoch + 1} | {scratch.best_epoch + 1} |")
+    rows.append(f"| train seconds | {pre.seconds:.1f} | {scratch.seconds:.1f} |")
+    a, b = pre.best.get(monitor), scratch.best.get(monitor)
+    better = _better(a, b, MONITORS[monitor]) if a is not None else False
+    verdict = (f"Pretrained start is better on validation {monitor}." if better else
+               f"WARNING: the pretrained start is NOT better than random init on validation {monitor} "
+               f"({_fmt(a)} vs {_fmt(b)}): possible negative transfer; check the backbone, input size and "
+               f"the frozen stages.")
+    if not better:
+        warnings.warn(verdict, RuntimeWarning, stacklevel=3)
+    return "# Pretrained vs scratch (same architecture, data and budget)\n\n" + "\n".join(rows) + f"\n\n{verdict}\n"
+
+
+def train_report(cfg: TrainConfig, r: TrainResult, classes: Sequence[str]) -> str:
+    lines = [f"# Sim training: {Path(cfg.run_dir).name}", "",
+             f"- backbone `{cfg.model.backbone}` (weights {cfg.model.weights}), head `{cfg.model.head.type}`, "
+             f"trainable backbone stages: {cfg.model.trainable_blocks}",
+             f"- classes: {', '.join(classes)}; tasks: {', '.join(cfg.tasks)}",
+             f"- epochs run: {r.epochs_run}/{cfg.epochs}{' (early stop)' if r.stopped_early else ''}; "
+             f"best epoch: {r.best_epoch + 1} (monitor val {cfg.monitor})",
+             f"- feature cache: {'on' if r.cache else 'off'}"
+             + (f" ({sum(c['hit'] for c in r.cache)}/{len(r.cache)} entries reused)" if r.cache else ""),
+             f"- corrupt images skipped: {r.num_corrupt}", f"- time: {r.seconds:.1f} s", "",
+             "| validation metric | best |", "|---|---|"]
+    for k in REPORT_METRICS:
+        if k in r.best:
+            lines.append(f"| {k} | {_fmt(r.best[k])} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,99 @@
+"""``sim2real compare``: every method on one budget -> compare.md + compare.csv (tiny sets)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+
+import pytest
+import torch
+
+from sim2real.adapt.compare import CompareConfig, acceptance, run_compare, to_csv, to_markdown
+from sim2real.config import ConfigError, load_config
+from sim2real.io import read_jsonl
+from sim2real.models import HeadConfig, PerceptionModel, build_backbone, save_checkpoint
+from sim2real.train.toy_data import SHAPES, write_shapes_dataset
+
+METHODS = ["finetune", "coral", "mmd", "dann", "adabn", "adabn+coral"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare_world")
+    bb = build_backbone("efficientnet_lite0")
+    sim = write_shapes_dataset(root / "sim", 16, (64, 48), seed=0)
+    real = write_shapes_dataset(root / "real", 30, (64, 48), seed=1, gray=True)
+    torch.manual_seed(0)
+    model = PerceptionModel(copy.deepcopy(bb), list(SHAPES), HeadConfig(width=16, hidden=32), (48, 64))
+    ckpt = save_checkpoint(root / "sim.pt", model.freeze_backbone())
+    return {"root": root, "bb": bb, "sim": sim, "real": real, "ckpt": ckpt}
+
+
+def _cfg(world, run_dir, methods, ks) -> CompareConfig:
+    return load_config(CompareConfig, None, [
+        f"run_dir={run_dir}", "methods=[" + ",".join(methods) + "]", f"ks={ks}", "title=toy",
+        f"adapt.checkpoint={world['ckpt']}", f"adapt.sim_dataset={world['sim']}",
+        f"adapt.real_labels={world['real'] / 'annotations.json'}", f"adapt.cache_dir={world['root'] / 'cache'}",
+        "adapt.n_val=4", "adapt.n_test=5", "adapt.split_gap=1", "adapt.epochs=1", "adapt.steps_per_epoch=1",
+        "adapt.batch_size_sim=4", "adapt.batch_size_real=2", "adapt.batch_size_unlabelled=4", "adapt.real_views=1",
+        "adapt.unfreeze_epochs=[]", "adapt.sim_val_max=4", "adapt.domain_check_samples=4",
+        "adapt.progress=false", "adapt.tracking.mode=disabled"])
+
+
+def test_compare_writes_markdown_and_csv_with_every_method_row(world, tmp_path):
+    res = run_compare(_cfg(world, tmp_path / "cmp", METHODS, [3]), backbone=world["bb"])
+    names = ["source-only", "real-only fine-tune"] + METHODS
+    assert [(r["k"], r["method"]) for r in res.rows] == [(3, n) for n in names]
+    md = res.markdown.read_text()
+    for n in names:
+        assert f"| {n} |" in md
+    assert "real centre err px (median)" in md and "Machine:" in md and "frames 25–29" in md
+    rows = list(csv.DictReader(res.csv.open()))
+    assert [r["method"] for r in rows] == names
+    for r in rows:
+        for col in ("real/center_err_px_median", "real/box_iou_mean", "real/pck@0.05", "sim/center_err_px_median",
+                    "gap/center_err_px_median", "wall_s"):
+            assert r[col] != "", (r["method"], col)
+        assert float(r["wall_s"]) > 0
+    assert {r["selection"] for r in rows if r["kind"] == "adapted"} == {"real_val"}
+    logged = read_jsonl(res.run_dir / "metrics.jsonl")
+    assert len(logged) == len(rows) and {r["method"] for r in logged} == set(names)
+    for sub in ["source_only", "real_only", "finetune", "adabn_coral"]:
+        assert (res.run_dir / "k03" / sub / "result.json").is_file()
+    assert res.acceptance[3]["available"] and isinstance(res.acceptance[3]["beats_source_only"], bool)
+
+
+@pytest.mark.slow
+def test_compare_several_k_share_splits_and_caches(world, tmp_path):
+    res = run_compare(_cfg(world, tmp_path / "cmp", ["coral"], [2, 5]), backbone=world["bb"])
+    assert [(r["k"], r["method"]) for r in res.rows] == [(k, n) for k in (2, 5)
+                                                         for n in ("source-only", "real-only fine-tune", "coral")]
+    src = [r for r in res.rows if r["kind"] == "source_only"]
+    assert src[0]["real/center_err_px_median"] == src[1]["real/center_err_px_median"]  # same test split
+    assert set(res.acceptance) == {2, 5}
+
+
+def test_acceptance_picks_best_adapted_by_validation_not_test():
+    rows = [{"k": 5, "method": "source-only", "kind": "source_only", "real/center_err_px_median": 10.0,
+             "real/box_iou_mean": 0.5},
+            {"k": 5, "method": "coral", "kind": "adapted", "real/center_err_px_median": 4.0,
+             "real/box_iou_mean": 0.7, "real_val/center_err_px_median": 6.0},
+            {"k": 5, "method": "mmd", "kind": "adapted", "real/center_err_px_median": 3.0,
+             "real/box_iou_mean": 0.4, "real_val/center_err_px_median": 7.0}]
+    acc = acceptance(rows)
+    assert acc["best"] == "coral" and acc["picked_by"] == "real val" and acc["beats_source_only"]
+    rows[1]["real/box_iou_mean"] = 0.45
+    assert not acceptance(rows)["beats_source_only"]
+    md = to_markdown(rows, "t", {"machine": "m", "date": "d", "seed": 0, "budget": "b", "test_frames": "f",
+                                 "image_size": "640x480", "sim_val": 3, "acceptance": {5: acceptance(rows)}})
+    assert "does NOT beat" in md and md.count("\n| 5 |") == 3
+    assert to_csv(rows).splitlines()[0].startswith("k,method,kind")
+
+
+def test_compare_config_rejects_unknown_methods():
+    with pytest.raises(ConfigError, match="methods"):
+        load_config(CompareConfig, None, ["methods=[coral,magic]"])
+    with pytest.raises(ConfigError, match="methods"):
+        load_config(CompareConfig, None, ["methods=[coral,coral]"])
+    cfg = load_config(CompareConfig, "configs/compare.yaml")
+    assert cfg.k_values() == [5, 10, 20] and set(cfg.methods) == {"finetune", "coral", "mmd", "dann", "adabn"}

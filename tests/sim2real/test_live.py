@@ -1,0 +1,257 @@
+"""``sim2real live`` end to end on real footage with a real (untrained-head) PerceptionModel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sim2real.cli import main
+from sim2real.data.images import load_image
+from sim2real.deploy.backends import TorchBackend
+from sim2real.deploy.config import LiveConfig, RetryConfig
+from sim2real.deploy.export import export_onnx
+from sim2real.deploy.loop import run_live
+from sim2real.deploy.tta import batchnorm_layers
+from sim2real.io import read_jsonl
+from sim2real.models import ModelConfig, build_model, load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+VISP = Path("/usr/share/visp-images-data/ViSP-images/mbt/cube")
+INPUT_HW = [96, 128]
+
+
+def count_frames(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"cannot reopen {path}"
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("live")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(input_hw=INPUT_HW), classes=["cube", "cylinder"]).eval()
+    ckpt = save_checkpoint(d / "model.pt", model)
+    # 20-frame real clip (vtest.avi, people walking), downscaled to keep the test fast.
+    cap = cv2.VideoCapture(VTEST)
+    clip = d / "clip.mp4"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
+    for _ in range(20):
+        ok, f = cap.read()
+        assert ok
+        w.write(cv2.resize(f, (160, 120), interpolation=cv2.INTER_AREA))
+    w.release()
+    cap.release()
+    # Gray real frames (ViSP cube, development frames 0-99 only).
+    frames = d / "visp_frames"
+    frames.mkdir()
+    for i in range(0, 60):
+        (frames / f"image{i:04d}.pgm").symlink_to(VISP / f"image{i:04d}.pgm")
+    return {"dir": d, "ckpt": Path(ckpt), "clip": clip, "frames": frames, "model": model}
+
+
+def _cfg(assets, tmp_path, **kw) -> LiveConfig:
+    base = dict(checkpoint=str(assets["ckpt"]), source=str(assets["clip"]), output=str(tmp_path / "annotated.mp4"),
+                jsonl=str(tmp_path / "preds.jsonl"), run_dir=str(tmp_path / "run"), threads=1)
+    base.update(kw)
+    return LiveConfig(**base)
+
+
+def test_headless_video_run_writes_playable_video_jsonl_and_stats(assets, tmp_path):
+    stats = run_live(_cfg(assets, tmp_path), log=lambda m: None)
+    assert count_frames(tmp_path / "annotated.mp4") == 20
+    recs = read_jsonl(tmp_path / "preds.jsonl")
+    assert [r["frame"] for r in recs] == list(range(20))
+    r = recs[0]
+    assert r["class"] in ("cube", "cylinder") and 0 <= r["score"] <= 1 and len(r["keypoints"]) == 8
+    assert len(r["box"]) == 4 and len(r["center"]) == 2 and "timestamp" in r and r["media_time_s"] == 0.0
+    saved = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert saved["frames"] == 20 and saved["fps"] > 0 and saved["stopped_by"] == "end of source"
+    for stage in ("capture_wait", "preprocess", "infer", "draw"):
+        assert {"p50", "p95", "p99"} <= set(saved["latency_ms"][stage])
+    assert saved["delivery"] == "all" and saved["capture"]["dropped"] == 0
+    assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "run_info.json").is_file()
+    assert stats["outputs"]["video_frames"] == 20
+
+
+def test_outputs_are_in_original_pixels_through_the_training_preprocess(assets, tmp_path):
+    """A gray PGM folder: the loop's record equals Preprocess + model + meta.to_original by hand."""
+    run_live(_cfg(assets, tmp_path, source=str(assets["frames"]), max_frames=3, output=None), log=lambda m: None)
+    recs = read_jsonl(tmp_path / "preds.jsonl")
+    assert len(recs) == 3
+    model = load_checkpoint(assets["ckpt"])
+    img = load_image(assets["frames"] / "image0002.pgm")
+    assert img.ndim == 2  # gray camera frame, as in training
+    x, meta = model.make_preprocess()(img)
+    with torch.inference_mode():
+        out = model(x[None])
+    np.testing.assert_allclose(recs[2]["center"], meta.to_original(out["center"][0].numpy()), atol=0.02)
+    np.testing.assert_allclose(recs[2]["box"], meta.box_to_original(out["box"][0].numpy()), atol=0.02)
+    assert meta.orig_hw == (480, 640) and meta.scale == (0.2, 0.2)  # really mapped back from 128x96
+
+
+class DroppingCapture:
+    """A camera that delivers ``n`` real frames and then read() returns False (unplugged)."""
+
+    def __init__(self, frames, n):
+        self.frames, self.n, self.i = frames, n, 0
+
+    def read(self):
+        if self.i >= self.n:
+            return False, None
+        f = self.frames[self.i % len(self.frames)]
+        self.i += 1
+        return True, f.copy()
+
+    def get(self, prop):
+        return 10.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self):
+        pass
+
+
+def test_stream_failing_mid_way_is_retried_then_ends_cleanly(assets, tmp_path):
+    cap = cv2.VideoCapture(str(assets["clip"]))
+    frames = [cap.read()[1] for _ in range(4)]
+    cap.release()
+    opens = []
+
+    def opener():
+        opens.append(1)
+        return DroppingCapture(frames, 6 if len(opens) == 1 else 0)
+
+    logs = []
+    cfg = _cfg(assets, tmp_path, drop="all", retry=RetryConfig(max_retries=3, base_s=0.01, max_s=0.02))
+    stats = run_live(cfg, backend=TorchBackend(assets["model"]), opener=opener, live=True, log=logs.append)
+    assert stats["frames"] == 6 and stats["capture"]["retries"] == 3 and len(opens) == 4
+    assert "did not come back after 3 retries" in stats["stopped_by"]
+    assert any("retry 3/3" in m for m in logs)
+    assert count_frames(tmp_path / "annotated.mp4") == 6 and len(read_jsonl(tmp_path / "preds.jsonl")) == 6
+
+
+def test_unopenable_sources_are_clear_errors(assets, tmp_path, capsys):
+    missing = tmp_path / "nope.mp4"
+    rc = main(["live", "--config", str(ROOT / "configs/live.yaml"), "--checkpoint", str(assets["ckpt"]),
+               "--source", str(missing), "--run-dir", str(tmp_path / "r")])
+    assert rc == 2 and str(missing) in capsys.readouterr().err
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"\x00" * 100)
+    rc = main(["live", "--config", str(ROOT / "configs/live.yaml"), "--checkpoint", str(assets["ckpt"]),
+               "--source", str(broken), "--run-dir", str(tmp_path / "r2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot open file source" in err and "broken.avi" in err
+    assert not (tmp_path / "r2").exists()  # nothing written for a source that never opened
+
+
+def test_display_without_gui_is_a_clear_error(assets, tmp_path):
+    with pytest.raises(ValueError, match="--output"):
+        run_live(_cfg(assets, tmp_path, display=True), log=lambda m: None)
+
+
+def test_onnx_backend_runs_from_the_onnx_file_alone(assets, tmp_path):
+    onnx_path = export_onnx(assets["model"], tmp_path / "model.onnx", batch=1)
+    run_live(_cfg(assets, tmp_path, checkpoint=str(onnx_path), max_frames=5, output=None,
+                  jsonl=str(tmp_path / "onnx.jsonl")), log=lambda m: None)
+    run_live(_cfg(assets, tmp_path, max_frames=5, output=None, jsonl=str(tmp_path / "torch.jsonl"),
+                  run_dir=str(tmp_path / "run2")), log=lambda m: None)
+    a, b = read_jsonl(tmp_path / "onnx.jsonl"), read_jsonl(tmp_path / "torch.jsonl")
+    assert len(a) == len(b) == 5
+    for ra, rb in zip(a, b):
+        assert ra["class"] == rb["class"]
+        np.testing.assert_allclose(ra["center"], rb["center"], atol=0.05)
+        np.testing.assert_allclose(ra["box"], rb["box"], atol=0.05)
+    saved = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert saved["backend"]["backend"] == "onnxruntime"
+
+
+def test_tta_bn_updates_statistics_and_drift_is_logged(assets, tmp_path):
+    model = load_checkpoint(assets["ckpt"])
+    before = [bn.running_mean.clone() for bn in batchnorm_layers(model)]
+    cfg = _cfg(assets, tmp_path, max_frames=12, output=None)
+    cfg.tta.enabled, cfg.tta.every, cfg.tta.buffer = True, 4, 4
+    cfg.drift.reference, cfg.drift.max_reference = str(assets["frames"]), 8
+    cfg.drift.window, cfg.drift.every, cfg.drift.threshold = 4, 4, 0.0
+    logs = []
+    stats = run_live(cfg, backend=TorchBackend(model), log=logs.append)
+    after = [bn.running_mean for bn in batchnorm_layers(model)]
+    assert stats["tta"]["bn_updates"] == 3
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert stats["drift"]["checks"] == 3 and stats["drift"]["alarms"] == 1
+    assert stats["drift"]["last"]["drift/mmd2"] > 0  # street scene vs the ViSP desk
+    assert any("feature drift" in m for m in logs)
+    logged = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert len([r for r in logged if "drift/mmd2" in r]) == 3
+
+
+def test_tta_bn_needs_torch_backend(assets, tmp_path):
+    onnx_path = export_onnx(assets["model"], tmp_path / "m.onnx")
+    cfg = _cfg(assets, tmp_path, checkpoint=str(onnx_path))
+    cfg.tta.enabled = True
+    with pytest.raises(ValueError, match="torch backend"):
+        run_live(cfg, log=lambda m: None)
+
+
+def test_sigint_in_process_stops_gracefully(assets, tmp_path):
+    """The SIGINT handler: the loop finishes its frame, closes outputs, reports 'interrupted'."""
+    jsonl = tmp_path / "preds.jsonl"
+
+    def interrupt_after_frames():
+        t0 = time.time()
+        while time.time() - t0 < 30 and not (jsonl.exists() and len(read_jsonl(jsonl)) >= 2):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    killer = threading.Thread(target=interrupt_after_frames, daemon=True)
+    cfg = _cfg(assets, tmp_path, source=str(assets["frames"]), drop="latest", realtime=True, folder_fps=20.0)
+    killer.start()
+    stats = run_live(cfg, backend=TorchBackend(assets["model"]), log=lambda m: None)
+    killer.join(5)
+    assert stats["stopped_by"].startswith("interrupted") and 2 <= stats["frames"] < 60
+    assert count_frames(tmp_path / "annotated.mp4") == stats["frames"] == len(read_jsonl(jsonl))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+@pytest.mark.slow
+def test_sigint_finalizes_video_and_writes_stats(assets, tmp_path):
+    """Ctrl-C on a running ``python -m sim2real live``: the mp4 is playable and stats are saved."""
+    out, jsonl, run_dir = tmp_path / "ann.mp4", tmp_path / "p.jsonl", tmp_path / "run"
+    cmd = [sys.executable, "-m", "sim2real", "live", "--checkpoint", str(assets["ckpt"]),
+           "--source", str(assets["frames"]), "--output", str(out), "--jsonl", str(jsonl),
+           "--run-dir", str(run_dir), "--threads", "1", "--drop", "--realtime", "folder_fps=10"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 60:
+            if jsonl.exists() and len(read_jsonl(jsonl)) >= 3:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"live exited early: {proc.stdout.read()}")
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        log, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, log
+    stats = json.loads((run_dir / "stats.json").read_text())
+    assert stats["stopped_by"].startswith("interrupted")
+    assert 3 <= stats["frames"] < 60
+    assert count_frames(out) == stats["frames"] == len(read_jsonl(jsonl))
+    assert "interrupted" in log and "p95" in log

@@ -1,0 +1,133 @@
+"""Sim training on tiny real datasets: learns, resumes exactly, checks negative transfer, bad input."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from sim2real.cli import main
+from sim2real.config import load_config
+from sim2real.data.dataset import DatasetError
+from sim2real.io import read_jsonl
+from sim2real.train.config import TrainConfig
+from sim2real.train.toy_data import write_shapes_dataset
+from sim2real.train.trainer import train
+
+
+def make_cfg(tmp_path, data, run="run", **over) -> TrainConfig:
+    base = {"datasets": f"[{data}]", "run_dir": str(tmp_path / run), "cache_dir": str(tmp_path / "cache"),
+            "model.input_hw": "[64,64]", "model.head.type": "global", "epochs": 3, "batch_size": 8,
+            "lr": 3e-3, "tracking.mode": "disabled", "progress": "false", "patience": 0}
+    base.update({k: str(v) for k, v in over.items()})
+    return load_config(TrainConfig, None, [f"{k}={v}" for k, v in base.items()])
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return write_shapes_dataset(tmp_path_factory.mktemp("data") / "shapes", num_images=60, size=(64, 48), seed=0)
+
+
+def test_tiny_dataset_learns_better_than_chance(tmp_path, shapes):
+    cfg = make_cfg(tmp_path, shapes, epochs=8, batch_size=16, **{"model.head.type": "dense"})
+    r = train(cfg)
+    assert r.best["n"] == 12
+    assert r.best["acc"] >= 0.6           # chance = 1/3
+    assert r.best["box_iou_mean"] >= 0.4  # a centred default box scores ~0.1 here
+    assert r.best["center_err_px_median"] < 5.0
+    run = tmp_path / "run"
+    for f in ("best.pt", "checkpoint.pt", "metrics.jsonl", "config.yaml", "run_info.json", "report.md", "summary.json"):
+        assert (run / f).is_file(), f
+    recs = read_jsonl(run / "metrics.jsonl")
+    assert {(r["epoch"], r["split"]) for r in recs} == {(e, s) for e in range(8) for s in ("train", "val")}
+    assert r.cache and r.cache[0]["hit"] is False
+    # A second run on the same data and model reuses the cached features.
+    again = train(make_cfg(tmp_path, shapes, run="run2", epochs=1, **{"model.head.type": "dense"}))
+    assert again.cache[0]["hit"] is True
+
+
+def _final_state(run_dir):
+    payload = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    return payload["state"], payload["train_state"]["optimizer"]
+
+
+def _metrics(run_dir):
+    return [{k: v for k, v in r.items() if k not in ("time", "epoch_seconds")} for r in read_jsonl(run_dir / "metrics.jsonl")]
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, shapes):
+    # Partial unfreezing + two cached views + dropout: every RNG and state that matters.
+    over = {"model.trainable_blocks": 1, "views": 2, "epochs": 3, "patience": 2}
+    straight = make_cfg(tmp_path, shapes, run="straight", **over)
+    train(straight)
+
+    killed = make_cfg(tmp_path, shapes, run="killed", **over)
+
+    def kill_after_second_epoch(epoch, _):
+        if epoch == 1:
+            raise KeyboardInterrupt  # as if the process died right after the epoch's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, callbacks=[kill_after_second_epoch])
+    # The kill landed after metrics were logged; resume must redo nothing and duplicate nothing.
+    train(killed, resume=True)
+
+    a_state, a_opt = _final_state(tmp_path / "straight")
+    b_state, b_opt = _final_state(tmp_path / "killed")
+    assert a_state.keys() == b_state.keys()
+    for k in a_state:
+        assert torch.equal(a_state[k], b_state[k]), k
+    assert a_opt["state"].keys() == b_opt["state"].keys()
+    assert _metrics(tmp_path / "straight") == _metrics(tmp_path / "killed")
+
+
+def test_compare_scratch_writes_side_by_side_table(tmp_path, shapes):
+    cfg = make_cfg(tmp_path, shapes, epochs=2, compare_scratch="true", **{"model.input_hw": "[32,32]"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = train(cfg)
+    table = (tmp_path / "run" / "compare_scratch.md").read_text()
+    assert "| metric | pretrained | scratch |" in table and "| acc |" in table
+    # The warning is raised exactly when the table says the pretrained start is not better.
+    assert any("NOT better" in str(w.message) for w in caught) == ("WARNING" in table)
+    assert r.scratch is not None and (tmp_path / "run" / "scratch" / "best.pt").is_file()
+    scratch_cfg = json.loads((tmp_path / "run" / "scratch" / "run_info.json").read_text())["config"]
+    assert scratch_cfg["model"]["weights"] == "none" and scratch_cfg["model"]["trainable_blocks"] == -1
+    assert scratch_cfg["epochs"] == 2 and scratch_cfg["batch_size"] == 8
+
+
+def test_class_list_mismatch_between_train_and_val(tmp_path, shapes):
+    other = write_shapes_dataset(tmp_path / "other", num_images=4, classes=("square", "disc"))
+    cfg = make_cfg(tmp_path, shapes, val_dataset=other)
+    with pytest.raises(DatasetError, match=r"\['square', 'disc', 'triangle'\].*\['square', 'disc'\]"):
+        train(cfg)
+
+
+def test_corrupt_image_is_skipped_and_reported(tmp_path):
+    data = write_shapes_dataset(tmp_path / "d", num_images=12, seed=3)
+    (data / "images" / "000004.png").write_bytes(b"not a png")
+    with pytest.warns(RuntimeWarning, match="1 corrupt image"):
+        r = train(make_cfg(tmp_path, data, epochs=1))
+    assert r.num_corrupt == 1
+    assert "corrupt images skipped: 1" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, shapes):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", f"datasets=[{tmp_path / 'empty'}]", f"run_dir={tmp_path / 'r'}", "tracking.mode=disabled"]) == 2
+    assert "annotations.json" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "config.yaml" in capsys.readouterr().err
+    assert main(["train", "epochs=0"]) == 2
+    assert "epochs" in capsys.readouterr().err
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, shapes):
+    cfg = make_cfg(tmp_path, shapes, epochs=1)
+    train(cfg)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg)
+    np.testing.assert_equal(len(read_jsonl(tmp_path / "run" / "metrics.jsonl")), 2)
