@@ -28,6 +28,10 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
+        # mkstemp makes 0600 files; outputs should get the usual permissions (0666 & ~umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         os.close(fd)
     except OSError as e:
         raise OutputError(e.errno, f"cannot write to {path.parent}: {e.strerror}") from None

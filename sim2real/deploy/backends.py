@@ -112,9 +112,13 @@ class TorchScriptBackend(InferenceBackend):
         from sim2real.models import Preprocess
 
         set_torch_threads(threads)
+        import warnings
+
         extra = {TS_META_FILE: ""}
         try:
-            self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra).eval()
+            with warnings.catch_warnings():  # torch.jit is deprecated but still the portable format
+                warnings.simplefilter("ignore", FutureWarning)
+                self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra).eval()
         except (RuntimeError, ValueError) as e:
             raise BackendError(f"{path}: not a TorchScript file ({str(e).splitlines()[0]})") from None
         if not extra[TS_META_FILE]:

@@ -1,0 +1,154 @@
+"""Live-loop speed on CPU: model-only FPS (torch eager vs onnxruntime) and end-to-end loop FPS.
+
+Setup: a freshly built PerceptionModel (efficientnet_lite0 pretrained backbone, untrained dense
+head: speed does not depend on the head's weights) at a 224x224 input; a 640x480 real video made
+from opencv-doc's ``vtest.avi`` (768x576 street scene, resized); ``--threads`` (2) inference threads.
+
+Rows:
+  * model-only: the same preprocessed 640x480 frame through the backend ``--iters`` times after a
+    warm-up (torch: eager under ``inference_mode``; onnxruntime: CPUExecutionProvider, full graph
+    optimisation), best of ``--repeats`` runs (on a shared machine that is the least disturbed one);
+  * end-to-end: ``sim2real live`` on the video file (capture thread, Preprocess, infer, records,
+    overlay drawing; no display, no output file), every frame processed.
+Targets: onnxruntime >= 2x torch eager (model-only); end-to-end >= 0.6x model-only onnxruntime.
+Run: ``python bench/bench_live.py`` (``--int8`` adds a static-int8 onnxruntime row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from sim2real.deploy.backends import OnnxRuntimeBackend, TorchBackend
+from sim2real.deploy.config import LiveConfig
+from sim2real.deploy.export import export_onnx
+from sim2real.deploy.loop import run_live
+from sim2real.models import ModelConfig, build_model
+
+VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+def make_video(path: Path, frames: int, size=(640, 480)) -> Path:
+    cap = cv2.VideoCapture(VTEST)
+    if not cap.isOpened():
+        raise SystemExit(f"{VTEST} not found: install opencv-doc (apt-get install opencv-doc)")
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
+    for _ in range(frames):
+        ok, f = cap.read()
+        if not ok:
+            break
+        w.write(cv2.resize(f, size, interpolation=cv2.INTER_AREA))
+    w.release()
+    return path
+
+
+def model_only(backend, batch: np.ndarray, iters: int, repeats: int) -> dict:
+    for _ in range(5):
+        backend(batch)
+    best = None
+    for _ in range(repeats):
+        lat = []
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            t = time.perf_counter()
+            backend(batch)
+            lat.append((time.perf_counter() - t) * 1e3)
+        wall = time.perf_counter() - t0
+        if best is None or wall < best[0]:
+            best = (wall, lat)
+    wall, lat = best
+    return {"fps": iters / wall, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95))}
+
+
+def end_to_end(backend, video: Path, tmp: Path, frames: int, repeats: int, tag: str) -> dict:
+    best = None
+    for r in range(repeats):
+        cfg = LiveConfig(checkpoint="<in memory>", source=str(video), drop="all", max_frames=frames,
+                         run_dir=str(tmp / f"run-{tag}-{r}"))
+        s = run_live(cfg, backend=backend, log=lambda m: None)
+        if best is None or s["fps"] > best["fps"]:
+            best = s
+    lat = best["latency_ms"]
+    return {"fps": best["fps"], "p50_ms": lat["total"]["p50"], "p95_ms": lat["total"]["p95"],
+            "stages_p50": {k: v["p50"] for k, v in lat.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--input", type=int, nargs=2, default=[224, 224], metavar=("H", "W"))
+    ap.add_argument("--frames", type=int, default=120, help="video frames for the end-to-end run")
+    ap.add_argument("--iters", type=int, default=60, help="model-only iterations per repeat")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--int8", action="store_true", help="also time a static-int8 onnxruntime model")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        video = make_video(tmp / "vtest_640x480.mp4", args.frames)
+        model = build_model(ModelConfig(input_hw=list(args.input)), classes=["cube", "cylinder", "sphere"]).eval()
+        onnx_path = export_onnx(model, tmp / "model.onnx", batch=1)
+        tb = TorchBackend(model, threads=args.threads, source="torch eager")
+        ob = OnnxRuntimeBackend(onnx_path, threads=args.threads)
+        cap = cv2.VideoCapture(str(video))
+        frame = cap.read()[1]
+        cap.release()
+        x = tb.preprocess(frame, color="bgr")[0][None].numpy()
+
+        rows = {"model-only torch eager": model_only(tb, x, args.iters, args.repeats),
+                "model-only onnxruntime": model_only(ob, x, args.iters, args.repeats)}
+        if args.int8:
+            from sim2real.deploy.quantize import quantize_onnx
+
+            calib = [tb.preprocess(f, color="bgr")[0][None].numpy() for f in _frames(video, 16)]
+            q = quantize_onnx(onnx_path, tmp / "model.int8.onnx", "static", calib)
+            rows["model-only onnxruntime int8 (static)"] = model_only(OnnxRuntimeBackend(q, threads=args.threads),
+                                                                      x, args.iters, args.repeats)
+        rows["end-to-end onnxruntime"] = end_to_end(ob, video, tmp, args.frames, args.repeats, "ort")
+        rows["end-to-end torch eager"] = end_to_end(tb, video, tmp, args.frames, args.repeats, "torch")
+
+    ort_vs_torch = rows["model-only onnxruntime"]["fps"] / rows["model-only torch eager"]["fps"]
+    e2e_vs_model = rows["end-to-end onnxruntime"]["fps"] / rows["model-only onnxruntime"]["fps"]
+    print(f"\nLive loop on CPU: efficientnet_lite0 + dense head, input {args.input[0]}x{args.input[1]}, "
+          f"640x480 video (vtest.avi resized), {args.threads} threads, torch {torch.__version__}\n")
+    print("| measurement | FPS | p50 ms | p95 ms |")
+    print("|---|---:|---:|---:|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['fps']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |")
+    stages = rows["end-to-end onnxruntime"]["stages_p50"]
+    print("\nend-to-end onnxruntime, p50 per stage (ms): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+    print(f"\n| target | value | goal | met |\n|---|---:|---:|:-:|\n"
+          f"| onnxruntime / torch eager (model-only) | {ort_vs_torch:.2f}x | >= 2x | {'yes' if ort_vs_torch >= 2 else 'NO'} |\n"
+          f"| end-to-end / model-only (onnxruntime) | {e2e_vs_model:.2f} | >= 0.6 | {'yes' if e2e_vs_model >= 0.6 else 'NO'} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "ort_vs_torch": ort_vs_torch,
+                                               "e2e_vs_model": e2e_vs_model, "args": vars(args)}, indent=2))
+
+
+def _frames(video: Path, n: int):
+    cap = cv2.VideoCapture(str(video))
+    out = []
+    while len(out) < n:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out.append(f)
+    cap.release()
+    return out
+
+
+if __name__ == "__main__":
+    main()
