@@ -6,7 +6,7 @@ dataset, once with ``cache=true`` (heads read the memory-mapped features) and on
 table.  Target: an epoch >= 20x faster once cached.  That holds for the light ``global`` head;
 the ``dense`` head's own convolutions (trained every epoch either way) cap its speed-up.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/bench_cache.py [--images 256] [--epochs 3] [--heads global dense]
+    OMP_NUM_THREADS=2 .venv/bin/python bench/bench_cache.py [--images 128] [--epochs 2] [--heads global dense]
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def run_once(root: Path, data: Path, name: str, cache: bool, head: str, args) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--images", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     # The default model input for a 4:3 camera (backbone size 224 fitted to the aspect ratio).
     p.add_argument("--input-h", type=int, default=224)

@@ -8,15 +8,29 @@ Compares, per epoch:
 Tracking cost is averaged over 10 epochs (after one warm-up call that pays the sklearn/scipy
 imports), so schedules such as "PAD every 5 epochs" count at their true per-epoch cost. Every
 measurement is repeated and the best kept: on a shared machine that is the least disturbed one.
-Run: ``OMP_NUM_THREADS=1 python bench/bench_gap_tracking.py``.
+
+``--only train`` (and the default) also measures it where it matters, in real ``sim2real train``
+runs of one script: the same sim data (toy shapes), the same real validation set (the labelled ViSP
+cube dev frames 0-99, or a gray toy set when they are not installed), the same cached features,
+run back to back with tracking off (``tracking.mode=disabled``, no ``real_val``, no report) and on
+(``real_val`` + W&B offline + report), interleaved over ``--rounds-train`` rounds. An epoch's time
+is the wall time between consecutive epochs' train records (training, validation, gap tracking,
+logging and checkpoint), averaged over epochs 1..E-1 so "PAD every 5 epochs" counts at its true
+rate; the best round of each variant is kept.
+
+Run: ``OMP_NUM_THREADS=1 python bench/bench_gap_tracking.py [--only micro|train]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
+import statistics
 import tempfile
 import time
 import warnings
+from datetime import date
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -116,11 +130,83 @@ def logging_seconds(n: int, rounds: int) -> tuple[float, float, float]:
     return local, wandb_s, start
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=10, help="epochs to average the tracking cost over")
-    ap.add_argument("--rounds", type=int, default=5, help="repeat every measurement, keep the best")
-    args = ap.parse_args()
+REAL_JSON = Path("/work/shared/real/visp_cube/dev_frames_000_099.coco.json")
+REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
+TRAIN_VARIANTS = {
+    "off": ["tracking.mode=disabled", "report=false"],
+    "gap only": ["tracking.mode=disabled", "report=false", "@real"],
+    "on (gap + W&B + report)": ["tracking.mode=offline", "report=true", "@real"],
+}
+
+
+def _train_run(root: Path, name: str, sim: Path, real: list[str], extra: list[str], args) -> dict:
+    from sim2real.cli import main as cli
+    from sim2real.io import read_jsonl
+
+    run_dir = root / name
+    argv = ["train", "--no-progress", "--data", str(sim), "--run-dir", str(run_dir), f"cache_dir={root / 'cache'}",
+            f"epochs={args.train_epochs}", "patience=0", f"batch_size={args.batch_size}",
+            f"model.input_hw=[{args.input_h},{args.input_w}]", f"model.head.type={args.head}", "val_fraction=0.2"]
+    argv += [a for e in extra for a in (real if e == "@real" else [e])]
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if cli(argv) != 0:
+            raise SystemExit(f"sim2real {' '.join(argv)} failed")
+    wall = time.perf_counter() - t0
+    recs = read_jsonl(run_dir / "metrics.jsonl")
+    t_train = [r["time"] for r in recs if r.get("split") == "train"]
+    steps = [b - a for a, b in zip(t_train, t_train[1:])]  # epoch e-1's tail + epoch e, everything included
+    tracking = [r["tracking_seconds"] for r in recs if r.get("split") == "gap" and r["epoch"] > 0]
+    inner = [r["epoch_seconds"] for r in recs if r.get("split") == "train" and r["epoch"] > 0]
+    return {"epoch_s": statistics.fmean(steps), "tracking_s": statistics.fmean(tracking) if tracking else 0.0,
+            "inner_s": statistics.fmean(inner), "wall_s": wall,
+            "tail_s": wall - (t_train[-1] - t_train[0]) - steps[0]}  # start-up + first epoch + end (report)
+
+
+def train_bench(args) -> None:
+    from sim2real.train.toy_data import write_shapes_dataset
+
+    with tempfile.TemporaryDirectory(prefix="bench_gap_") as tmp:
+        root = Path(tmp)
+        sim = write_shapes_dataset(root / "sim", num_images=args.images, size=(args.image_w, args.image_h), seed=0,
+                                   classes=("square", "cube", "disc"))
+        if REAL_JSON.is_file() and REAL_ROOT.is_dir():
+            real = [f"real_val.data={REAL_JSON}", f"real_val.image_root={REAL_ROOT}"]
+            real_name = "ViSP cube dev frames 0-99 (640x480 gray)"
+        else:
+            gray = write_shapes_dataset(root / "real", num_images=100, size=(args.image_w, args.image_h), seed=7,
+                                        gray=True, classes=("square", "cube", "disc"))
+            real, real_name = [f"real_val.data={gray}"], "gray toy shapes (ViSP dev frames not installed)"
+        # Build every feature cache once, outside the timed runs.
+        _train_run(root, "warm", sim, real, ["tracking.mode=disabled", "report=false", "@real", "epochs=1"], args)
+        results: dict[str, list[dict]] = {k: [] for k in TRAIN_VARIANTS}
+        for r in range(args.rounds_train):
+            for name, extra in TRAIN_VARIANTS.items():
+                results[name].append(_train_run(root, f"{name.split()[0]}_{r}", sim, real, extra, args))
+    n_train = args.images - round(0.2 * args.images)
+    print(f"\nsim2real train, {args.images} sim images {args.image_w}x{args.image_h} ({n_train} train), real val: "
+          f"{real_name}, real_val.max_images=64 (default); model input {args.input_h}x{args.input_w}, "
+          f"{args.head} head on cached features, batch {args.batch_size}, {args.train_epochs} epochs; "
+          f"torch threads {torch.get_num_threads()}; {platform.processor() or platform.machine()}, {date.today()}")
+    header = (f"{'variant':<26} {'epoch s':>8} {'overhead':>9} {'gap tracking s':>15} {'of epoch':>9} "
+              f"{'run wall s':>11} {'start+end s':>12}")
+    print(header)
+    print("-" * len(header))
+    base = min(r["epoch_s"] for r in results["off"])
+    for name, runs in results.items():
+        best = min(runs, key=lambda r: r["epoch_s"])
+        track = min(r["tracking_s"] for r in runs)
+        share = f"{track / best['inner_s']:>8.1%}" if track else f"{'-':>9}"
+        print(f"{name:<26} {best['epoch_s']:>8.2f} {best['epoch_s'] / base - 1:>+9.1%} {track:>15.3f} {share} "
+              f"{best['wall_s']:>11.1f} {best['tail_s']:>12.1f}")
+    print("epoch s: wall time per epoch (train + validation + tracking + logging + checkpoint), mean of epochs "
+          f"1..{args.train_epochs - 1}, best of {args.rounds_train} interleaved rounds; gap tracking s: the "
+          "trainer's own timer of the real pass + feature distances per epoch (same runs); of epoch: that over the "
+          "epoch's train + validation time")
+
+
+def micro_bench(args) -> None:
     torch.manual_seed(0)
 
     epoch_s = head_epoch_seconds(args.rounds)
@@ -150,6 +236,27 @@ def main() -> None:
     final_s = final_call_seconds(GapTrackingConfig())
     print(f"\nonce per run: final=True call (all metrics, up to 1024/domain; 512 here) {final_s * 1e3:.0f} ms, "
           f"W&B start {wandb_start * 1e3:.0f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["micro", "train"], help="run one of the two benchmarks (default both)")
+    ap.add_argument("--epochs", type=int, default=10, help="micro: epochs to average the tracking cost over")
+    ap.add_argument("--rounds", type=int, default=5, help="micro: repeat every measurement, keep the best")
+    ap.add_argument("--images", type=int, default=400, help="train: sim images (80%% train, 20%% sim validation)")
+    ap.add_argument("--image-w", type=int, default=128)
+    ap.add_argument("--image-h", type=int, default=96)
+    ap.add_argument("--input-h", type=int, default=224, help="train: model input (the default for a 4:3 camera)")
+    ap.add_argument("--input-w", type=int, default=288)
+    ap.add_argument("--head", default="dense", choices=["dense", "global"])
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--train-epochs", type=int, default=6, help="train: epochs per run (PAD runs at 0 and 5)")
+    ap.add_argument("--rounds-train", type=int, default=2, help="train: interleaved rounds of the three variants")
+    args = ap.parse_args()
+    if args.only in (None, "micro"):
+        micro_bench(args)
+    if args.only in (None, "train"):
+        train_bench(args)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,14 @@ from opencv-doc's ``vtest.avi`` (768x576 street scene, resized); ``--threads`` (
 Rows:
   * model-only: the same preprocessed 640x480 frame through the backend ``--iters`` times after a
     warm-up (torch: eager under ``inference_mode``; onnxruntime: CPUExecutionProvider, full graph
-    optimisation), best of ``--repeats`` runs (on a shared machine that is the least disturbed one);
+    optimisation);
   * end-to-end: ``sim2real live`` on the video file (capture thread, Preprocess, infer, records,
     overlay drawing; no display, no output file), every frame processed.
-Targets: onnxruntime >= 2x torch eager (model-only); end-to-end >= 0.6x model-only onnxruntime.
+Every row is repeated ``--repeats`` times, interleaved, and its best run kept (on a shared
+machine, the least disturbed one).
+Targets: onnxruntime >= 2x torch eager (model-only); end-to-end >= 0.6x model-only onnxruntime
+(wall-clock FPS; "1000 / p50" is the same rate from the median latency, robust to other
+processes stalling a shared machine).
 Run: ``python bench/bench_live.py`` (``--int8`` adds a static-int8 onnxruntime row).
 """
 
@@ -50,34 +54,25 @@ def make_video(path: Path, frames: int, size=(640, 480)) -> Path:
     return path
 
 
-def model_only(backend, batch: np.ndarray, iters: int, repeats: int) -> dict:
-    for _ in range(5):
+def model_only(backend, batch: np.ndarray, iters: int) -> dict:
+    for _ in range(3):
         backend(batch)
-    best = None
-    for _ in range(repeats):
-        lat = []
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            t = time.perf_counter()
-            backend(batch)
-            lat.append((time.perf_counter() - t) * 1e3)
-        wall = time.perf_counter() - t0
-        if best is None or wall < best[0]:
-            best = (wall, lat)
-    wall, lat = best
+    lat = []
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        t = time.perf_counter()
+        backend(batch)
+        lat.append((time.perf_counter() - t) * 1e3)
+    wall = time.perf_counter() - t0
     return {"fps": iters / wall, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95))}
 
 
-def end_to_end(backend, video: Path, tmp: Path, frames: int, repeats: int, tag: str) -> dict:
-    best = None
-    for r in range(repeats):
-        cfg = LiveConfig(checkpoint="<in memory>", source=str(video), drop="all", max_frames=frames,
-                         run_dir=str(tmp / f"run-{tag}-{r}"))
-        s = run_live(cfg, backend=backend, log=lambda m: None)
-        if best is None or s["fps"] > best["fps"]:
-            best = s
-    lat = best["latency_ms"]
-    return {"fps": best["fps"], "p50_ms": lat["total"]["p50"], "p95_ms": lat["total"]["p95"],
+def end_to_end(backend, video: Path, tmp: Path, frames: int, tag: str) -> dict:
+    cfg = LiveConfig(checkpoint="<in memory>", source=str(video), drop="all", max_frames=frames,
+                     run_dir=str(tmp / f"run-{tag}"))
+    s = run_live(cfg, backend=backend, log=lambda m: None)
+    lat = s["latency_ms"]
+    return {"fps": s["fps"], "p50_ms": lat["total"]["p50"], "p95_ms": lat["total"]["p95"],
             "stages_p50": {k: v["p50"] for k, v in lat.items()}}
 
 
@@ -87,7 +82,7 @@ def main() -> None:
     ap.add_argument("--input", type=int, nargs=2, default=[224, 224], metavar=("H", "W"))
     ap.add_argument("--frames", type=int, default=120, help="video frames for the end-to-end run")
     ap.add_argument("--iters", type=int, default=60, help="model-only iterations per repeat")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--int8", action="store_true", help="also time a static-int8 onnxruntime model")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -107,32 +102,43 @@ def main() -> None:
         cap.release()
         x = tb.preprocess(frame, color="bgr")[0][None].numpy()
 
-        rows = {"model-only torch eager": model_only(tb, x, args.iters, args.repeats),
-                "model-only onnxruntime": model_only(ob, x, args.iters, args.repeats)}
+        jobs = {"model-only torch eager": lambda r: model_only(tb, x, args.iters),
+                "model-only onnxruntime": lambda r: model_only(ob, x, args.iters)}
         if args.int8:
             from sim2real.deploy.quantize import quantize_onnx
 
             calib = [tb.preprocess(f, color="bgr")[0][None].numpy() for f in _frames(video, 16)]
-            q = quantize_onnx(onnx_path, tmp / "model.int8.onnx", "static", calib)
-            rows["model-only onnxruntime int8 (static)"] = model_only(OnnxRuntimeBackend(q, threads=args.threads),
-                                                                      x, args.iters, args.repeats)
-        rows["end-to-end onnxruntime"] = end_to_end(ob, video, tmp, args.frames, args.repeats, "ort")
-        rows["end-to-end torch eager"] = end_to_end(tb, video, tmp, args.frames, args.repeats, "torch")
+            qb = OnnxRuntimeBackend(quantize_onnx(onnx_path, tmp / "model.int8.onnx", "static", calib),
+                                    threads=args.threads)
+            jobs["model-only onnxruntime int8 (static)"] = lambda r: model_only(qb, x, args.iters)
+        jobs["end-to-end onnxruntime"] = lambda r: end_to_end(ob, video, tmp, args.frames, f"ort{r}")
+        jobs["end-to-end torch eager"] = lambda r: end_to_end(tb, video, tmp, args.frames, f"torch{r}")
+        # Interleave the repeats (A B C A B C ...) so a burst of load from other processes hits
+        # every row alike; keep each row's best (least disturbed) repeat.
+        rows: dict[str, dict] = {}
+        for r in range(args.repeats):
+            for name, job in jobs.items():
+                res = job(r)
+                if name not in rows or res["fps"] > rows[name]["fps"]:
+                    rows[name] = res
 
+    # Targets on wall-clock FPS (what a user sees); the p50 column shows the same without the
+    # stalls other processes cause on a shared machine.
     ort_vs_torch = rows["model-only onnxruntime"]["fps"] / rows["model-only torch eager"]["fps"]
     e2e_vs_model = rows["end-to-end onnxruntime"]["fps"] / rows["model-only onnxruntime"]["fps"]
     print(f"\nLive loop on CPU: efficientnet_lite0 + dense head, input {args.input[0]}x{args.input[1]}, "
           f"640x480 video (vtest.avi resized), {args.threads} threads, torch {torch.__version__}\n")
-    print("| measurement | FPS | p50 ms | p95 ms |")
-    print("|---|---:|---:|---:|")
+    print("| measurement | FPS (wall clock) | FPS (1000 / p50) | p50 ms | p95 ms |")
+    print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():
-        print(f"| {name} | {r['fps']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |")
+        print(f"| {name} | {r['fps']:.1f} | {1000 / r['p50_ms']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |")
     stages = rows["end-to-end onnxruntime"]["stages_p50"]
     print("\nend-to-end onnxruntime, p50 per stage (ms): "
           + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
-    print(f"\n| target | value | goal | met |\n|---|---:|---:|:-:|\n"
-          f"| onnxruntime / torch eager (model-only) | {ort_vs_torch:.2f}x | >= 2x | {'yes' if ort_vs_torch >= 2 else 'NO'} |\n"
-          f"| end-to-end / model-only (onnxruntime) | {e2e_vs_model:.2f} | >= 0.6 | {'yes' if e2e_vs_model >= 0.6 else 'NO'} |")
+    met = {True: "yes", False: "NO"}
+    print("\n| target | value | goal | met |\n|---|---:|---:|:-:|")
+    print(f"| onnxruntime / torch eager (model-only) | {ort_vs_torch:.2f}x | >= 2x | {met[ort_vs_torch >= 2]} |")
+    print(f"| end-to-end / model-only (onnxruntime) | {e2e_vs_model:.2f} | >= 0.6 | {met[e2e_vs_model >= 0.6]} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "ort_vs_torch": ort_vs_torch,
                                                "e2e_vs_model": e2e_vs_model, "args": vars(args)}, indent=2))

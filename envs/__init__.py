@@ -5,6 +5,7 @@
 
 from gymnasium.envs.registration import register, registry
 
+from envs import bullet  # noqa: F401  (first pybullet import, without its stdout banner)
 from envs.config import SceneConfigError, load_scene
 
 __all__ = ["SceneConfigError", "load_scene"]

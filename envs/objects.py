@@ -119,51 +119,87 @@ class Spawned:
     scale: float
     box_center: np.ndarray  # in the base link frame
     box_size: np.ndarray
+    phys: int = -1          # the body's collision-only twin in the physics client
 
 
-def spawn(client, cfg: ObjectConfig, source: str, scale: float, position, orientation) -> int:
-    """Create one body; ``source`` is a resolved URDF/mesh path (ignored for primitives)."""
+def spawn(client, cfg: ObjectConfig, source: str, scale: float, position, orientation, *,
+          visual: bool = True, collision: bool = True) -> int:
+    """Create one body; ``source`` is a resolved URDF/mesh path (ignored for primitives).
+
+    ``visual=False`` / ``collision=False`` leave that geometry out (the env keeps a collision-only
+    copy for physics and a visual-only copy for rendering).
+    """
     if cfg.urdf is not None:
-        return client.loadURDF(source, position, orientation, globalScaling=scale)
+        flags = (0 if visual else p.URDF_IGNORE_VISUAL_SHAPES) | (
+            0 if collision else p.URDF_IGNORE_COLLISION_SHAPES)
+        return client.loadURDF(source, position, orientation, globalScaling=scale, flags=flags)
+    col = vis = -1
     if cfg.mesh is not None:
         s = [cfg.mesh_scale * scale] * 3
-        col = client.createCollisionShape(p.GEOM_MESH, fileName=source, meshScale=s)
-        vis = client.createVisualShape(p.GEOM_MESH, fileName=source, meshScale=s)
+        if collision:
+            col = client.createCollisionShape(p.GEOM_MESH, fileName=source, meshScale=s)
+        if visual:
+            vis = client.createVisualShape(p.GEOM_MESH, fileName=source, meshScale=s)
     elif cfg.shape == "box":
         half = [v * scale / 2 for v in cfg.size]
-        col = client.createCollisionShape(p.GEOM_BOX, halfExtents=half)
-        vis = client.createVisualShape(p.GEOM_BOX, halfExtents=half)
+        if collision:
+            col = client.createCollisionShape(p.GEOM_BOX, halfExtents=half)
+        if visual:
+            vis = client.createVisualShape(p.GEOM_BOX, halfExtents=half)
     elif cfg.shape == "cylinder":
         r, h = cfg.radius * scale, cfg.height * scale
-        col = client.createCollisionShape(p.GEOM_CYLINDER, radius=r, height=h)
-        vis = client.createVisualShape(p.GEOM_CYLINDER, radius=r, length=h)
+        if collision:
+            col = client.createCollisionShape(p.GEOM_CYLINDER, radius=r, height=h)
+        if visual:
+            vis = client.createVisualShape(p.GEOM_CYLINDER, radius=r, length=h)
     elif cfg.shape == "sphere":
         r = cfg.radius * scale
-        col = client.createCollisionShape(p.GEOM_SPHERE, radius=r)
-        vis = client.createVisualShape(p.GEOM_SPHERE, radius=r)
+        if collision:
+            col = client.createCollisionShape(p.GEOM_SPHERE, radius=r)
+        if visual:
+            vis = client.createVisualShape(p.GEOM_SPHERE, radius=r)
     else:  # validated in config; kept for clarity
         raise ValueError(f"object {cfg.cls!r} has no urdf, mesh or shape")
     return client.createMultiBody(cfg.mass, col, vis, position, orientation)
 
 
+def yaw_quaternion(yaw: float) -> list[float]:
+    return [0.0, 0.0, float(np.sin(yaw / 2)), float(np.cos(yaw / 2))]
+
+
 def static_box(client, size, position, yaw: float = 0.0, shape: str = "box",
-               radius: float = 0.0, height: float = 0.0) -> int:
+               radius: float = 0.0, height: float = 0.0, *, visual: bool = True,
+               collision: bool = True) -> int:
     """A fixed (mass 0) primitive used for the table, props and backdrop."""
-    orn = [0.0, 0.0, float(np.sin(yaw / 2)), float(np.cos(yaw / 2))]
+    col = vis = -1
     if shape == "box":
         half = [v / 2 for v in size]
-        col = client.createCollisionShape(p.GEOM_BOX, halfExtents=half)
-        vis = client.createVisualShape(p.GEOM_BOX, halfExtents=half)
+        if collision:
+            col = client.createCollisionShape(p.GEOM_BOX, halfExtents=half)
+        if visual:
+            vis = client.createVisualShape(p.GEOM_BOX, halfExtents=half)
     elif shape == "cylinder":
-        col = client.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height)
-        vis = client.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height)
+        if collision:
+            col = client.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height)
+        if visual:
+            vis = client.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height)
     else:
-        col = client.createCollisionShape(p.GEOM_SPHERE, radius=radius)
-        vis = client.createVisualShape(p.GEOM_SPHERE, radius=radius)
-    return client.createMultiBody(0.0, col, vis, position, orn)
+        if collision:
+            col = client.createCollisionShape(p.GEOM_SPHERE, radius=radius)
+        if visual:
+            vis = client.createVisualShape(p.GEOM_SPHERE, radius=radius)
+    return client.createMultiBody(0.0, col, vis, position, yaw_quaternion(yaw))
 
 
-def apply_appearance(client, body: int, rgba, texture_id: int | None) -> None:
+def apply_appearance(client, body: int, rgba, texture_id: int | None,
+                     reset_texture: bool = False) -> None:
+    """Colour (and texture) of every visual shape of ``body``.
+
+    ``texture_id`` None keeps the current texture (an asset's own), unless ``reset_texture``:
+    then it is removed (-1), which renders exactly like a shape that never had one.
+    """
+    if texture_id is None and reset_texture:
+        texture_id = -1
     for vs in client.getVisualShapeData(body):
         kw = {"rgbaColor": list(rgba)}
         if texture_id is not None:

@@ -34,11 +34,20 @@ class PandaTabletopEnv(TabletopEnv):
     def _make_action_space(self) -> spaces.Space:
         return spaces.Box(-1.0, 1.0, (4,), np.float32)
 
+    def _load_robot_visual(self) -> int:
+        c = self._client
+        robot = c.loadURDF(PANDA_URDF, self.cfg.robot.base_xyz_m, [0, 0, 0, 1], useFixedBase=True,
+                           flags=p.URDF_IGNORE_COLLISION_SHAPES)
+        self._joint_index = {c.getJointInfo(robot, j)[12].decode(): j
+                             for j in range(c.getNumJoints(robot))}
+        self._ee_link = self._joint_index[EE_LINK_NAME]
+        self._hand_link = self._joint_index[HAND_LINK_NAME]
+        return robot
+
     def _load_robot(self) -> int:
-        c, rc = self._client, self.cfg.robot
-        robot = c.loadURDF(PANDA_URDF, rc.base_xyz_m, [0, 0, 0, 1], useFixedBase=True)
-        names = {c.getJointInfo(robot, j)[12].decode(): j for j in range(c.getNumJoints(robot))}
-        self._ee_link, self._hand_link = names[EE_LINK_NAME], names[HAND_LINK_NAME]
+        c, rc = self._phys, self.cfg.robot
+        robot = c.loadURDF(PANDA_URDF, rc.base_xyz_m, [0, 0, 0, 1], useFixedBase=True,
+                           flags=p.URDF_IGNORE_VISUAL_SHAPES)
         for j, q in zip(ARM_JOINTS, _REST):
             c.resetJointState(robot, j, q)
         self._ee_target = np.array(rc.home_ee_xyz_m, dtype=float)
@@ -48,17 +57,22 @@ class PandaTabletopEnv(TabletopEnv):
             c.resetJointState(robot, j, v)
         for j in FINGER_JOINTS:
             c.resetJointState(robot, j, self._gripper)
-        self._robot = robot
+        self._phys_robot = robot
         self._drive()
         return robot
 
+    def _sync_robot(self) -> None:
+        r, ph = self._client, self._phys
+        for j in ARM_JOINTS + FINGER_JOINTS:
+            r.resetJointState(self._robot, j, ph.getJointState(self._phys_robot, j)[0])
+
     def _ik(self, robot: int, target) -> list[float]:
-        q = self._client.calculateInverseKinematics(robot, self._ee_link, list(target), _DOWN,
-                                                    maxNumIterations=100, residualThreshold=1e-5)
+        q = self._phys.calculateInverseKinematics(robot, self._ee_link, list(target), _DOWN,
+                                                  maxNumIterations=100, residualThreshold=1e-5)
         return list(q[:7])
 
     def _drive(self) -> None:
-        c, robot = self._client, self._robot
+        c, robot = self._phys, self._phys_robot
         q = self._ik(robot, self._ee_target)
         c.setJointMotorControlArray(robot, ARM_JOINTS, p.POSITION_CONTROL, targetPositions=q,
                                     forces=[87.0] * 4 + [12.0] * 3)
@@ -76,7 +90,7 @@ class PandaTabletopEnv(TabletopEnv):
         self._gripper = float((a[3] + 1.0) / 2.0 * FINGER_MAX_M)
         self._drive()
         for _ in range(self.cfg.physics.steps_per_action):
-            self._client.stepSimulation()
+            self._phys.stepSimulation()
 
     def _camera_pose(self) -> np.ndarray:
         cam = self.cfg.camera
@@ -89,5 +103,6 @@ class PandaTabletopEnv(TabletopEnv):
 
     def ee_position(self) -> np.ndarray:
         """World position of the grasp target (between the fingertips)."""
-        st = self._client.getLinkState(self._robot, self._ee_link, computeForwardKinematics=True)
+        st = self._phys.getLinkState(self._phys_robot, self._ee_link,
+                                     computeForwardKinematics=True)
         return np.array(st[4])

@@ -7,10 +7,37 @@ flipped window of a fixed bank of normals instead (statistically the same per-fr
 
 from __future__ import annotations
 
-import albumentations as A
+import os
+import sys
+
 import numpy as np
 
 from envs.config import PostprocessConfig
+
+
+def _import_albumentations():
+    """albumentations without its two run-time costs for a renderer process.
+
+    Its ``__init__`` asks PyPI for a newer version (a network call; the product runs offline) and
+    re-exports ``ToTensorV2``, which imports torch: ~3 s of every worker's start-up for a
+    transform we never use.  The re-export is optional in albumentations (``suppress(ImportError)``),
+    so it is skipped when torch is not loaded yet; ``import albumentations.pytorch`` still works later.
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    if "albumentations" in sys.modules or "torch" in sys.modules:
+        import albumentations
+
+        return albumentations
+    sys.modules["albumentations.pytorch"] = None  # type: ignore[assignment]  # -> ImportError
+    try:
+        import albumentations
+    finally:
+        if sys.modules.get("albumentations.pytorch", 0) is None:
+            del sys.modules["albumentations.pytorch"]
+    return albumentations
+
+
+A = _import_albumentations()
 
 _BANK_MARGIN = 64
 

@@ -1,8 +1,22 @@
 """``sim2real/Tabletop-v0``: a randomized tabletop scene rendered by a pinhole camera twin.
 
-Each ``reset(seed=...)`` rebuilds the world from scratch (``resetSimulation``) so that a seed
-gives the same bytes whatever the env did before; ``step`` advances physics and renders.
-All randomness comes from ``self.np_random``.
+A frame is a *scene* (which objects, their looks, the table's and background's looks, settled
+physics) seen from a *view* (camera pose and intrinsics jitter, light, post-processing).
+``reset(seed=s)`` draws both from ``s``; ``reset(seed=s, options={"scene_seed": k})`` builds the
+scene from ``k`` alone and the view from ``s``, and keeps the scene as it is when the env already
+holds scene ``k`` (not stepped since): several views of one scene pay for one build.
+
+Two pybullet clients, so that a scene is a pure function of its seed and still cheap to build:
+
+* physics: collision-only bodies, rebuilt from scratch (``resetSimulation``) for every scene, so
+  no broadphase/solver state survives from an earlier scene;
+* render: visual-only bodies whose poses are copied from physics.  Its scenery (table, floor,
+  walls, props, robot) is created once and only re-coloured/re-textured/moved per scene, and its
+  uploaded textures stay (re-uploading them after a ``resetSimulation`` was most of a reset).
+  Per scene only the objects are removed and re-created.  Rendering depends on the bodies, their
+  looks and poses, and the order bodies were created in (z-buffer ties) — the same whatever came
+  before, because scenery is created first and removing the objects at the tail keeps the order
+  of what stays.  Body ids may differ (segmentation maps them to instance ids).
 """
 
 from __future__ import annotations
@@ -17,20 +31,22 @@ import pybullet as p
 import pybullet_data
 import yaml
 from gymnasium import spaces
-from pybullet_utils import bullet_client
 
 from envs import postprocess, samplers
+from envs.bullet import connect
 from envs.camera import (Intrinsics, depth_from_buffer, intrinsics_from_fov, project,
                          projection_matrix, read_opencv_intrinsics, view_matrix)
 from envs.config import (DEFAULT_SCENE_YAML, SceneConfig, SceneConfigError, load_scene,
                          resolve_file, resolve_glob)
 from envs.labels import LabelledObject, box_corners, frame_labels
 from envs.objects import (Spawned, apply_appearance, link_boxes, link_frame, local_box, spawn,
-                          static_box)
+                          static_box, yaw_quaternion)
 from envs.textures import TextureBank
 
 RENDERERS = ("tiny", "egl")
 _FAR_AWAY = [0.0, 0.0, -1000.0]  # where bodies wait while another object is rendered alone
+_MAX_ASSET_PICKS = 16  # re-draws when a picked asset has broken (NaN) geometry
+_WHITE = [1.0, 1.0, 1.0, 1.0]  # a fresh visual shape's colour
 
 
 def base_intrinsics(cfg: SceneConfig) -> Intrinsics:
@@ -86,8 +102,8 @@ class TabletopEnv(gym.Env):
                                 int(height or round(intr.height * width / intr.width)))
         self.base_intrinsics = intr
         self.classes = self.cfg.class_names
-        self._client = bullet_client.BulletClient(connection_mode=p.DIRECT)
-        self._client_id = self._client._client
+        self._client = connect()  # render world (see the module docstring)
+        self._phys = connect()    # physics world
         self._renderer_flag = self._setup_renderer(renderer)
         self._textures = TextureBank(self._client, self.cfg.texture_size_px)
         self._post = postprocess.build(self.cfg.postprocess)
@@ -104,7 +120,11 @@ class TabletopEnv(gym.Env):
         })
         self.action_space = self._make_action_space()
         self._objects: list[Spawned] = []
-        self._robot: int | None = None
+        self._robot: int | None = None       # render-world id
+        self._phys_robot: int | None = None  # physics-world id
+        self._robot_links = None
+        self._scenery_ready = False
+        self._scene_seed: int | None = None  # scene the worlds hold; None once stepped
         self._last_rgb: np.ndarray | None = None
         self._built = False
 
@@ -127,42 +147,80 @@ class TabletopEnv(gym.Env):
             why = "pybullet could not load the eglRenderer plugin (no EGL device/driver?)"
         if plugin < 0:
             self._client.disconnect()
+            self._phys.disconnect()
             raise RuntimeError(f"EGL renderer requested but not available: {why}. "
                                "Use renderer='tiny' (CPU) instead.")
         self._egl_plugin = plugin
         return p.ER_BULLET_HARDWARE_OPENGL
 
     # ------------------------------------------------------------------ scene
-    def _build_scene(self) -> None:
-        c, cfg, rng = self._client, self.cfg, self.np_random
+    def _build_scenery(self) -> None:
+        """Render-world bodies that every scene shares (created once, re-styled per scene)."""
+        c, cfg = self._client, self.cfg
+        c.setAdditionalSearchPath(pybullet_data.getDataPath())
+        tsx, tsy = cfg.table.size_m
+        th = cfg.table.thickness_m
+        self._table = static_box(c, [tsx, tsy, th], [0, 0, -th / 2], collision=False)
+        self._background = []  # floor and walls: never in front of an object
+        for size, pos, yaw in self._background_boxes():
+            self._background.append(static_box(c, size, pos, yaw, collision=False))
+        self._props = [static_box(c, prop.size, _FAR_AWAY, 0.0, prop.shape, prop.radius,
+                                  prop.height, collision=False) for prop in cfg.props]
+        self._robot = self._load_robot_visual()
+        self._robot_links = None
+        self._scenery_ready = True
+
+    def _background_boxes(self) -> list[tuple[list[float], list[float], float]]:
+        """(size, position, yaw) of the floor and the four walls (none when disabled)."""
+        bg = self.cfg.background
+        if not bg.enabled:
+            return []
+        s, z0 = bg.size_m, bg.floor_z_m
+        out = [([s, s, 0.01], [0, 0, z0 - 0.005], 0.0)]
+        hgt = s / 2
+        for k in range(4):  # walls facing the table so low cameras see photos, not the void
+            yaw = k * math.pi / 2
+            out.append(([0.01, s, hgt], [s / 2 * math.cos(yaw), s / 2 * math.sin(yaw),
+                                         z0 + hgt / 2], yaw))
+        return out
+
+    def _reset_physics(self) -> None:
+        c, cfg = self._phys, self.cfg
         c.resetSimulation()
-        self._textures.forget_ids()
         c.setAdditionalSearchPath(pybullet_data.getDataPath())
         c.setGravity(0, 0, -9.81)
         c.setTimeStep(cfg.physics.timestep_s)
         c.setPhysicsEngineParameter(deterministicOverlappingPairs=1)
-        self._background = []  # floor and walls: never in front of an object
         tsx, tsy = cfg.table.size_m
         th = cfg.table.thickness_m
-        self._table = static_box(c, [tsx, tsy, th], [0, 0, -th / 2])
-        self._style(self._table, cfg.table.appearance)
-        if cfg.background.enabled:
-            self._build_background()
-        for prop in cfg.props:
+        static_box(c, [tsx, tsy, th], [0, 0, -th / 2], visual=False)
+        for size, pos, yaw in self._background_boxes():
+            static_box(c, size, pos, yaw, visual=False)
+
+    def _build_scene(self, rng: np.random.Generator) -> None:
+        """Everything of a scene from ``rng`` alone: looks, props, robot, objects, settling."""
+        cfg = self.cfg
+        if not self._scenery_ready:
+            self._build_scenery()
+        self._reset_physics()
+        self._style(rng, self._table, cfg.table.appearance, persistent=True)
+        for body in self._background:
+            self._style(rng, body, cfg.background.appearance, persistent=True)
+        for prop, body in zip(cfg.props, self._props):
             jitter = rng.uniform(-1, 1, 3) * np.array(prop.position_jitter_m)
             pos = np.array(prop.position) + jitter
             yaw = math.radians(samplers.uniform(rng, prop.yaw_deg))
             z = pos[2] + (prop.size[2] if prop.shape == "box" else prop.height) / 2
-            body = static_box(c, prop.size, [pos[0], pos[1], z], yaw, prop.shape, prop.radius,
-                              prop.height)
-            self._style(body, prop.appearance)
-        self._robot_links = None
-        self._robot = self._load_robot()
-        self._spawn_objects()
-        self._intrinsics = samplers.intrinsics(rng, self.base_intrinsics, cfg.camera)
-        self._light = samplers.light(rng, cfg.lighting)
-        self._cam_pose = self._sample_camera_pose()
+            xyz = [float(pos[0]), float(pos[1]), float(z)]
+            static_box(self._phys, prop.size, xyz, yaw, prop.shape, prop.radius, prop.height,
+                       visual=False)
+            self._client.resetBasePositionAndOrientation(body, xyz, yaw_quaternion(yaw))
+            self._style(rng, body, prop.appearance, persistent=True)
+        self._phys_robot = self._load_robot()
+        self._spawn_objects(rng)
         self._settle()
+        self._sync()
+        c = self._client
         n = c.getNumBodies()
         max_id = max([c.getBodyUniqueId(i) for i in range(n)], default=0)
         self._lut = np.zeros(max_id + 2, dtype=np.int32)  # raw body id + 1 -> instance id
@@ -170,37 +228,46 @@ class TabletopEnv(gym.Env):
             self._lut[obj.body + 1] = k + 1
         self._built = True
 
-    def _build_background(self) -> None:
-        bg = self.cfg.background
-        s, z0 = bg.size_m, bg.floor_z_m
-        floor = static_box(self._client, [s, s, 0.01], [0, 0, z0 - 0.005])
-        self._background.append(floor)
-        self._style(floor, bg.appearance)
-        hgt = s / 2
-        for k in range(4):  # walls facing the table so low cameras see photos, not the void
-            yaw = k * math.pi / 2
-            pos = [s / 2 * math.cos(yaw), s / 2 * math.sin(yaw), z0 + hgt / 2]
-            wall = static_box(self._client, [0.01, s, hgt], pos, yaw)
-            self._background.append(wall)
-            self._style(wall, bg.appearance)
-
-    def _style(self, body: int, app_cfg) -> None:
-        app = samplers.appearance(self.np_random, app_cfg, self.cfg.texture_pool_size,
-                                  self.cfg.base_dir)
+    def _style(self, rng: np.random.Generator, body: int, app_cfg, persistent: bool = False
+               ) -> None:
+        """Random look of a render-world body; ``persistent`` (scenery) bodies are fully reset."""
+        app = samplers.appearance(rng, app_cfg, self.cfg.texture_pool_size, self.cfg.base_dir)
         if app is None:
+            if persistent:  # "the asset's own look" = a fresh primitive's
+                apply_appearance(self._client, body, _WHITE, None, reset_texture=True)
             return
         tex = self._textures.texture_id(app.texture_key) if app.texture_key else None
-        apply_appearance(self._client, body, app.rgba, tex)
+        apply_appearance(self._client, body, app.rgba, tex, reset_texture=persistent)
 
-    def _load_robot(self) -> int | None:
+    def _load_robot_visual(self) -> int | None:
+        """The robot's render-world body (created once), or None."""
         return None
 
-    def _spawn_objects(self) -> None:
-        c, cfg, rng = self._client, self.cfg, self.np_random
-        self._objects = []
-        kinds = samplers.object_kinds(rng, cfg)
-        for k, ocfg in enumerate(kinds):
-            idx = cfg.objects.index(ocfg)
+    def _load_robot(self) -> int | None:
+        """The robot's physics-world body for a new scene, or None."""
+        return None
+
+    def _sync_robot(self) -> None:
+        """Copy the robot's joint positions from physics to the render world."""
+
+    def _sync(self) -> None:
+        """Copy every object's pose (and joint positions) from physics to the render world."""
+        r, ph = self._client, self._phys
+        for obj in self._objects:
+            pos, orn = ph.getBasePositionAndOrientation(obj.phys)
+            r.resetBasePositionAndOrientation(obj.body, pos, orn)
+            for j in range(ph.getNumJoints(obj.phys)):
+                r.resetJointState(obj.body, j, ph.getJointState(obj.phys, j)[0])
+        if self._robot is not None:
+            self._sync_robot()
+
+    def _spawn_visual(self, rng: np.random.Generator, idx: int, ocfg, k: int):
+        """(source, scale, render body, box centre, box size) for one object of kind ``idx``.
+
+        An asset whose geometry is broken (pybullet_data's ``random_urdfs/168`` has NaN vertices:
+        it would fall through the table and poison the labels) is dropped and another drawn.
+        """
+        for _ in range(_MAX_ASSET_PICKS):
             if ocfg.urdf is not None:
                 source = samplers.pick_file(rng, self._urdf_files[idx])
             elif ocfg.mesh is not None:
@@ -208,15 +275,34 @@ class TabletopEnv(gym.Env):
             else:
                 source = ocfg.shape
             scale = samplers.uniform(rng, ocfg.scale)
-            body = spawn(c, ocfg, source, scale, [0, 0, 10.0 + k], [0, 0, 0, 1])
+            body = spawn(self._client, ocfg, source, scale, [0, 0, 10.0 + k], [0, 0, 0, 1],
+                         collision=False)
             key = (source, round(scale, 9), ocfg.mesh_scale, tuple(ocfg.size), ocfg.radius,
                    ocfg.height)
             if key not in self._box_cache:
-                self._box_cache[key] = local_box(c, body)
+                self._box_cache[key] = local_box(self._client, body)
             center, size = self._box_cache[key]
-            self._objects.append(Spawned(body, ocfg, source, scale, center, size))
+            if np.isfinite(center).all() and np.isfinite(size).all():
+                return source, scale, body, center, size
+            self._client.removeBody(body)
+        what = "urdf" if ocfg.urdf is not None else "mesh" if ocfg.mesh is not None else "shape"
+        raise SceneConfigError(f"scene.objects[{idx}].{what}",
+                               "assets with finite vertex coordinates (the last pick, "
+                               f"{source}, has NaN/inf geometry)")
+
+    def _spawn_objects(self, rng: np.random.Generator) -> None:
+        c, ph, cfg = self._client, self._phys, self.cfg
+        for obj in reversed(self._objects):  # the previous scene's: only scenery stays
+            c.removeBody(obj.body)
+        self._objects = []
+        kinds = samplers.object_kinds(rng, cfg)
+        for k, ocfg in enumerate(kinds):
+            idx = cfg.objects.index(ocfg)
+            source, scale, body, center, size = self._spawn_visual(rng, idx, ocfg, k)
+            phys = spawn(ph, ocfg, source, scale, [0, 0, 10.0 + k], [0, 0, 0, 1], visual=False)
+            self._objects.append(Spawned(body, ocfg, source, scale, center, size, phys))
             app_cfg = ocfg.appearance or cfg.object_appearance
-            self._style(body, app_cfg)
+            self._style(rng, body, app_cfg)
         # Place: footprint radius from the box; static objects first (they never stack), then
         # dynamic ones dropped just above the table, or above the pile when crowded.
         order = sorted(range(len(self._objects)), key=lambda i: self._objects[i].cfg.mass != 0)
@@ -228,25 +314,31 @@ class TabletopEnv(gym.Env):
         drop = cfg.placement.drop_height_m
         for obj, (x, y, free) in zip(placed, spots):
             orn, _ = samplers.orientation(rng, obj.cfg.upright)
-            c.resetBasePositionAndOrientation(obj.body, [x, y, 5.0], orn)
-            lo, hi = c.getAABB(obj.body)
+            ph.resetBasePositionAndOrientation(obj.phys, [x, y, 5.0], orn)
+            lo, hi = ph.getAABB(obj.phys)
             if obj.cfg.mass == 0:
                 # Static objects can't fall: their visual bottom goes on the table exactly
                 # (the collision AABB carries a margin).
-                T = self._object_pose(obj)
+                T = self._object_pose(obj, ph, obj.phys)
                 bottom = float((box_corners(obj.box_size) @ T[2, :3] + T[2, 3]).min())
                 z = 5.0 - bottom
             else:
                 z = 5.0 - lo[2] + drop + (0.0 if free else stack)
-            c.resetBasePositionAndOrientation(obj.body, [x, y, z], orn)
+            ph.resetBasePositionAndOrientation(obj.phys, [x, y, z], orn)
             stack += hi[2] - lo[2] + drop
 
-    def _sample_camera_pose(self) -> np.ndarray:
-        return samplers.camera_pose(self.np_random, self.cfg.camera)
+    def _sample_view(self, rng: np.random.Generator) -> None:
+        """Camera intrinsics jitter, light and camera pose of the next frame."""
+        self._intrinsics = samplers.intrinsics(rng, self.base_intrinsics, self.cfg.camera)
+        self._light = samplers.light(rng, self.cfg.lighting)
+        self._cam_pose = self._sample_camera_pose(rng)
+
+    def _sample_camera_pose(self, rng: np.random.Generator) -> np.ndarray:
+        return samplers.camera_pose(rng, self.cfg.camera)
 
     def _settle(self) -> None:
         for _ in range(self.cfg.physics.settle_steps):
-            self._client.stepSimulation()
+            self._phys.stepSimulation()
 
     # ------------------------------------------------------------------ rendering
     def _camera_pose(self) -> np.ndarray:
@@ -294,8 +386,10 @@ class TabletopEnv(gym.Env):
                                                          and self.cfg.postprocess.grayscale)}
 
     # ------------------------------------------------------------------ labels
-    def _object_pose(self, obj: Spawned) -> np.ndarray:
-        T = link_frame(self._client, obj.body, -1)
+    def _object_pose(self, obj: Spawned, client=None, body: int | None = None) -> np.ndarray:
+        """World pose of the object frame (its box centre), by default in the render world."""
+        client = self._client if client is None else client
+        T = link_frame(client, obj.body if body is None else body, -1)
         T_center = np.eye(4)
         T_center[:3, 3] = obj.box_center
         return T @ T_center
@@ -324,6 +418,8 @@ class TabletopEnv(gym.Env):
         if (pc[:, 2] <= self.cfg.camera.near).any():
             return 0, 0, intr.width - 1, intr.height - 1
         uv = project(intr.K, pc)
+        if not np.isfinite(uv).all():  # degenerate geometry: assume it may cover everything
+            return 0, 0, intr.width - 1, intr.height - 1
         x0, y0 = np.floor(uv.min(0)).astype(int) - 1
         x1, y1 = np.ceil(uv.max(0)).astype(int) + 1
         x0, y0 = max(x0, 0), max(y0, 0)
@@ -336,7 +432,7 @@ class TabletopEnv(gym.Env):
         """(body, image box) of each robot link's visual geometry (objects are done apart)."""
         if self._robot is None:
             return []
-        if getattr(self, "_robot_links", None) is None:
+        if self._robot_links is None:  # the render-world robot is created once
             self._robot_links = link_boxes(self._client, self._robot)
         out = []
         for link, corners in self._robot_links.items():
@@ -384,8 +480,8 @@ class TabletopEnv(gym.Env):
         return full
 
     def _render_alone(self, bodies: list[int], boxes: list, hide: set[int]) -> dict[int, int]:
-        c = self._client
-        saved = {b: (c.getBasePositionAndOrientation(b), c.getBaseVelocity(b)) for b in hide}
+        c = self._client  # the render world: it never steps, so poses are its whole state
+        saved = {b: c.getBasePositionAndOrientation(b) for b in hide}
         for b in hide:
             c.resetBasePositionAndOrientation(b, _FAR_AWAY, [0, 0, 0, 1])
         x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
@@ -395,9 +491,8 @@ class TabletopEnv(gym.Env):
         view, proj = self._matrices(crop)
         # Only the mask matters here: shadows would double the cost for nothing.
         _, _, _, _, raw = self._get_image(crop, view, proj, shadow=False)
-        for b, ((pos, orn), (lin, ang)) in saved.items():
+        for b, (pos, orn) in saved.items():
             c.resetBasePositionAndOrientation(b, pos, orn)
-            c.resetBaseVelocity(b, lin, ang)
         counts = np.bincount(np.asarray(raw, dtype=np.int64).ravel() + 1)
         return {b: int(counts[b + 1]) if b + 1 < len(counts) else 0 for b in bodies}
 
@@ -407,19 +502,33 @@ class TabletopEnv(gym.Env):
             raise RuntimeError("call reset() before step()/render()")
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """New frame: scene from ``options["scene_seed"]`` (or drawn from ``seed``), view from ``seed``.
+
+        The scene is rebuilt unless the env already holds that ``scene_seed`` unstepped; either
+        way the bytes are the same (a fresh env gives what a reused one gives).
+        """
         super().reset(seed=seed)
-        self._build_scene()
+        scene_seed = _scene_seed_option(options)
+        if scene_seed is None:
+            scene_seed = int(self.np_random.integers(2**63 - 1))
+        if scene_seed != self._scene_seed:
+            self._scene_seed = None  # a failed build leaves no scene to reuse
+            self._build_scene(np.random.default_rng(scene_seed))
+            self._scene_seed = scene_seed
+        self._sample_view(self.np_random)
         return self._observe()
 
     def _apply_action(self, action) -> None:
         if not self.action_space.contains(action):
             raise ValueError(f"invalid action {action!r} for {self.action_space}")
         for _ in range(self.cfg.physics.steps_per_action):
-            self._client.stepSimulation()
+            self._phys.stepSimulation()
 
     def step(self, action):
         self._require_built()
+        self._scene_seed = None  # physics moves on: the next reset rebuilds its scene
         self._apply_action(action)
+        self._sync()
         obs, info = self._observe()
         return obs, 0.0, False, False, info
 
@@ -430,13 +539,15 @@ class TabletopEnv(gym.Env):
         return None
 
     def close(self):
-        if getattr(self, "_client", None) is not None:
-            try:
-                if self._client._client >= 0:
-                    self._client.disconnect()
-            except p.error:
-                pass
-            self._client = None
+        for name in ("_client", "_phys"):
+            client = getattr(self, name, None)
+            if client is not None:
+                try:
+                    if client._client >= 0:
+                        client.disconnect()
+                except p.error:
+                    pass
+                setattr(self, name, None)
         if getattr(self, "_textures", None) is not None:
             self._textures.close()
             self._textures = None
@@ -455,8 +566,32 @@ class TabletopEnv(gym.Env):
 
     @property
     def client(self):
-        """The env's own pybullet client (``bullet_client.BulletClient``)."""
+        """The render world's pybullet client (``bullet_client.BulletClient``)."""
         return self._client
+
+    @property
+    def physics_client(self):
+        """The physics world's pybullet client (collision-only twins of the bodies)."""
+        return self._phys
+
+    @property
+    def scene_seed(self) -> int | None:
+        """Seed of the scene the env holds (None before reset and after ``step``)."""
+        return self._scene_seed
+
+
+def _scene_seed_option(options: dict[str, Any] | None) -> int | None:
+    if not options:
+        return None
+    unknown = sorted(set(options) - {"scene_seed"})
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {unknown}; known: ['scene_seed']")
+    seed = options.get("scene_seed")
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"reset option 'scene_seed' must be an integer >= 0, got {seed!r}")
+    return int(seed)
 
 
 def _merge(base: dict, over: dict) -> dict:

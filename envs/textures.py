@@ -1,7 +1,8 @@
 """Texture files for domain randomization: numpy patterns, scikit-image photos, user folders.
 
 Textures live as image files in a per-env temp dir (generated once per env); pybullet texture
-ids are cached per episode (``resetSimulation`` invalidates them).  Pattern ``k`` of a kind is a pure
+ids are cached for the env's lifetime (its render world is never ``resetSimulation``-ed, which
+would drop them).  Pattern ``k`` of a kind is a pure
 function of ``(kind, k, size)``, so what a seed renders never depends on the env's history.
 """
 
@@ -77,7 +78,7 @@ def folder_images(folder: str) -> list[str]:
 
 
 class TextureBank:
-    """Texture key -> image file (cached per env) -> pybullet texture id (cached per episode)."""
+    """Texture key -> image file (cached per env) -> pybullet texture id (cached per client)."""
 
     def __init__(self, client, pattern_size: int = 128, max_image_px: int = 512):
         self._client = client
@@ -113,7 +114,7 @@ class TextureBank:
         return self._ids[key]
 
     def forget_ids(self) -> None:
-        """Call after ``resetSimulation``: it drops the renderer's textures (files stay)."""
+        """Call after a ``resetSimulation`` of the client: it drops the textures (files stay)."""
         self._ids.clear()
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,7 +11,12 @@ HELP = "score a checkpoint on a labelled dataset (sim or real)"
 DESCRIPTION = """\
 Score a checkpoint on a labelled COCO dataset: classification accuracy and confusion matrix; median
 centre error (pixels of the ORIGINAL images), mean box IoU, PCK of visible keypoints at 0.05 of the
-box diagonal. Writes eval_<name>.json and eval_<name>.md next to the checkpoint (or into --out).
+box diagonal. Writes eval_<name>.json and eval_<name>.md next to the checkpoint (or into --out),
+and a run folder eval_<name>/ beside them with metrics.jsonl, summary.json, a self-contained
+report.html (frames with predictions, confusion matrix, error histograms) and a W&B offline run
+(unless --no-wandb or tracking.mode=disabled). Metrics are named <domain>/<metric>, with domain
+sim or real (--domain; by default "sim" for a generator dataset folder with manifest.json, else
+"real"); `sim2real gap` scores a sim and a real set together and reports the gap.
 
 The dataset's categories are matched to the model's classes by name; images with no annotation of a
 model class are counted and left out, corrupt images are skipped and counted.
@@ -19,7 +25,7 @@ examples:
   sim2real evaluate --checkpoint runs/train/sim/best.pt --data data/sim/tabletop
   sim2real evaluate --checkpoint runs/train/sim/best.pt \\
       --data ../shared/real/visp_cube/dev_frames_000_099.coco.json \\
-      --image-root /usr/share/visp-images-data/ViSP-images --name real_dev
+      --image-root /usr/share/visp-images-data/ViSP-images --name real_dev tracking.project=cube
 """
 
 
@@ -32,6 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--domain", choices=["auto", "sim", "real"], default="auto",
+                   help="metric prefix sim/ or real/ (auto: sim for a folder with manifest.json, else real)")
+    p.add_argument("--no-wandb", action="store_true", help="no W&B run (same as tracking.mode=disabled)")
+    p.add_argument("--no-report", action="store_true", help="no report.html / PNGs")
+    p.add_argument("tracking", nargs="*", metavar="tracking.key=value",
+                   help="W&B settings, e.g. tracking.project=cube tracking.group=eval tracking.mode=online")
 
 
 def dataset_name(path: str) -> str:
@@ -61,21 +73,73 @@ def markdown_summary(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def guess_domain(path: str) -> str:
+    """``sim`` for a generator dataset folder (it has manifest.json), else ``real``."""
+    p = Path(path)
+    return "sim" if p.is_dir() and (p / "manifest.json").is_file() else "real"
+
+
+def tracking_config(items: list[str], no_wandb: bool):
+    from sim2real.config import ConfigError, load_config
+    from sim2real.tracking import TrackingConfig
+
+    bad = [s for s in items if not s.startswith("tracking.") or "=" not in s]
+    if bad:
+        raise ConfigError("tracking", "overrides of the form tracking.<key>=<value>", bad[0],
+                          source="command-line overrides")
+    overrides = [s[len("tracking."):] for s in items] + (["mode=disabled"] if no_wandb else [])
+    return load_config(TrackingConfig, None, overrides)
+
+
+def _track(args, run_dir: Path, dom, model, meta: dict, result: dict, domain: str, tracking) -> Path | None:
+    """metrics.jsonl + W&B (``<domain>/<metric>``) and report.html of one evaluation."""
+    from sim2real.gap.run import checkpoint_method, task_metrics, write_gap_report
+    from sim2real.runinfo import write_run_info
+    from sim2real.tracking import make_logger
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # re-evaluating replaces, never appends
+    run_cfg = {"checkpoint": result["checkpoint"], "data": result["data"], "image_root": result["image_root"],
+               "domain": domain, "batch_size": args.batch_size, "tracking": dataclasses.asdict(tracking)}
+    write_run_info(run_dir, run_cfg, checkpoint_meta={k: v for k, v in meta.items() if k != "extra"})
+    method = checkpoint_method(meta)
+    with make_logger(run_dir, tracking, run_cfg) as logger:
+        m = result["metrics"]
+        record = {f"{domain}/{k}": v for k, v in task_metrics(m).items()}
+        logger.log(record, step=0)
+        logger.summary({**record, f"data/{domain}_n": m["n"], f"data/{domain}_num_corrupt": m["num_corrupt"],
+                        "method": method, "checkpoint": result["checkpoint"]})
+        if args.no_report:
+            return None
+        report = write_gap_report(run_dir, [dom], classes=model.classes, method=method, logger=logger,
+                                  title=f"sim2real evaluate: {result['checkpoint']} on {result['data']}")
+    return report.html_path
+
+
 def run(args: argparse.Namespace) -> int:
     from sim2real.data.dataset import CocoDataset
+    from sim2real.gap.run import evaluate_domain
     from sim2real.io import atomic_write_json, atomic_write_text, check_writable
-    from sim2real.train.inference import evaluate_dataset, load_model, trained_tasks
+    from sim2real.train.inference import load_model, trained_tasks
 
+    tracking = tracking_config(list(args.tracking), args.no_wandb)
     model, device, meta = load_model(args.checkpoint, args.device)
     ds = CocoDataset(args.data, image_root=args.image_root, classes=model.classes, num_keypoints=model.num_keypoints)
     out_dir = check_writable(Path(args.out) if args.out else Path(args.checkpoint).parent)
-    metrics = evaluate_dataset(model, ds, trained_tasks(meta), args.batch_size, device, args.num_workers)
+    domain = guess_domain(args.data) if args.domain == "auto" else args.domain
+    # evaluate_dataset's loop, also keeping predictions and features for the report.
+    dom = evaluate_domain(model, ds, domain, trained_tasks(meta), batch_size=args.batch_size, device=device,
+                          num_workers=args.num_workers)
+    metrics = dom.metrics
     name = args.name or dataset_name(args.data)
     result = {"checkpoint": str(args.checkpoint), "data": str(args.data), "image_root": str(ds.image_root),
-              "classes": model.classes, "metrics": metrics}
+              "classes": model.classes, "domain": domain, "metrics": metrics}
     atomic_write_json(out_dir / f"eval_{name}.json", result, indent=2)
     atomic_write_text(out_dir / f"eval_{name}.md", markdown_summary(result))
+    report = _track(args, out_dir / f"eval_{name}", dom, model, meta, result, domain, tracking)
     parts = [f"{k}={_fmt(metrics[k])}" for k in ("acc", "center_err_px_median", "box_iou_mean", "pck@0.05") if k in metrics]
-    print(f"{name}: {metrics['n']} images, {', '.join(parts)} -> {out_dir / f'eval_{name}.json'}"
+    print(f"{name} ({domain}): {metrics['n']} images, {', '.join(parts)} -> {out_dir / f'eval_{name}.json'}"
           + (f" ({metrics['num_corrupt']} corrupt image(s) skipped)" if metrics["num_corrupt"] else ""))
+    if report is not None:
+        print(f"report: {report}")
     return 0

@@ -28,7 +28,8 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, "configs/train_sim.yaml")
-    p.add_argument("--data", nargs="+", metavar="DATASET", help="dataset folder(s) or COCO file(s) (config key datasets)")
+    p.add_argument("--data", action="append", metavar="DATASET",
+                   help="dataset folder or COCO file; repeat for several (config key datasets)")
     p.add_argument("--run-dir", help="output run folder (config key run_dir)")
     p.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (its config.yaml, plus overrides) or, without a value, "
@@ -49,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         extra.append("compare_scratch=true")
     if args.no_progress:
         extra.append("progress=false")
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():
+        args.overrides = [args.resume] + list(args.overrides)  # `--resume key=value`: no folder given
+        args.resume = ""
     resume = args.resume is not None
     if args.resume:
         run_dir = Path(args.resume)

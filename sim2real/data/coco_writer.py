@@ -5,10 +5,14 @@ Layout (see docs/contracts.md)::
     images/000123.png|jpg   depth/000123.png (uint16 mm)   masks/000123.png (uint16 instance ids)
     labels/000123.json      written LAST: a frame is committed iff its label file exists
 
-Every file is written atomically, so a killed run leaves whole files or none, and the label file
-is the commit marker a resumed run trusts.  ``annotations.json`` is rebuilt from the label files,
-sorted by frame, so its bytes depend only on which frames exist — not on worker count, shard
-layout or the order frames finished in.
+Every file is written atomically (temp file + rename), so a killed process leaves whole files or
+none, and the label file is the commit marker.  Frame files are *not* fsync-ed one by one (four
+fsyncs cost more than rendering a small frame); instead the label stores the sha256 of the
+image/depth/mask bytes, and a resumed run re-reads and checks them (``committed_frames(...,
+verify=True)``), so a file torn or emptied by a power cut is found and its frame re-rendered.  The
+generator syncs the file system once before it writes ``annotations.json``.
+``annotations.json`` is rebuilt from the label files, sorted by frame, so its bytes depend only
+on which frames exist — not on worker count, shard layout or the order frames finished in.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,7 +29,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from sim2real.io import OutputError, atomic_write_bytes, atomic_write_json
+from sim2real.io import OutputError, atomic_write_json
 
 FRAME_DIRS = ("images", "depth", "masks", "labels")
 NUM_KEYPOINTS = 8
@@ -32,7 +38,9 @@ KEYPOINT_NAMES = [f"corner{i}" for i in range(NUM_KEYPOINTS)]
 SKELETON = [[1, 2], [2, 3], [3, 4], [4, 1], [5, 6], [6, 7], [7, 8], [8, 5],
             [1, 5], [2, 6], [3, 7], [4, 8]]
 DEPTH_SCALE_M = 0.001  # one depth-PNG unit in metres
-LABEL_VERSION = 1
+LABEL_VERSION = 2  # 2: frames carry "scene"/"view" (several views per randomized scene)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def frame_stem(frame: int) -> str:
@@ -110,6 +118,36 @@ def _annotation(obj: dict, mask: np.ndarray) -> dict:
     }
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """``sim2real.io.atomic_write_bytes`` without the fsync: same temp-file naming (so
+    ``remove_temp_files`` finds leftovers) and the same atomic rename."""
+    path = Path(path)
+    tmp = None
+    try:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+        except FileNotFoundError:  # first file of its folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise OutputError(e.errno, f"cannot write {path}: {e.strerror}") from None
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _write(path: Path, data: bytes) -> None:
     try:
         atomic_write_bytes(path, data)
@@ -121,8 +159,12 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def write_frame(out: str | Path, frame: int, frame_seed: int, obs: dict, labels: dict, *,
-                image_format: str = "png", jpeg_quality: int = 95, png_compression: int = 1) -> dict:
-    """Write one frame's files, then its label JSON (the commit marker). Returns the label dict."""
+                image_format: str = "png", jpeg_quality: int = 95, png_compression: int = 1,
+                scene: int | None = None, view: int | None = None) -> dict:
+    """Write one frame's files, then its label JSON (the commit marker). Returns the label dict.
+
+    ``scene``/``view``: which randomized scene the frame shows and which of its views it is.
+    """
     out = Path(out)
     stem = frame_stem(frame)
     rgb, depth, seg = obs["rgb"], obs["depth"], obs["segmentation"]
@@ -139,6 +181,8 @@ def write_frame(out: str | Path, frame: int, frame_seed: int, obs: dict, labels:
         "label_version": LABEL_VERSION,
         "frame": int(frame),
         "seed": int(frame_seed),
+        "scene": None if scene is None else int(scene),
+        "view": None if view is None else int(view),
         "file_name": files["image"][0],
         "depth_file": files["depth"][0],
         "mask_file": files["mask"][0],
@@ -162,8 +206,28 @@ def read_label(path: str | Path) -> dict:
         raise ValueError(f"label file {path} is not valid JSON ({e}); delete it to re-render that frame") from None
 
 
-def committed_frames(out: str | Path) -> set[int]:
-    """Frames whose label (commit marker) and data files all exist."""
+def frame_is_intact(out: str | Path, frame: int) -> bool:
+    """The frame's label parses, has this label version, and its files hash to what it recorded."""
+    out = Path(out)
+    try:
+        label = json.loads(label_path(out, frame).read_bytes())
+        if label.get("label_version") != LABEL_VERSION or label.get("frame") != frame:
+            return False
+        files = {"image": label["file_name"], "depth": label["depth_file"], "mask": label["mask_file"]}
+        for key, rel in files.items():
+            if hashlib.sha256((out / rel).read_bytes()).hexdigest() != label["sha256"][key]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def committed_frames(out: str | Path, verify: bool = False, frames: Iterable[int] | None = None) -> set[int]:
+    """Frames whose label (commit marker) and data files all exist.
+
+    ``verify``: also re-read every file and check the hashes in its label (``frame_is_intact``);
+    ``frames``: only look at these.
+    """
     out = Path(out)
     labels_dir = out / "labels"
     if not labels_dir.is_dir():
@@ -179,6 +243,10 @@ def committed_frames(out: str | Path) -> set[int]:
                    and f"{stem}.png" in existing.get("depth", ()) and f"{stem}.png" in existing.get("masks", ()))
         if data_ok:
             done.add(int(stem))
+    if frames is not None:
+        done &= set(frames)
+    if verify:
+        done = {f for f in done if frame_is_intact(out, f)}
     return done
 
 
@@ -216,6 +284,7 @@ def build_coco(labels: Iterable[dict], info: dict | None = None) -> dict:
         image_id = lab["frame"] + 1
         images.append({"id": image_id, "file_name": lab["file_name"], "width": lab["width"],
                        "height": lab["height"], "frame": lab["frame"], "seed": lab["seed"],
+                       "scene": lab.get("scene"), "view": lab.get("view"),
                        "camera_K": lab["camera_K"], "T_world_from_cam": lab["T_world_from_cam"],
                        "depth_file": lab["depth_file"], "mask_file": lab["mask_file"]})
         for obj in lab["objects"]:

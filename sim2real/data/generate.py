@@ -1,14 +1,22 @@
 """Parallel, deterministic, resumable synthetic-dataset generator.
 
-* Deterministic: frame ``i`` is ``env.reset(seed=frame_seed(seed, i))`` on a fresh env state, so
-  its bytes depend only on ``(seed, i)`` and the scene — not on worker count, order or sharding.
+* Views: frames come in groups of ``views_per_scene`` (V) views of one randomized scene — frame
+  ``i`` shows scene ``g = i // V`` (objects, looks, settled physics: built from
+  ``scene_seed(seed, g)``) from view ``i % V`` (camera pose/intrinsics jitter, light and image
+  noise: from ``frame_seed(seed, i)``).  A scene costs several renders to build, so V views of it
+  cost far less than V scenes; ``views_per_scene=1`` gives a new scene per frame.
+* Deterministic: frame ``i`` is ``env.reset(seed=frame_seed(seed, i), options={"scene_seed":
+  scene_seed(seed, i // V)})``, and the env renders the same bytes whether it built that scene
+  just now or rendered other views of it before; so a frame depends only on ``(seed, i)``, V
+  and the scene config — not on worker count, order or sharding.
 * Parallel: ``workers`` spawned processes (pybullet + fork is fragile), each making one env and
-  rendering many frames; every worker writes its frames itself (no images cross processes).
+  rendering whole scene groups; every worker writes its frames itself (no images cross processes).
 * Resumable: a frame's label JSON is written last, after its image/depth/mask, all atomically.
-  A re-run skips frames with a label, deletes temp files of interrupted writes and refuses a
-  folder made with a different config (``generate_state.json`` keeps a hash of it).
-* Sharded: ``shard=k, num_shards=n`` renders the strided frames ``k, k+n, k+2n, ...`` — strided
-  rather than contiguous so every shard sees the same mix when some shards finish late.
+  A re-run keeps frames whose label is intact and whose files match the hashes it recorded,
+  re-renders the rest, deletes temp files of interrupted writes and refuses a folder made with
+  a different config (``generate_state.json`` keeps a hash of it).
+* Sharded: ``shard=k, num_shards=n`` renders the strided scene groups ``k, k+n, k+2n, ...`` —
+  strided rather than contiguous so every shard sees the same mix when some shards finish late.
   ``sim2real merge`` joins shards into the dataset a single run would have written.
 """
 
@@ -65,17 +73,23 @@ class GenerateConfig:
     # so ``scene.camera.width=128`` works on the command line.
     scene_file: str = "configs/scenes/default.yaml"
     scene: dict = field(default_factory=dict)
+    # Frames per randomized scene (each a new camera pose, light and image noise); 1 = a new
+    # scene every frame.  Building a scene costs ~2-4 renders, so 8 views make frames ~3x cheaper.
+    views_per_scene: int = field(default=8, metadata=rng(1, 4096))
     shard: int = field(default=0, metadata=rng(0, None))
     num_shards: int = field(default=1, metadata=rng(1, None))
-    chunksize: int = field(default=1, metadata=rng(1, 1024))  # frames handed to a worker at once
+    # Frames handed to a worker at once (rounded up to whole scene groups).
+    chunksize: int = field(default=1, metadata=rng(1, 1024))
     progress: bool = True
     grid: GridConfig = field(default_factory=GridConfig)
 
     def validate(self) -> None:
         if self.shard >= self.num_shards:
             raise ConfigError("shard", f"an index in [0, num_shards - 1] = [0, {self.num_shards - 1}]", self.shard)
-        if self.num_shards > self.num_frames:
-            raise ConfigError("num_shards", f"at most num_frames = {self.num_frames}", self.num_shards)
+        groups = num_scenes(self.num_frames, self.views_per_scene)
+        if self.num_shards > groups:
+            raise ConfigError("num_shards", f"at most the number of scenes = ceil(num_frames / views_per_scene) "
+                                            f"= {groups}", self.num_shards)
         if not self.out:
             raise ConfigError("out", "an output folder")
 
@@ -136,13 +150,29 @@ def load_scene(cfg: GenerateConfig) -> dict | None:
 
 
 def frame_seed(seed: int, frame: int) -> int:
-    """Seed of frame ``frame``: a function of (seed, frame) only, well mixed (SeedSequence)."""
+    """Seed of frame ``frame`` (its view): a function of (seed, frame) only, well mixed (SeedSequence)."""
     return int(np.random.SeedSequence([int(seed), int(frame)]).generate_state(1, np.uint32)[0])
 
 
-def shard_frames(num_frames: int, shard: int = 0, num_shards: int = 1) -> list[int]:
-    """Strided sharding: shard k owns frames k, k + n, k + 2n, ..."""
-    return list(range(shard, num_frames, num_shards))
+def scene_seed(seed: int, scene: int) -> int:
+    """Seed of scene group ``scene``: a function of (seed, scene) only, independent of frame seeds."""
+    words = np.random.SeedSequence([int(seed), int(scene)], spawn_key=(1,)).generate_state(2, np.uint32)
+    return int(words[0]) | (int(words[1]) << 32)
+
+
+def num_scenes(num_frames: int, views_per_scene: int = 1) -> int:
+    return -(-int(num_frames) // int(views_per_scene))
+
+
+def scene_frames(scene: int, num_frames: int, views_per_scene: int = 1) -> list[int]:
+    """Frames of scene group ``scene``: ``scene * V ... scene * V + V - 1`` (the last group may be short)."""
+    return list(range(scene * views_per_scene, min((scene + 1) * views_per_scene, num_frames)))
+
+
+def shard_frames(num_frames: int, shard: int = 0, num_shards: int = 1, views_per_scene: int = 1) -> list[int]:
+    """Strided sharding over scene groups: shard k owns the frames of scenes k, k + n, k + 2n, ..."""
+    return [f for g in range(shard, num_scenes(num_frames, views_per_scene), num_shards)
+            for f in scene_frames(g, num_frames, views_per_scene)]
 
 
 def fingerprint(cfg: GenerateConfig, scene: dict | None) -> dict:
@@ -198,6 +228,7 @@ class RenderJob:
     scene: dict | None
     renderer: str
     seed: int
+    views_per_scene: int
     image_format: str
     jpeg_quality: int
     png_compression: int
@@ -212,20 +243,26 @@ def make_env(env_id: str, scene: dict | None, renderer: str = "tiny"):
 
 
 class FrameRenderer:
-    """One env, many frames: ``render(i)`` writes frame ``i`` and returns its label."""
+    """One env, many frames: ``render(i)`` writes frame ``i`` and returns its label.
+
+    Consecutive frames of one scene group reuse the env's scene (the env checks the scene seed).
+    """
 
     def __init__(self, job: RenderJob):
         self.job = job
         self.env = make_env(job.env_id, job.scene, job.renderer)
 
     def render(self, frame: int) -> dict:
-        s = frame_seed(self.job.seed, frame)
-        obs, info = self.env.reset(seed=s)
+        job = self.job
+        s = frame_seed(job.seed, frame)
+        scene, view = divmod(frame, job.views_per_scene)
+        obs, info = self.env.reset(seed=s, options={"scene_seed": scene_seed(job.seed, scene)})
         if "labels" not in info:
-            raise ValueError(f"env {self.job.env_id} returned no info['labels'] from reset "
+            raise ValueError(f"env {job.env_id} returned no info['labels'] from reset "
                              "(docs/contracts.md); cannot label frames")
-        return cw.write_frame(self.job.out, frame, s, obs, info["labels"], image_format=self.job.image_format,
-                              jpeg_quality=self.job.jpeg_quality, png_compression=self.job.png_compression)
+        return cw.write_frame(job.out, frame, s, obs, info["labels"], image_format=job.image_format,
+                              jpeg_quality=job.jpeg_quality, png_compression=job.png_compression,
+                              scene=scene, view=view)
 
     def close(self) -> None:
         self.env.close()
@@ -259,7 +296,7 @@ def _worker_render(frames: list[int]) -> tuple:
         done = []
         for f in frames:
             lab = r.render(f)
-            done.append((f, len(lab["objects"]), time.perf_counter()))
+            done.append((f, len(lab["objects"]), time.perf_counter(), os.getpid()))
         return ("ok", done)
     except Exception as e:  # sent back as text: env exception classes may not unpickle here
         return _error_payload(e)
@@ -276,18 +313,26 @@ def _raise_payload(payload: tuple) -> None:
     raise ValueError(f"rendering failed ({kind}): {msg}")
 
 
-def _chunks(frames: list[int], size: int) -> list[list[int]]:
-    return [frames[i:i + size] for i in range(0, len(frames), size)]
+def _chunks(frames: list[int], size: int, views_per_scene: int) -> list[list[int]]:
+    """Tasks of at least ``size`` frames made of whole scene groups (a scene is built once)."""
+    tasks: list[list[int]] = []
+    current: list[int] = []
+    for f in frames:
+        if current and len(current) >= size and f // views_per_scene != current[-1] // views_per_scene:
+            tasks.append(current)
+            current = []
+        current.append(f)
+    return tasks + ([current] if current else [])
 
 
-def _render_in_process(job: RenderJob, frames: list[int]) -> Iterator[tuple[int, int, float]]:
+def _render_in_process(job: RenderJob, frames: list[int]) -> Iterator[tuple[int, int, float, int]]:
     renderer = None
     try:
         try:
             renderer = FrameRenderer(job)
             for f in frames:
                 lab = renderer.render(f)
-                yield f, len(lab["objects"]), time.perf_counter()
+                yield f, len(lab["objects"]), time.perf_counter(), 0
         except (ConfigError, OutputError, FileNotFoundError, ValueError):
             raise
         except Exception as e:  # same errors as with a worker pool, whatever the worker count
@@ -298,10 +343,10 @@ def _render_in_process(job: RenderJob, frames: list[int]) -> Iterator[tuple[int,
 
 
 def _render_in_pool(job: RenderJob, frames: list[int], workers: int, chunksize: int
-                    ) -> Iterator[tuple[int, int, float]]:
+                    ) -> Iterator[tuple[int, int, float, int]]:
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_worker_init, initargs=(job,)) as pool:
-        for payload in pool.imap_unordered(_worker_render, _chunks(frames, chunksize)):
+        for payload in pool.imap_unordered(_worker_render, _chunks(frames, chunksize, job.views_per_scene)):
             if payload[0] != "ok":
                 pool.terminate()
                 _raise_payload(payload)
@@ -374,8 +419,11 @@ def finalize(out: Path, cfg: GenerateConfig, scene: dict | None, frames: list[in
         "config": to_dict(cfg), "scene": scene, "seed": cfg.seed,
         "config_hash": hash_of(fp), "dataset_hash": dataset_hash(fp),
         "sharding": {"shard": cfg.shard, "num_shards": cfg.num_shards,
-                     "rule": "strided: frame i belongs to shard i % num_shards"},
+                     "rule": "strided over scenes: frame i belongs to shard (i // views_per_scene) % num_shards"},
+        "views_per_scene": cfg.views_per_scene,
         "frame_seed": "numpy SeedSequence([seed, frame]).generate_state(1, uint32)[0] -> env.reset(seed=...)",
+        "scene_seed": "numpy SeedSequence([seed, frame // views_per_scene], spawn_key=(1,)).generate_state(2, uint32) "
+                      "as one uint64 (low word first) -> env.reset(options={'scene_seed': ...})",
         "counts": counts, "classes": [c["name"] for c in coco["categories"]],
         "files": {"images": f"images/NNNNNN.{cfg.image_format}", "depth": "depth/NNNNNN.png",
                   "masks": "masks/NNNNNN.png", "labels": "labels/NNNNNN.json", "annotations": "annotations.json"},
@@ -405,34 +453,52 @@ def generate(cfg: GenerateConfig) -> dict:
     with _folder_lock(out):
         _check_state(out, fp, cfg, scene)
         cw.remove_temp_files(out)
-        frames = shard_frames(cfg.num_frames, cfg.shard, cfg.num_shards)
-        done = cw.committed_frames(out) & set(frames)
+        frames = shard_frames(cfg.num_frames, cfg.shard, cfg.num_shards, cfg.views_per_scene)
+        # Hash-checked: frame files are not fsync-ed, so a power cut may have torn some.
+        done = cw.committed_frames(out, verify=True, frames=frames)
         todo = [f for f in frames if f not in done]
-        job = RenderJob(str(out), cfg.env_id, scene, cfg.renderer, cfg.seed, cfg.image_format,
-                        cfg.jpeg_quality, cfg.png_compression)
-        workers = max(1, min(cfg.workers, len(todo)))
-        stamps: list[float] = []
+        job = RenderJob(str(out), cfg.env_id, scene, cfg.renderer, cfg.seed, cfg.views_per_scene,
+                        cfg.image_format, cfg.jpeg_quality, cfg.png_compression)
+        workers = max(1, min(cfg.workers, len({f // cfg.views_per_scene for f in todo})))
+        stamps: list[tuple[float, int]] = []
         t0 = time.perf_counter()
         if todo:
             it = (_render_in_process(job, todo) if workers == 1
                   else _render_in_pool(job, todo, workers, cfg.chunksize))
             with tqdm(total=len(frames), initial=len(done), unit="frame", disable=not cfg.progress,
                       desc=f"generate {out.name}", dynamic_ncols=True) as bar:
-                for _frame, _n, t in it:
-                    stamps.append(t)
+                for _frame, _n, t, worker in it:
+                    stamps.append((t, worker))
                     bar.update(1)
+            os.sync()  # once, instead of an fsync per file: the dataset is durable when indexed
         elapsed = time.perf_counter() - t0
+        steady, warmup = _steady_rate(stamps, t0, cfg.views_per_scene)
         timing = {"rendered_now": len(todo), "resumed_frames": len(done), "workers": workers,
                   "elapsed_s": round(elapsed, 3),
                   "frames_per_s": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
-                  "steady_frames_per_s": _steady_rate(stamps, workers)}
+                  "steady_frames_per_s": steady, "warmup_s": warmup}
         return finalize(out, cfg, scene, frames, fp, {"run": timing})
 
 
-def _steady_rate(stamps: list[float], workers: int) -> float | None:
-    """Frames/s after every worker finished its first frame (leaves out process and env start-up)."""
-    stamps = sorted(stamps)
-    k = min(workers, len(stamps) - 2)
-    if k < 0 or len(stamps) - 1 <= k or stamps[-1] <= stamps[k]:
-        return None
-    return round((len(stamps) - 1 - k) / (stamps[-1] - stamps[k]), 3)
+def _steady_rate(stamps: list[tuple[float, int]], t0: float, views_per_scene: int
+                 ) -> tuple[float | None, float | None]:
+    """(steady frames/s, warm-up seconds) from per-frame (finish time, worker) stamps.
+
+    Warm-up = until every worker finished its first scene group (process start, imports, env
+    and first scene).  Steady rate = the sum over workers of frames / time after that, so it
+    counts whole groups (scene builds included) and leaves out start-up and the idle tail.
+    """
+    by_worker: dict[int, list[float]] = {}
+    for t, w in stamps:
+        by_worker.setdefault(w, []).append(t)
+    rate, warm = 0.0, 0.0
+    for ts in by_worker.values():
+        ts.sort()
+        first = min(views_per_scene, len(ts)) - 1  # the end of its first group
+        warm = max(warm, ts[first] - t0)
+        if len(ts) - 1 - first < 1 or ts[-1] <= ts[first]:
+            return None, round(warm, 3) if by_worker else None
+        rate += (len(ts) - 1 - first) / (ts[-1] - ts[first])
+    if not by_worker:
+        return None, None
+    return round(rate, 3), round(warm, 3)

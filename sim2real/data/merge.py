@@ -1,19 +1,20 @@
 """Join shard folders (``generate --shard k --num-shards n``) into the dataset one run would write.
 
-Frame files are copied byte for byte and ``annotations.json`` is rebuilt from the label files
-with the same code a single run uses, so the result equals a single-machine run with the same seed.
+Every shard frame's files are checked against the hashes in its label, then copied byte for
+byte, and ``annotations.json`` is rebuilt from the label files with the same code a single run
+uses, so the result equals a single-machine run with the same seed.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 from pathlib import Path
 
 from sim2real.data import coco_writer as cw
 from sim2real.data.generate import (STATE_FILE, GenerateConfig, GridConfig, _check_state, _folder_lock,
                                     finalize, fingerprint, shard_frames)
-from sim2real.io import atomic_path, check_writable
+from sim2real.io import check_writable
 
 
 def _read_state(folder: Path) -> dict:
@@ -27,10 +28,10 @@ def _read_state(folder: Path) -> dict:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    if dst.is_file() and dst.stat().st_size == src.stat().st_size and dst.read_bytes() == src.read_bytes():
+    data = src.read_bytes()
+    if dst.is_file() and dst.stat().st_size == len(data) and dst.read_bytes() == data:
         return  # already merged (re-running merge after an interruption)
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
+    cw.atomic_write_bytes(dst, data)  # no fsync per file: one sync before the index is written
 
 
 def merge_shards(shard_dirs: list[str | Path], out: str | Path, progress: bool = True) -> dict:
@@ -49,6 +50,7 @@ def merge_shards(shard_dirs: list[str | Path], out: str | Path, progress: bool =
         if st["num_shards"] != first["num_shards"]:
             raise ValueError(f"{d} is one of {st['num_shards']} shards, {dirs[0]} one of {first['num_shards']}")
     num_shards, num_frames = first["num_shards"], first["num_frames"]
+    views = int(first.get("config", {}).get("views_per_scene", 1))
     by_shard: dict[int, Path] = {}
     for d, st in zip(dirs, states):
         if st["shard"] in by_shard and by_shard[st["shard"]].resolve() != d.resolve():
@@ -59,11 +61,11 @@ def merge_shards(shard_dirs: list[str | Path], out: str | Path, progress: bool =
         raise ValueError(f"merge: shards {missing} of {num_shards} are missing; give every shard folder")
     sources: dict[int, Path] = {}
     for k, d in sorted(by_shard.items()):
-        want = set(shard_frames(num_frames, k, num_shards))
-        lacking = sorted(want - cw.committed_frames(d))
+        want = set(shard_frames(num_frames, k, num_shards, views))
+        lacking = sorted(want - cw.committed_frames(d, verify=True, frames=want))
         if lacking:
-            raise ValueError(f"shard {k} in {d} is incomplete ({len(lacking)} frames missing, e.g. {lacking[:5]}); "
-                             "re-run its generate command to finish it first")
+            raise ValueError(f"shard {k} in {d} is incomplete ({len(lacking)} frames missing or damaged, e.g. "
+                             f"{lacking[:5]}); re-run its generate command to finish it first")
         sources.update({f: d for f in want})
 
     # The merged dataset's config: the shards' config as a single (unsharded) run into ``out``.
@@ -86,4 +88,5 @@ def merge_shards(shard_dirs: list[str | Path], out: str | Path, progress: bool =
             for rel in (label["file_name"], label["depth_file"], label["mask_file"]):
                 _copy(src / rel, out / rel)
             _copy(cw.label_path(src, f), cw.label_path(out, f))  # commit marker last, as in generate
+        os.sync()
         return finalize(out, cfg, scene, frames, fp, {"merged_from": [str(by_shard[k]) for k in sorted(by_shard)]})

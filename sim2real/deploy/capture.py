@@ -45,6 +45,8 @@ class Frame:
     wall_time: float      # time.time() when read
     is_rgb: bool = False
     media_time_s: float | None = None  # index / fps for files and folders
+    prepared: Any = None               # what ``transform`` made of it (on the capture thread)
+    prepare_ms: float | None = None
 
 
 @dataclass
@@ -66,12 +68,15 @@ class CaptureThread:
     ``opener`` returns an opened capture (``read``/``release``/``get``) or raises; it is called
     once at ``start()`` (errors surface in the caller) and again for every reconnect attempt.
     ``pace_fps`` makes a file play at its own frame rate (to see latest-frame dropping on a file).
+    ``transform(frame)`` (e.g. the model's preprocessing) runs on the capture thread, so it
+    overlaps with the consumer's inference on the previous frame; its result is ``frame.prepared``.
     """
 
     def __init__(self, opener: Callable[[], Any], *, live: bool, drop: bool, backoff: Backoff | None = None,
                  pace_fps: float | None = None, fps: float | None = None, queue_size: int = 4,
-                 name: str = "source", log: Callable[[str], None] = print):
-        self.opener, self.live, self.drop = opener, live, drop
+                 name: str = "source", log: Callable[[str], None] = print,
+                 transform: Callable[[Frame], Any] | None = None):
+        self.opener, self.live, self.drop, self.transform = opener, live, drop, transform
         self.backoff = backoff or Backoff()
         self.pace_fps, self.fps, self.name, self.log = pace_fps, fps, name, log
         self.stats = CaptureStats()
@@ -207,8 +212,12 @@ class CaptureThread:
                         self.log(f"[live] {reason}; ending cleanly")
                         break
                 media_t = index / self.fps if (self.fps and not self.live) else None
-                self._deliver(Frame(index, img, time.time(), bool(getattr(self._cap, "returns_rgb", False)),
-                                    media_t))
+                frame = Frame(index, img, time.time(), bool(getattr(self._cap, "returns_rgb", False)), media_t)
+                if self.transform is not None:
+                    t0 = time.perf_counter()
+                    frame.prepared = self.transform(frame)
+                    frame.prepare_ms = (time.perf_counter() - t0) * 1e3
+                self._deliver(frame)
                 index += 1
                 if self.pace_fps:
                     t_next += 1.0 / self.pace_fps

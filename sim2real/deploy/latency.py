@@ -9,7 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
-STAGES = ("capture_wait", "preprocess", "infer", "draw", "write", "total")
+STAGES = ("capture_wait", "preprocess", "adapt", "infer", "records", "draw", "write", "total")
 
 
 class LatencyStats:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from sim2real.config import to_dict
+from sim2real.data.images import normalize_image
 from sim2real.deploy.backends import InferenceBackend, TorchBackend, default_threads, load_backend
 from sim2real.deploy.capture import Backoff, CaptureThread
 from sim2real.deploy.config import LiveConfig
@@ -139,7 +140,7 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
 
     if opener is None:
         def opener():
-            return open_source(spec, cfg.folder_fps, cfg.retry.stream_timeout_s)
+            return open_source(spec, cfg.folder_fps, cfg.retry.stream_timeout_s, log=log)
     backoff = Backoff(cfg.retry.max_retries, cfg.retry.base_s, cfg.retry.factor, cfg.retry.max_s)
     name = spec.text if spec is not None else "source"
     # Open once here so an unopenable source fails before any output is created; the capture
@@ -151,9 +152,17 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
     def reuse_then_open():
         return opened.pop() if opened else opener()
 
+    def prepare(frame):
+        im = frame.image
+        if not frame.is_rgb and (im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3):
+            # 16-bit or 1-channel (mono camera) frames: the same conversion training images get.
+            frame.image, frame.is_rgb = normalize_image(im), True
+        return backend.preprocess(frame.image, color="rgb" if frame.is_rgb else "bgr")
+
     pace = fps_in if (cfg.realtime and drop and not live_source) else None
+    # Preprocessing runs on the capture thread: it overlaps with inference on the previous frame.
     capture = CaptureThread(reuse_then_open, live=live_source, drop=drop, backoff=backoff, pace_fps=pace,
-                            fps=fps_in, name=name, log=log)
+                            fps=fps_in, name=name, log=log, transform=prepare)
     try:
         write_run_info(run_dir, cfg, seed=cfg.seed, backend=backend.info())
         from sim2real.tracking import make_logger
@@ -191,14 +200,15 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
                         continue
             if frame is None:
                 break
-            with stats.stage("preprocess"):
-                x, meta = backend.preprocess(frame.image, color="rgb" if frame.is_rgb else "bgr")
-                batch = x[None]
+            x, meta = frame.prepared
+            stats.add("preprocess", frame.prepare_ms)
+            batch = x[None]
             if adapter is not None:
                 with stats.stage("adapt"):
                     adapter.observe(batch)
             with stats.stage("infer"):
                 out = backend(batch.numpy())
+            t_post = time.perf_counter()
             rec = to_records(out, [meta], backend.classes)[0]
             rec = {"frame": frame.index, "timestamp": round(frame.wall_time, 6),
                    **({"media_time_s": round(frame.media_time_s, 6)} if frame.media_time_s is not None else {}),
@@ -211,11 +221,13 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
                         log(f"[live] WARNING: feature drift {cfg.drift.metric} = {d['drift/' + cfg.drift.metric]:.4f} "
                             f"rose past --drift-threshold {cfg.drift.threshold} at frame {frame.index}: the "
                             "camera's images no longer look like the reference set (lighting, focus, scene?)")
+            stats.add("records", (time.perf_counter() - t_post) * 1e3)
             with stats.stage("draw"):
                 img = to_bgr(frame.image, frame.is_rgb)
                 draw_prediction(img, rec, cfg.kp_threshold)
                 if cfg.overlay:
-                    draw_status(img, stats.recent_fps(), {"pre": stats.last("preprocess"), "infer": stats.last("infer")},
+                    draw_status(img, stats.recent_fps(),
+                                {"pre": stats.last("preprocess"), "infer": stats.last("infer")},
                                 capture.stats.dropped)
             with stats.stage("write"):
                 if video is not None:

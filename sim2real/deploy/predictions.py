@@ -1,12 +1,14 @@
 """Backend outputs (model-input pixels) -> prediction records in ORIGINAL image pixels.
 
-Record layout = the ``predict`` JSONL of docs/contracts.md:
-``{"class", "score", "box": [x0, y0, x1, y1], "center": [u, v], "keypoints": [[u, v, score], ...]}``
-plus ``class_id`` and, for dense heads, ``objectness`` (the centre-heatmap peak).
+Record layout = the ``predict`` JSONL of docs/contracts.md (the same rounding as
+``sim2real.train.inference.prediction_record``, kept import-light here so an ONNX deployment
+does not load the training stack): ``{"class", "score", "box": [x0, y0, x1, y1], "center": [u, v],
+"keypoints": [[u, v, score], ...]}`` plus ``class_id`` and, for dense heads, ``objectness``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -18,8 +20,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _r(values, nd: int = 2) -> list:
-    return [round(float(v), nd) for v in values]
+def _round(v: float, nd: int = 2) -> float | None:
+    v = float(v)
+    return round(v, nd) if math.isfinite(v) else None
 
 
 def to_records(out: dict[str, np.ndarray], metas: Sequence, classes: Sequence[str]) -> list[dict]:
@@ -28,18 +31,19 @@ def to_records(out: dict[str, np.ndarray], metas: Sequence, classes: Sequence[st
     records = []
     for i, meta in enumerate(metas):
         c = int(probs[i].argmax())
-        rec = {"class": str(classes[c]), "class_id": c, "score": round(float(probs[i, c]), 5),
-               "box": _r(meta.box_to_original(out["box"][i])),
-               "center": _r(meta.to_original(out["center"][i]))}
+        rec = {"class": str(classes[c]), "score": _round(probs[i, c], 4),
+               "box": [_round(v) for v in meta.box_to_original(out["box"][i])],
+               "center": [_round(v) for v in meta.to_original(out["center"][i])]}
         kps = out.get("keypoints")
         if kps is not None and kps.shape[1]:
             uv = meta.to_original(kps[i])
             sc = out.get("kp_score")
-            s = sc[i] if sc is not None and sc.shape[1] == len(uv) else np.ones(len(uv))
-            rec["keypoints"] = [[round(float(u), 2), round(float(v), 2), round(float(q), 4)] for (u, v), q in zip(uv, s)]
+            s = sc[i] if sc is not None and sc.shape[1] == len(uv) else np.zeros(len(uv))
+            rec["keypoints"] = [[_round(u), _round(v), _round(q, 3)] for (u, v), q in zip(uv, s)]
         else:
             rec["keypoints"] = []
+        rec["class_id"] = c
         if "objectness" in out:
-            rec["objectness"] = round(float(out["objectness"][i]), 5)
+            rec["objectness"] = _round(out["objectness"][i], 4)
         records.append(rec)
     return records

@@ -148,7 +148,8 @@ def compare_models(ref: InferenceBackend, test: InferenceBackend, images: Sequen
     if labels is not None:
         for tag, r, c in (("fp32", a, ca), ("int8", b, cb)):
             rep[f"{tag}/acc"] = float((c == labels["label"]).mean())
-            rep[f"{tag}/center_err_px_median"] = float(np.median(np.linalg.norm(r["center"] - labels["center"], axis=1)))
+            err = np.linalg.norm(r["center"] - labels["center"], axis=1)
+            rep[f"{tag}/center_err_px_median"] = float(np.median(err))
         rep["delta/acc"] = rep["int8/acc"] - rep["fp32/acc"]
         rep["delta/center_err_px_median"] = rep["int8/center_err_px_median"] - rep["fp32/center_err_px_median"]
     return rep

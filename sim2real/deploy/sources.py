@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import cv2
 import numpy as np
 
-from sim2real.data.images import IMAGE_SUFFIXES, load_image
+from sim2real.data.images import IMAGE_SUFFIXES, ImageReadError, load_image
 from sim2real.data.real import list_images
 
+_VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -36,8 +38,12 @@ class SourceSpec:
     @property
     def is_live(self) -> bool:
         """Live sources produce frames on their own clock: stale frames may be dropped and
-        a failed read means the stream dropped (retry), not the end of the data."""
-        return self.kind in ("device", "stream")
+        a failed read means the stream dropped (retry), not the end of the data.  An http(s)
+        URL of a video file (``.../clip.mp4``) is a remote file: its end is the end."""
+        if self.kind == "stream":
+            path = urlparse(str(self.target)).path.lower()
+            return not (str(self.target).lower().startswith(("http:", "https:")) and path.endswith(_VIDEO_SUFFIXES))
+        return self.kind == "device"
 
 
 def parse_source(text: str | int) -> SourceSpec:
@@ -67,21 +73,29 @@ class FolderCapture:
 
     returns_rgb = True
 
-    def __init__(self, folder: str | Path, fps: float = 30.0):
+    def __init__(self, folder: str | Path, fps: float = 30.0, log=print):
         self.folder = Path(folder)
         self.files = list_images(self.folder)
         self.fps = float(fps)
+        self.log = log
+        self.skipped: list[str] = []
         self._next = 0
 
     def isOpened(self) -> bool:  # noqa: N802 - cv2 naming
         return bool(self.files)
 
     def read(self) -> tuple[bool, np.ndarray | None]:
-        if self._next >= len(self.files):
-            return False, None
-        img = load_image(self.files[self._next])
-        self._next += 1
-        return True, img
+        # A corrupt frame is skipped (and said), like a camera's torn frame: one bad file must not
+        # end a long run.
+        while self._next < len(self.files):
+            path = self.files[self._next]
+            self._next += 1
+            try:
+                return True, load_image(path)
+            except ImageReadError as e:
+                self.skipped.append(str(path))
+                self.log(f"[live] skipping unreadable frame: {e}")
+        return False, None
 
     def get(self, prop: int) -> float:
         if prop == cv2.CAP_PROP_FPS:
@@ -96,13 +110,13 @@ class FolderCapture:
         self._next = len(self.files)
 
 
-def open_source(spec: SourceSpec, folder_fps: float = 30.0, stream_timeout_s: float = 10.0):
+def open_source(spec: SourceSpec, folder_fps: float = 30.0, stream_timeout_s: float = 10.0, log=print):
     """An opened capture for ``spec``, or :class:`SourceError` naming the source.
 
     Network streams get open/read timeouts, so a stalled stream makes ``read()`` fail (and the
     capture thread retry) instead of blocking forever."""
     if spec.kind == "folder":
-        cap = FolderCapture(spec.target, fps=folder_fps)
+        cap = FolderCapture(spec.target, fps=folder_fps, log=log)
         if not cap.isOpened():
             raise SourceError(f"source folder {spec.text} holds no image files "
                               f"(looked for {', '.join(IMAGE_SUFFIXES)})")

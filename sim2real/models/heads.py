@@ -10,6 +10,11 @@ weights) -> (total, parts)``; ``taps`` = backbone stage outputs named in ``head.
   left/top/right/bottom distances from the centre, keypoint offsets from the centre, keypoint
   heatmaps + shared sub-pixel offset. Decoding takes the centre peak, reads the regressions
   there, and snaps each keypoint to its own heatmap peak when that peak is confident and near.
+  Its cost knobs (the head's convolutions are what a cached-feature epoch spends its time on):
+  ``stride``, ``width``, ``conv`` (``separable`` = depthwise 3x3 + pointwise 1x1, about 8x fewer
+  multiply-adds than a full 3x3) and ``branch_depth`` (3x3 convs per output branch; 0 = every
+  output is a 1x1 conv on the fused map). ``docs/benchmarks.md`` ("Heads") records the measured
+  trade-off behind the defaults.
 
 All decoded outputs are in model-input pixels (pixel centres at integers). Targets likewise:
 ``center (B, 2)``, ``box (B, 4)`` xyxy, ``keypoints (B, K, 3)`` (u, v, vis),
@@ -40,6 +45,8 @@ class HeadConfig:
     num_keypoints: int = field(default=8, metadata=rng(0, 64))
     stride: int = field(default=8, metadata=choice(8, 16))     # dense: output map stride
     width: int = field(default=64, metadata=rng(8, 1024))      # dense: channels of the fused map
+    conv: str = field(default="separable", metadata=choice("full", "separable"))  # dense: kind of 3x3 conv
+    branch_depth: int = field(default=1, metadata=rng(0, 4))  # dense: 3x3 convs per output branch
     hidden: int = field(default=256, metadata=rng(8, 4096))    # MLP width (global regression, class)
     dropout: float = field(default=0.1, metadata=rng(0.0, 0.9))
     kp_min_vis: int = field(default=1, metadata=choice(1, 2))  # supervise keypoints with vis >= this
@@ -53,6 +60,11 @@ class HeadConfig:
                 raise ConfigError(f"loss_weights.{k}", f"one of {sorted(known)} for a {self.type} head")
             if v < 0:
                 raise ConfigError(f"loss_weights.{k}", "a weight >= 0", v)
+
+
+# Values of options added after the first checkpoints were written: a stored head config without
+# them was built this way (checkpoints store every field, so only new fields need an entry).
+LEGACY_HEAD_DEFAULTS = {"conv": "full", "branch_depth": 1}
 
 
 def loss_weights(cfg: HeadConfig, override: dict | None = None) -> dict[str, float]:
@@ -214,8 +226,18 @@ def gather_at(feat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, idx[:, None, :].expand(b, c, idx.shape[1])).transpose(1, 2)
 
 
-def _branch(width: int, out: int, bias: float | None = None) -> nn.Sequential:
-    seq = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(width, out, 1))
+def conv3x3(cin: int, cout: int, kind: str, bias: bool = True) -> list[nn.Module]:
+    """A 3x3 convolution: ``full``, or ``separable`` (depthwise 3x3 then pointwise 1x1)."""
+    if kind == "full":
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
+    return [nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.Conv2d(cin, cout, 1, bias=bias)]
+
+
+def _branch(width: int, out: int, bias: float | None = None, depth: int = 1, conv: str = "full") -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += conv3x3(width, width, conv) + [nn.ReLU(inplace=True)]
+    seq = nn.Sequential(*layers, nn.Conv2d(width, out, 1))
     if bias is not None:
         nn.init.constant_(seq[-1].bias, bias)
     return seq
@@ -240,15 +262,16 @@ class DenseHead(nn.Module):
         self.tap_names = list(dict.fromkeys([f["name"] for f in self.levels] + [last["name"]]))
         w = cfg.width
         self.lateral = nn.ModuleList(nn.Conv2d(f["num_chs"], w, 1) for f in self.levels)
-        self.fuse = nn.Sequential(nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+        self.fuse = nn.Sequential(*conv3x3(w, w, cfg.conv, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
         k = self.k
-        self.hm = _branch(w, 1, _HEATMAP_PRIOR)
-        self.off = _branch(w, 2)
-        self.box = _branch(w, 4)
+        d, cv = cfg.branch_depth, cfg.conv
+        self.hm = _branch(w, 1, _HEATMAP_PRIOR, d, cv)
+        self.off = _branch(w, 2, None, d, cv)
+        self.box = _branch(w, 4, None, d, cv)
         if k:
-            self.kp_reg = _branch(w, 2 * k)
-            self.kp_hm = _branch(w, k, _HEATMAP_PRIOR)
-            self.kp_off = _branch(w, 2)
+            self.kp_reg = _branch(w, 2 * k, None, d, cv)
+            self.kp_hm = _branch(w, k, _HEATMAP_PRIOR, d, cv)
+            self.kp_off = _branch(w, 2, None, d, cv)
         self.cls = class_mlp(last["num_chs"], cfg.hidden, num_classes, cfg.dropout)
 
     def forward(self, taps: dict[str, torch.Tensor]) -> dict:

@@ -10,7 +10,7 @@ from torch import nn
 
 from sim2real.config import ConfigError, rng
 from sim2real.models.backbone import Backbone
-from sim2real.models.heads import HeadConfig, build_head, loss_weights
+from sim2real.models.heads import LEGACY_HEAD_DEFAULTS, HeadConfig, build_head, loss_weights
 from sim2real.models.preprocess import Preprocess, resolve_input_hw
 from sim2real.models.registry import DEFAULT_BACKBONE, build_backbone
 
@@ -257,11 +257,12 @@ def build_model(cfg: ModelConfig, classes: Sequence[str], image_hw: Sequence[int
 
 
 def head_config_from_dict(d: dict) -> HeadConfig:
+    """A stored head config; options it predates take the values it was built with."""
     known = {f for f in HeadConfig.__dataclass_fields__}
     unknown = [k for k in d if k not in known]
     if unknown:
         raise ValueError(f"head config has unknown keys {unknown}; known: {sorted(known)}")
-    cfg = HeadConfig(**d)
+    cfg = HeadConfig(**{**LEGACY_HEAD_DEFAULTS, **d})
     cfg.validate()
     return cfg
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from sim2real.config import ConfigError, choice, rng
+from sim2real.gap.tracker import GapTrackingConfig
 from sim2real.models import ModelConfig
 from sim2real.tracking import TrackingConfig
 
@@ -14,6 +15,28 @@ TASK_PARTS = {"cls": ("cls",), "center": ("center", "offset"), "box": ("box",),
               "keypoints": ("keypoints", "kp_vis", "kp_heatmap", "kp_offset")}
 MONITORS = {"loss": "min", "acc": "max", "center_err_px_median": "min", "box_iou_mean": "max", "pck@0.05": "max"}
 MONITOR_TASK = {"acc": "cls", "center_err_px_median": "center", "box_iou_mean": "box", "pck@0.05": "keypoints"}
+
+
+@dataclass
+class RealValConfig:
+    """Real images scored every ``gap.every`` epochs next to the sim validation set, for the
+    ``real/<metric>``, ``gap/<metric>`` and ``gap/feat_*`` curves (never trained on)."""
+
+    data: Optional[str] = None                # labelled real set (folder or COCO .json); None = none
+    image_root: Optional[str] = None          # file_name root for a .json (default: its folder)
+    footage: Optional[str] = None             # unlabelled real video / frame folder: features only
+    footage_frames: Optional[list[int]] = None  # [start, stop) frame range of the footage
+    footage_stride: int = field(default=1, metadata=rng(1, None))
+    max_images: int = field(default=64, metadata=rng(2, None))  # fixed, evenly spaced subset of each
+
+    def validate(self) -> None:
+        if self.footage_frames is not None and (len(self.footage_frames) != 2
+                                                or self.footage_frames[0] >= self.footage_frames[1]):
+            raise ConfigError("footage_frames", "[start, stop) with start < stop", self.footage_frames)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.data or self.footage)
 
 
 @dataclass
@@ -50,6 +73,9 @@ class TrainConfig:
     progress: bool = True
     compare_scratch: bool = False             # also train from random init on the same budget
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    real_val: RealValConfig = field(default_factory=RealValConfig)   # sim-to-real gap curves
+    gap: GapTrackingConfig = field(default_factory=GapTrackingConfig)  # feature distances per epoch
+    report: bool = True                       # report.html + PNGs (and W&B media) at the end
 
     def validate(self) -> None:
         if not self.datasets:

@@ -9,6 +9,7 @@ image (and augmented view) and every epoch reads its memory-mapped output instea
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import tempfile
@@ -27,6 +28,9 @@ from sim2real.config import to_dict
 from sim2real.data.dataset import CocoDataset, check_same_classes, predictions_to_original
 from sim2real.features.augment import PhotometricAugment
 from sim2real.features.cache import build_or_load, describe_entry, feature_key_parts
+from sim2real.gap.distances import subsample
+from sim2real.gap.run import domain_from_validation, gap_record, subset_rows, write_gap_report
+from sim2real.gap.tracker import FeatureGapTracker
 from sim2real.io import atomic_path, atomic_write_text, check_writable, read_jsonl
 from sim2real.models import PerceptionModel, build_model, loss_weights, save_checkpoint
 from sim2real.runinfo import seed_everything, write_run_info
@@ -199,14 +203,27 @@ def _train_epoch(net, model, source, idx, cfg, epoch, opt, sched, scaler, weight
     bar = tqdm(source.batches(idx, cfg.batch_size, epoch, info.rank, info.world_size), total=n_batches,
                desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and info.is_main), leave=False)
     params = [p for g in opt.param_groups for p in g["params"]]
+    last = None
     for b in bar:
         skipped.update(b.skipped)
-        if b.inputs is None:
+        zero = b.inputs is None  # every image of the batch was corrupt
+        if zero and not info.enabled:
             continue
+        if zero and last is None:
+            raise ValueError(f"every image of a training batch is corrupt ({len(b.skipped)} images, e.g. index "
+                             f"{b.skipped[0]}); under DDP this rank cannot join the step - remove the corrupt "
+                             f"images or train with cache=true (corrupt images are dropped when caching)")
+        if zero:
+            # Under DDP every rank must join each gradient all-reduce: step on the previous batch
+            # with the loss scaled to 0, so this rank contributes no gradient.
+            b = last
+        last = b
         x = _to_device(b.inputs, info.device)
         with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
             out = net(x)
             loss, parts = model.compute_loss(out, _to_device(b.targets, info.device), weights)
+            if zero:
+                loss = loss * 0.0
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -216,6 +233,8 @@ def _train_epoch(net, model, source, idx, cfg, epoch, opt, sched, scaler, weight
         scaler.update()
         sched.step()
         step += 1
+        if zero:
+            continue
         n = len(b.index)
         total_n += n
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
@@ -241,11 +260,15 @@ def decode_outputs(out: dict) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def validate(model: PerceptionModel, source, pool: Pool, idx: np.ndarray, cfg: TrainConfig, weights: dict,
-             device: torch.device, amp: bool = False) -> dict:
-    """Validation loss + metrics (localisation in ORIGINAL pixels) of the un-augmented images."""
+             device: torch.device, amp: bool = False, collect: Optional[dict] = None) -> dict:
+    """Validation loss + metrics (localisation in ORIGINAL pixels) of the un-augmented images.
+
+    ``collect``: filled with ``embed`` (N, D), ``pred`` (decoded, original pixels) and ``index``
+    (pool indices) of the same pass, for gap tracking and the report (no extra compute).
+    """
     model.eval()
     forward = model.forward_from_cut if source.cached else model
-    total_n, sums, preds, seen = 0, {}, [], []
+    total_n, sums, preds, seen, embeds = 0, {}, [], [], []
     for b in source.batches(idx, cfg.batch_size, 0, shuffle=False, augment=False):
         if b.inputs is None:
             continue
@@ -259,6 +282,8 @@ def validate(model: PerceptionModel, source, pool: Pool, idx: np.ndarray, cfg: T
             sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + float(v) * n
         preds.append(predictions_to_original(decode_outputs(out), b.geom, model.input_hw))
         seen.append(b.index)
+        if collect is not None:
+            embeds.append(out["embed"].float().cpu().numpy())
     model.train()
     if not seen:
         raise ValueError("no readable validation image (all corrupt?)")
@@ -266,6 +291,8 @@ def validate(model: PerceptionModel, source, pool: Pool, idx: np.ndarray, cfg: T
     true = pool.original_targets(np.concatenate(seen))
     m = perception_metrics({k: v for k, v in pred.items() if k in _pred_keys(cfg.tasks)}, true, len(model.classes))
     m.update({k: v / total_n for k, v in sums.items()})
+    if collect is not None:
+        collect.update(embed=np.concatenate(embeds), pred=pred, index=np.concatenate(seen))
     return m
 
 
@@ -275,12 +302,156 @@ def _pred_keys(tasks: Sequence[str]) -> set[str]:
     return keys
 
 
+# --- sim-to-real gap tracking -------------------------------------------------------------------------
+
+FIRST_FEATURES = "gap_features_first.npz"   # the report's "first epoch" t-SNE survives a resume
+REPORT_POINTS = 300                          # features kept per domain for the report's t-SNE
+
+
+class _GapTracking:
+    """Per-epoch sim-vs-real tracking (``cfg.real_val``): real metrics and ``embed`` features next
+    to the sim validation pass, ``gap/*`` records, the final summary and the report's material.
+
+    The labelled real subset goes through the same feature cache as the sim data, and footage
+    frames keep their frozen-part outputs in memory, so a tracked epoch costs one head pass over
+    at most ``real_val.max_images`` images each plus the feature distances.
+    """
+
+    def __init__(self, cfg: TrainConfig, model: PerceptionModel, classes: Sequence[str], use_cache: bool,
+                 info: D.DistInfo, run_dir: Path):
+        rv = cfg.real_val
+        self.cfg, self.run_dir, self.use_cache, self.info = cfg, run_dir, use_cache, info
+        self.tracker = FeatureGapTracker(cfg.gap)
+        self.pool = self.src = self.idx = self.footage = None
+        if rv.data:
+            ds = CocoDataset(rv.data, image_root=rv.image_root, classes=classes,
+                             num_keypoints=cfg.model.head.num_keypoints)
+            self.pool = Pool([ds])
+            self.pool.set_preprocess(model.make_preprocess())
+            self.idx = subset_rows(len(self.pool), rv.max_images)
+            if use_cache:  # every rank takes part: _build_stores synchronises the node
+                self.src = CachedSource(self.pool, _build_stores(self.pool, model, cfg, 1, info), model.input_hw,
+                                        cfg.seed)
+            else:
+                self.src = ImageSource(self.pool, model.input_hw, cfg.seed)
+        if rv.footage and info.is_main:
+            self.footage = self._footage_inputs(model)
+        path = run_dir / FIRST_FEATURES
+        self.first = None
+        if path.is_file():  # a resumed run
+            with np.load(path) as z:
+                self.first = (z["sim"], z["real"], int(z["epoch"]))
+        self.last_epoch = -1
+        self.real = None              # DomainEval of the last tracked epoch (labelled real)
+        self.real_feats = None        # (M, D) real features of the last tracked epoch
+
+    @torch.no_grad()
+    def _footage_inputs(self, model: PerceptionModel):
+        from sim2real.data.real_footage import open_footage
+
+        rv = self.cfg.real_val
+        frames = open_footage(rv.footage, rv.footage_stride, tuple(rv.footage_frames) if rv.footage_frames else None,
+                              rv.max_images).read_all()
+        pre = model.make_preprocess()
+        x = torch.stack([pre(img)[0] for _, img in frames])
+        if not self.use_cache:
+            return x
+        model.eval()
+        parts = [model.frozen_part(x[i:i + self.cfg.batch_size].to(self.info.device))
+                 for i in range(0, len(x), self.cfg.batch_size)]
+        model.train()
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    @torch.no_grad()
+    def _footage_embed(self, model: PerceptionModel, amp: bool) -> np.ndarray:
+        model.eval()
+        bs, out = self.cfg.batch_size, []
+        n = len(next(iter(self.footage.values())) if isinstance(self.footage, dict) else self.footage)
+        for i in range(0, n, bs):
+            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                if isinstance(self.footage, dict):
+                    emb = model.forward_from_cut({k: v[i:i + bs] for k, v in self.footage.items()})["embed"]
+                else:
+                    emb = model.embed(self.footage[i:i + bs].to(self.info.device))
+            out.append(emb.float().cpu().numpy())
+        model.train()
+        return np.concatenate(out)
+
+    def epoch(self, model: PerceptionModel, epoch: int, sim_metrics: dict, sim_features: np.ndarray, weights: dict,
+              amp: bool, force: bool = False) -> Optional[dict]:
+        """The epoch's ``gap`` record (None when not due): ``sim/``, ``real/``, ``gap/<metric>`` and
+        ``gap/feat_*``, plus ``tracking_seconds`` (the whole cost of tracking this epoch)."""
+        if not (force or self.tracker.due(epoch)):
+            return None
+        t0 = time.perf_counter()
+        feats, real_m = [], None
+        if self.src is not None:
+            col: dict = {}
+            real_m = validate(model, self.src, self.pool, self.idx, self.cfg, weights, self.info.device, amp, collect=col)
+            self.real = domain_from_validation("real", real_m, col, self.pool, self.cfg.tasks)
+            feats.append(self.real.features)
+        if self.footage is not None:
+            feats.append(self._footage_embed(model, amp))
+        self.real_feats = np.concatenate(feats)
+        rec = {"epoch": epoch, "split": "gap"}
+        if real_m is not None:
+            rec.update(gap_record(sim_metrics, real_m))
+        # The MMD bandwidth goes to the summary only: per epoch it is one more chart, not a gap.
+        rec.update({k: v for k, v in self.tracker(sim_features, self.real_feats, epoch=epoch).items()
+                    if not k.endswith("_sigma")})
+        if self.first is None:
+            self.first = (subsample(sim_features, REPORT_POINTS, self.cfg.seed),
+                          subsample(self.real_feats, REPORT_POINTS, self.cfg.seed + 1), epoch)
+            with atomic_path(self.run_dir / FIRST_FEATURES) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, sim=self.first[0], real=self.first[1], epoch=epoch)
+        self.last_epoch = epoch
+        rec["tracking_seconds"] = time.perf_counter() - t0
+        return rec
+
+    def final(self, sim_metrics: dict, sim_features: np.ndarray) -> dict:
+        """The run's final gap numbers (last tracked epoch; feature distances on up to
+        ``gap.final_max_samples`` per domain) for the summary."""
+        real_m = self.real.metrics if self.real is not None else None
+        rec = gap_record(sim_metrics, real_m) if real_m is not None else {}
+        rec.update(self.tracker(sim_features, self.real_feats, final=True))
+        rec["gap_epoch"] = self.last_epoch
+        return rec
+
+    def report_features(self, sim_features: np.ndarray) -> dict:
+        """``{"epoch <first>": ..., "epoch <last>": ...}`` (1-based, as the progress bar counts):
+        the report's t-SNE and same-size feature distances before vs after training."""
+        out = {}
+        if self.first is not None and self.first[2] != self.last_epoch:
+            out[f"epoch {self.first[2] + 1}"] = self.first[:2]
+        out[f"epoch {self.last_epoch + 1}"] = (sim_features, self.real_feats)
+        return out
+
+
+def _write_train_report(cfg: TrainConfig, run_dir: Path, classes: Sequence[str], val_m: Optional[dict],
+                        sim_col: dict, val_pool: Pool, gap: Optional[_GapTracking], logger) -> None:
+    """report.html + PNGs (and W&B media); a failure is a warning, never a failed training."""
+    try:
+        domains, features = [], None
+        if val_m is not None and sim_col:
+            domains.append(domain_from_validation("sim", val_m, sim_col, val_pool, cfg.tasks))
+            if gap is not None and gap.real_feats is not None:
+                features = gap.report_features(sim_col["embed"])
+                domains.append(gap.real)
+        write_gap_report(run_dir, domains, classes=classes, features=features, method="sim training (no adaptation)",
+                         title=f"sim2real train: {run_dir.name}", logger=logger, seed=cfg.seed)
+    except Exception as e:  # noqa: BLE001 - the checkpoints and metrics are written; keep them
+        warnings.warn(f"report.html could not be written ({type(e).__name__}: {e}); metrics.jsonl and the "
+                      f"checkpoints in {run_dir} are complete", RuntimeWarning, stacklevel=2)
+
+
 # --- the run ------------------------------------------------------------------------------------------
 
 def _check_fresh_run_dir(run_dir: Path) -> None:
-    if (run_dir / CHECKPOINT).exists() or (run_dir / "metrics.jsonl").exists():
+    if (run_dir / CHECKPOINT).exists():
         raise ValueError(f"run_dir {run_dir} already holds a run; resume it with --resume {run_dir} or choose "
                          f"another run_dir=...")
+    _truncate_metrics(run_dir, 0)  # a run killed before its first checkpoint starts over
 
 
 def _truncate_metrics(run_dir: Path, start_epoch: int) -> None:
@@ -288,8 +459,6 @@ def _truncate_metrics(run_dir: Path, start_epoch: int) -> None:
     path = run_dir / "metrics.jsonl"
     if path.exists():
         keep = [r for r in read_jsonl(path) if r.get("epoch", -1) < start_epoch]
-        import json
-
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
@@ -329,6 +498,9 @@ def _run(cfg: TrainConfig, info: D.DistInfo, resume: bool, callbacks: Sequence[C
     else:
         train_src = ImageSource(train_pool, model.input_hw, cfg.seed, cfg.views, cfg.augment_strength, cfg.num_workers)
         val_src = train_src if val_pool is train_pool else ImageSource(val_pool, model.input_hw, cfg.seed)
+    payload = load_training_checkpoint(ckpt_path) if resume else None
+    if payload is not None:
+        model.load_state_dict(payload["state"], strict=False)  # before DDP copies rank 0's weights
     model.train()
 
     net: nn.Module = _Net(model, from_cut=use_cache)
@@ -345,9 +517,7 @@ def _run(cfg: TrainConfig, info: D.DistInfo, resume: bool, callbacks: Sequence[C
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     start_epoch, step, best_value, best_epoch, best_metrics, bad = 0, 0, None, -1, {}, 0
-    if resume:
-        payload = load_training_checkpoint(ckpt_path)
-        model.load_state_dict(payload["state"], strict=False)
+    if payload is not None:
         ts = payload["train_state"]
         opt.load_state_dict(ts["optimizer"])
         sched.load_state_dict(ts["scheduler"])
@@ -358,12 +528,17 @@ def _run(cfg: TrainConfig, info: D.DistInfo, resume: bool, callbacks: Sequence[C
         if info.is_main:
             _truncate_metrics(run_dir, start_epoch)
 
+    if info.is_main and not resume:
+        (run_dir / FIRST_FEATURES).unlink(missing_ok=True)  # left by an attempt killed before its checkpoint
+    gap = _GapTracking(cfg, model, train_pool.classes, use_cache, info, run_dir) if cfg.real_val.enabled else None
+
     cfg_dict = to_dict(cfg)
     logger = None
     if info.is_main:
         write_run_info(run_dir, cfg, seed=cfg.seed, world_size=info.world_size, device=str(info.device),
                        resumed_at_epoch=start_epoch if resume else None, feature_cache=cache_info)
         logger = make_logger(run_dir, cfg.tracking, cfg_dict)
+    val_m, sim_col = None, {}
     mode = MONITORS[cfg.monitor]
     skipped: set[int] = set()
     stopped_early = stop = False
@@ -371,15 +546,22 @@ def _run(cfg: TrainConfig, info: D.DistInfo, resume: bool, callbacks: Sequence[C
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
+            # Dropout etc. draw from a stream fixed by (seed, epoch, rank): a resumed run - on any
+            # number of ranks - draws exactly what the uninterrupted run drew.
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, info.rank]).generate_state(1)[0]))
             train_m, step, sk = _train_epoch(net, model, train_src, train_idx, cfg, epoch, opt, sched, scaler,
                                              weights, info, step, amp)
             skipped |= sk
             if info.is_main:
-                val_m = validate(model, val_src, val_pool, val_idx, cfg, weights, info.device, amp)
+                sim_col = {}
+                val_m = validate(model, val_src, val_pool, val_idx, cfg, weights, info.device, amp, collect=sim_col)
                 val_log = {k: v for k, v in val_m.items() if k != "confusion"}
                 logger.log({"epoch": epoch, "split": "train", **train_m, "lr": opt.param_groups[0]["lr"],
                             "epoch_seconds": time.perf_counter() - t0}, step=step)
                 logger.log({"epoch": epoch, "split": "val", **val_log}, step=step)
+                gap_rec = gap.epoch(model, epoch, val_m, sim_col["embed"], weights, amp) if gap else None
+                if gap_rec is not None:
+                    logger.log(gap_rec, step=step)
                 if _better(val_m[cfg.monitor], best_value, mode):
                     best_value, best_epoch, best_metrics, bad = float(val_m[cfg.monitor]), epoch, val_m, 0
                     save_checkpoint(run_dir / BEST, model, extra={"epoch": epoch, "val": best_metrics,
@@ -407,7 +589,13 @@ def _run(cfg: TrainConfig, info: D.DistInfo, resume: bool, callbacks: Sequence[C
             summary = {f"best/{k}": v for k, v in best_metrics.items() if k != "confusion"}
             summary.update(best_epoch=best_epoch, epochs_run=epoch + 1, stopped_early=stopped_early,
                            num_corrupt_images=num_corrupt, train_seconds=result.seconds)
+            if gap is not None and val_m is not None:
+                if gap.last_epoch != epoch:  # the last epoch was not a tracked one: track it now
+                    gap.epoch(model, epoch, val_m, sim_col["embed"], weights, amp, force=True)
+                summary.update(gap.final(val_m, sim_col["embed"]))
             logger.summary(summary)
+            if cfg.report:
+                _write_train_report(cfg, run_dir, train_pool.classes, val_m, sim_col, val_pool, gap, logger)
             atomic_write_text(run_dir / "report.md", train_report(cfg, result, train_pool.classes))
             if num_corrupt:
                 warnings.warn(f"{num_corrupt} corrupt image(s) were skipped (see {run_dir / 'report.md'})",

@@ -84,3 +84,24 @@ def test_panda_visibility_matches_brute_force():
         assert checked
     finally:
         env.close()
+
+
+def test_panda_views_same_bytes_fresh_or_reused_env():
+    """The robot is part of the render world's scenery: its joints come from the physics world."""
+    def frame(env, seed, scene_seed):
+        obs, info = env.reset(seed=seed, options={"scene_seed": scene_seed})
+        return b"".join(obs[k].tobytes() for k in sorted(obs)) + repr(info["labels"]).encode()
+
+    reused = gym.make(PANDA, scene=_scene(), width=W, height=H)
+    try:
+        reused.reset(seed=0, options={"scene_seed": 4})
+        for _ in range(3):
+            reused.step(np.array([1.0, -1.0, -1.0, -1.0], np.float32))  # arm far from home
+        want = frame(reused, 1, 2)
+    finally:
+        reused.close()
+    fresh = gym.make(PANDA, scene=_scene(), width=W, height=H)
+    try:
+        assert frame(fresh, 1, 2) == want
+    finally:
+        fresh.close()

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from gymnasium.utils.env_checker import check_env
 
+from envs.config import SceneConfigError
 from envs.labels import CORNER_SIGNS
 from envtest_scenes import H, W, default_scene, sphere_scene
 
@@ -155,8 +156,8 @@ def test_visibility_equals_brute_force_alone_render():
     u = env.unwrapped
     try:
         occluded = 0
-        for seed in range(4):
-            obs, info = env.reset(seed=seed)
+        for seed in range(4):  # two views of two scenes (scene 1 has the tube in front)
+            obs, info = env.reset(seed=seed, options={"scene_seed": seed // 2})
             c = u.client
             bodies = [o.body for o in u._objects]
             saved = {b: c.getBasePositionAndOrientation(b) for b in bodies}
@@ -218,3 +219,102 @@ def test_egl_renderer_works_or_says_why():
         _check_labels_against_masks(obs, info["labels"])
     finally:
         env.close()
+
+
+def _frame_bytes(obs, info) -> bytes:
+    return b"".join(obs[k].tobytes() for k in sorted(obs)) + json.dumps(info["labels"]).encode()
+
+
+def _views_scene():
+    """Textured table/background and a jittered textured prop: all scenery the render world keeps."""
+    scene = default_scene()
+    scene["props"] = [{"size": [0.21, 0.297, 0.001], "position_jitter_m": [0.05, 0.05, 0.0],
+                       "yaw_deg": [-30, 30], "appearance": {"randomize": True, "texture_prob": 0.5}}]
+    return scene
+
+
+def test_views_of_a_scene_same_bytes_fresh_or_reused_env():
+    """reset(seed=view, options={"scene_seed": k}): a fresh env renders what a reused one renders."""
+    scene = _views_scene()
+    reused = make(scene)
+    try:
+        frames = {v: _frame_bytes(*reused.reset(seed=v, options={"scene_seed": 3})) for v in range(3)}
+        assert reused.unwrapped.scene_seed == 3
+        assert len(set(frames.values())) == 3  # each view is another camera, light and noise
+        # Other scenes, a step (physics moved: the next reset must rebuild), then scene 3 again.
+        for k in (8, 9):
+            reused.reset(seed=0, options={"scene_seed": k})
+        reused.step(0)
+        assert reused.unwrapped.scene_seed is None
+        assert _frame_bytes(*reused.reset(seed=2, options={"scene_seed": 3})) == frames[2]
+    finally:
+        reused.close()
+    fresh = make(scene)
+    try:
+        assert _frame_bytes(*fresh.reset(seed=1, options={"scene_seed": 3})) == frames[1]
+    finally:
+        fresh.close()
+
+
+def test_views_share_the_scene_and_move_the_camera():
+    env = make(_views_scene())
+    try:
+        _, a = env.reset(seed=0, options={"scene_seed": 5})
+        _, b = env.reset(seed=1, options={"scene_seed": 5})
+        _, c = env.reset(seed=1, options={"scene_seed": 6})
+
+        def world(info):
+            T_wc = np.array(info["labels"]["camera"]["T_world_from_cam"])
+            return {o["instance_id"]: (o["class_name"], T_wc @ np.array(o["pose_cam_from_obj"]))
+                    for o in info["labels"]["objects"]}
+
+        wa, wb = world(a), world(b)
+        for iid in set(wa) & set(wb):
+            assert wa[iid][0] == wb[iid][0] and np.allclose(wa[iid][1], wb[iid][1], atol=1e-6)
+        cams = [np.array(i["labels"]["camera"]["T_world_from_cam"]) for i in (a, b, c)]
+        assert not np.allclose(cams[0], cams[1])
+        assert np.allclose(cams[1], cams[2])  # the view comes from `seed` alone
+    finally:
+        env.close()
+
+
+def test_reset_options_are_checked():
+    env = make(sphere_scene())
+    try:
+        with pytest.raises(ValueError, match="unknown reset option"):
+            env.reset(seed=0, options={"scene": 1})
+        with pytest.raises(ValueError, match="scene_seed.*integer >= 0"):
+            env.reset(seed=0, options={"scene_seed": -1})
+        env.reset(seed=0, options={"scene_seed": None})  # None = drawn from seed, as without options
+    finally:
+        env.close()
+
+
+def test_broken_asset_is_never_used():
+    """pybullet_data's random_urdfs/168 has NaN vertices: it would fall forever and NaN the labels."""
+    scene = sphere_scene()
+    scene["objects"] = [{"class": "blob", "urdf": "random_urdfs/16[78]/*.urdf"}]
+    env = make(scene)
+    try:
+        for seed in range(6):
+            _, info = env.reset(seed=seed)
+            assert env.unwrapped._objects[0].source.endswith("167.urdf")
+            for o in info["labels"]["objects"]:
+                assert np.isfinite(np.array(o["pose_cam_from_obj"])).all()
+    finally:
+        env.close()
+    scene["objects"] = [{"class": "blob", "urdf": "random_urdfs/168/168.urdf"}]
+    env = make(scene)
+    try:
+        with pytest.raises(SceneConfigError, match=r"scene.objects\[0\].urdf.*168.urdf"):
+            env.reset(seed=0)
+    finally:
+        env.close()
+
+
+def test_no_pybullet_banner_on_stdout(capfd):
+    from envs.bullet import connect
+
+    connect().disconnect()
+    out, err = capfd.readouterr()
+    assert "argv[0]" not in out and "build time" not in out + err

@@ -2,6 +2,7 @@
 
 Real PyBullet renders of a tiny scene (64x48, a few primitives, short settling) keep each test
 to seconds. One reference dataset (workers=1) is rendered once per module and compared against.
+It has 2 views per scene, so 5 frames = scenes {0, 1}, {2, 3}, {4} (a short last group).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from pycocotools.coco import COCO
 from sim2real import cli
 from sim2real.config import ConfigError, load_config
 from sim2real.data import coco_writer
-from sim2real.data.generate import GenerateConfig, ResumeError, frame_seed, generate, shard_frames
+from sim2real.data.generate import (GenerateConfig, ResumeError, _chunks, frame_seed, generate, scene_seed,
+                                    shard_frames)
 from sim2real.data.merge import merge_shards
 from sim2real.io import OutputError
 
 ROOT = Path(__file__).resolve().parents[2]
 NUM_FRAMES = 5
+VIEWS = 2
 W, H = 64, 48
 
 TINY_SCENE = {
@@ -63,7 +66,8 @@ def scene_file(tmp_path_factory) -> Path:
 
 def make_cfg(out, scene_file, *overrides: str) -> GenerateConfig:
     return load_config(GenerateConfig, None, [f"out={out}", f"scene_file={scene_file}", f"num_frames={NUM_FRAMES}",
-                                              "progress=false", "grid.num=4", "grid.cell_width=64", *overrides])
+                                              f"views_per_scene={VIEWS}", "progress=false", "grid.num=4",
+                                              "grid.cell_width=64", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +111,7 @@ def test_coco_output_loads_and_matches_files(reference):
     for im in raw["images"]:
         f = im["frame"]
         assert im["file_name"] == f"images/{f:06d}.png" and im["seed"] == frame_seed(0, f)
+        assert (im["scene"], im["view"]) == divmod(f, VIEWS)
         assert (im["width"], im["height"]) == (W, H)
         assert np.asarray(im["camera_K"]).shape == (3, 3) and np.asarray(im["T_world_from_cam"]).shape == (4, 4)
         img = cv2.imread(str(root / im["file_name"]), cv2.IMREAD_UNCHANGED)
@@ -180,12 +185,57 @@ def test_resume_after_interruption_completes_identically(reference, scene_file, 
     assert no_temp_files(out)
 
 
+def test_resume_rechecks_file_hashes(reference, scene_file, tmp_path):
+    """Frame files are not fsync-ed: a resumed run finds files a power cut tore or emptied, by hash."""
+    out = tmp_path / "damaged"
+    shutil.copytree(reference, out)
+    image = out / "images/000002.png"
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte off
+    image.write_bytes(bytes(data))
+    (out / "depth/000001.png").write_bytes(b"")  # emptied (delayed allocation lost at a crash)
+    label = out / "labels/000004.json"
+    label.write_bytes(label.read_bytes()[:40])  # a torn commit marker
+    assert coco_writer.committed_frames(out) == set(range(NUM_FRAMES))  # all files exist...
+    assert coco_writer.committed_frames(out, verify=True) == {0, 3}  # ...but only two are intact
+    manifest = generate(make_cfg(out, scene_file, "workers=1"))
+    assert manifest["run"]["rendered_now"] == 3 and manifest["run"]["resumed_frames"] == 2
+    assert_same_dataset(reference, out)
+
+
+def test_views_of_one_scene_share_objects(reference):
+    """Frames 0 and 1 are two views of scene 0: same objects at the same world poses, another camera."""
+    labels = [json.loads((reference / f"labels/{f:06d}.json").read_text()) for f in range(3)]
+
+    def world_objects(lab):
+        T_wc = np.asarray(lab["T_world_from_cam"])
+        return {o["instance_id"]: (o["category_id"], T_wc @ np.asarray(o["pose_cam_from_obj"])) for o in lab["objects"]}
+
+    (a, b, c) = labels
+    assert (a["scene"], a["view"], b["scene"], b["view"], c["scene"]) == (0, 0, 0, 1, 1)
+    wa, wb = world_objects(a), world_objects(b)
+    for iid in set(wa) & set(wb):  # objects visible in both views
+        assert wa[iid][0] == wb[iid][0]
+        assert np.allclose(wa[iid][1], wb[iid][1], atol=1e-6)
+    assert set(wa) & set(wb)
+    assert not np.allclose(a["T_world_from_cam"], b["T_world_from_cam"])
+    assert a["seed"] != b["seed"] and scene_seed(0, 0) != scene_seed(0, 1)
+
+
+def test_tasks_hold_whole_scene_groups():
+    frames = [1, 2, 3, 4, 5, 8, 9, 10]  # resumed: some frames of groups of 4 already done
+    assert _chunks(frames, 1, 4) == [[1, 2, 3], [4, 5], [8, 9, 10]]
+    assert _chunks(frames, 3, 4) == [[1, 2, 3], [4, 5, 8, 9, 10]]  # at least 3 frames per task
+    assert _chunks(frames, 1, 1) == [[f] for f in frames]
+    assert _chunks(frames, 5, 4) == [[1, 2, 3, 4, 5], [8, 9, 10]]
+
+
 @pytest.mark.slow  # two CLI start-ups (~10 s); the in-process resume test above covers the logic
 def test_killed_process_resumes_to_the_same_dataset(reference, scene_file, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "sim2real", "generate", "--config", "", "--out", str(out), "--workers", "1",
            "--num-frames", str(NUM_FRAMES), "--no-progress", f"scene_file={scene_file}", "grid.num=4",
-           "grid.cell_width=64"]
+           "grid.cell_width=64", f"views_per_scene={VIEWS}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -223,11 +273,13 @@ def test_refuses_to_resume_with_another_config(reference, scene_file, tmp_path):
 
 
 def test_shards_merge_into_the_single_run_dataset(reference, scene_file, tmp_path):
-    assert shard_frames(NUM_FRAMES, 1, 2) == [1, 3]
+    # Shards stride over scene groups ({0, 1}, {2, 3}, {4}): no scene is built by two shards.
+    assert shard_frames(NUM_FRAMES, 0, 2, VIEWS) == [0, 1, 4] and shard_frames(NUM_FRAMES, 1, 2, VIEWS) == [2, 3]
+    assert shard_frames(NUM_FRAMES, 1, 2) == [1, 3]  # one view per scene: strided frames
     shards = [tmp_path / f"part{k}" for k in range(2)]
     for k, d in enumerate(shards):
         m = generate(make_cfg(d, scene_file, f"shard={k}", "num_shards=2"))
-        assert m["counts"]["frames"] == len(shard_frames(NUM_FRAMES, k, 2))
+        assert m["counts"]["frames"] == len(shard_frames(NUM_FRAMES, k, 2, VIEWS))
         COCO(str(d / "annotations.json"))  # each shard is a dataset of its own
     merged = tmp_path / "merged"
     assert cli.main(["merge", str(shards[1]), str(shards[0]), "--out", str(merged), "--no-progress"]) == 0
@@ -241,10 +293,15 @@ def test_shards_merge_into_the_single_run_dataset(reference, scene_file, tmp_pat
     (shards[1] / "labels/000003.json").unlink()
     with pytest.raises(ValueError, match=r"shard 1 .* incomplete .*\[3\]"):
         merge_shards(shards, tmp_path / "m3", progress=False)
+    # A frame whose file no longer matches the hash in its label is not merged either.
+    mask = shards[0] / "masks/000004.png"
+    mask.write_bytes(mask.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match=r"shard 0 .* missing or damaged, e.g. \[4\]"):
+        merge_shards(shards, tmp_path / "m6", progress=False)
     with pytest.raises(ValueError, match="is one of 1 shards"):
         merge_shards([shards[0], reference], tmp_path / "m4", progress=False)
     other_seed = tmp_path / "other_seed"
-    generate(make_cfg(other_seed, scene_file, "seed=1", "num_frames=2", "shard=1", "num_shards=2"))
+    generate(make_cfg(other_seed, scene_file, "seed=1", "num_frames=4", "shard=1", "num_shards=2"))
     with pytest.raises(ValueError, match="different dataset"):
         merge_shards([shards[0], other_seed], tmp_path / "m5", progress=False)
 
@@ -262,7 +319,7 @@ def test_disk_full_is_a_clear_error_and_loses_nothing(reference, scene_file, tmp
 
     monkeypatch.setattr(coco_writer, "atomic_write_bytes", write_until_full)
     args = ["generate", "--config", "", "--out", str(out), "--workers", "1", "--num-frames", str(NUM_FRAMES),
-            "--no-progress", f"scene_file={scene_file}", "grid.num=4", "grid.cell_width=64"]
+            "--no-progress", f"scene_file={scene_file}", "grid.num=4", "grid.cell_width=64", f"views_per_scene={VIEWS}"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "disk full while writing" in err and "re-run the same command to resume" in err

@@ -106,6 +106,39 @@ def test_outputs_are_in_original_pixels_through_the_training_preprocess(assets, 
     assert meta.orig_hw == (480, 640) and meta.scale == (0.2, 0.2)  # really mapped back from 128x96
 
 
+class MonoCamera16:
+    """A 16-bit mono camera (1-channel uint16 frames) showing the ViSP scene."""
+
+    def __init__(self, frames):
+        self.frames = [(f.astype(np.uint16) << 8)[:, :, None] for f in frames]
+        self.i = 0
+
+    def read(self):
+        if self.i >= len(self.frames):
+            return False, None
+        self.i += 1
+        return True, self.frames[self.i - 1]
+
+    def get(self, prop):
+        return 0.0
+
+    def release(self):
+        pass
+
+
+def test_mono_16bit_camera_frames_get_the_training_conversion(assets, tmp_path):
+    gray = [load_image(assets["frames"] / f"image{i:04d}.pgm") for i in range(2)]
+    stats = run_live(_cfg(assets, tmp_path, output=None), backend=TorchBackend(assets["model"]),
+                     opener=lambda: MonoCamera16(gray), live=False, log=lambda m: None)
+    assert stats["frames"] == 2
+    recs = read_jsonl(tmp_path / "preds.jsonl")
+    model = assets["model"]
+    x, meta = model.make_preprocess()(gray[1])
+    with torch.inference_mode():
+        out = model(x[None])
+    np.testing.assert_allclose(recs[1]["center"], meta.to_original(out["center"][0].numpy()), atol=0.02)
+
+
 class DroppingCapture:
     """A camera that delivers ``n`` real frames and then read() returns False (unplugged)."""
 
@@ -255,3 +288,21 @@ def test_sigint_finalizes_video_and_writes_stats(assets, tmp_path):
     assert 3 <= stats["frames"] < 60
     assert count_frames(out) == stats["frames"] == len(read_jsonl(jsonl))
     assert "interrupted" in log and "p95" in log
+
+
+def test_live_records_match_the_predict_record_layout(assets):
+    """Same fields and rounding as ``sim2real predict`` (contracts.md JSONL record)."""
+    from sim2real.deploy.predictions import to_records
+    from sim2real.train.inference import predict_arrays, prediction_record
+
+    model = assets["model"]
+    img = load_image(assets["frames"] / "image0005.pgm")
+    (_, pred), = list(predict_arrays(model, [("f", img)]))
+    expected = prediction_record(pred, model.classes, frame=5)
+    x, meta = model.make_preprocess()(img)
+    rec = to_records(TorchBackend(model)(x[None].numpy()), [meta], model.classes)[0]
+    rec = {"frame": 5, **{k: v for k, v in rec.items() if k not in ("class_id", "objectness")}}
+    assert list(rec) == list(expected)
+    assert rec["class"] == expected["class"] and rec["score"] == pytest.approx(expected["score"], abs=2e-4)
+    for key in ("box", "center", "keypoints"):
+        np.testing.assert_allclose(rec[key], expected[key], atol=0.02)

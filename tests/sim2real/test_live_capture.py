@@ -119,6 +119,20 @@ def test_unknown_and_unopenable_sources_are_clear_errors(tmp_path):
     with pytest.raises(SourceError, match="no image files"):
         open_source(parse_source(str(tmp_path)))
     assert parse_source("0").kind == "device" and parse_source("rtsp://cam/1").is_live
+    assert parse_source("http://cam/video").is_live and not parse_source("https://host/clip.mp4?x=1").is_live
+
+
+def test_folder_source_skips_a_corrupt_frame(tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((8, 8), 50 * i, np.uint8))
+    (tmp_path / "f1.png").write_bytes(b"garbage")
+    logs = []
+    cap = open_source(parse_source(str(tmp_path)), log=logs.append)
+    frames = []
+    while (r := cap.read())[0]:
+        frames.append(r[1])
+    assert [int(f[0, 0]) for f in frames] == [0, 100] and frames[0].ndim == 2
+    assert cap.skipped == [str(tmp_path / "f1.png")] and "f1.png" in logs[0]
 
 
 def test_video_output_is_playable_with_every_frame(tmp_path):

@@ -131,3 +131,31 @@ def test_refuses_to_overwrite_a_run(tmp_path, shapes):
     with pytest.raises(ValueError, match="already holds a run"):
         train(cfg)
     np.testing.assert_equal(len(read_jsonl(tmp_path / "run" / "metrics.jsonl")), 2)
+
+
+def test_two_datasets_train_as_one_pool(tmp_path):
+    from sim2real.train.sources import Pool
+
+    a = write_shapes_dataset(tmp_path / "a", num_images=6, seed=1)
+    b = write_shapes_dataset(tmp_path / "b", num_images=5, seed=2)
+    pool = Pool.load([a, b])
+    assert len(pool) == 11
+    t = pool.original_targets(np.array([7, 0, 10, 5]))
+    np.testing.assert_array_equal(t["box"], np.stack([pool.datasets[1].boxes[1], pool.datasets[0].boxes[0],
+                                                      pool.datasets[1].boxes[4], pool.datasets[0].boxes[5]]))
+    r = train(make_cfg(tmp_path, a, epochs=1, datasets=f"[{a},{b}]", val_fraction=0.3))
+    assert r.best["n"] == 3 and len(r.cache) == 2
+    c = write_shapes_dataset(tmp_path / "c", num_images=4, classes=("disc", "square", "triangle"))
+    with pytest.raises(DatasetError, match="class lists differ"):
+        Pool.load([a, c])
+
+
+def test_cli_train_then_resume_longer(tmp_path, shapes, capsys):
+    run = tmp_path / "cli_run"
+    args = ["train", "--no-progress", "--data", str(shapes), "--run-dir", str(run), f"cache_dir={tmp_path / 'c'}",
+            "model.input_hw=[32,32]", "model.head.type=global", "epochs=1", "tracking.mode=disabled"]
+    assert main(args) == 0
+    assert "best epoch 1/1" in capsys.readouterr().out
+    assert main(["train", "--no-progress", "--resume", str(run), "epochs=2"]) == 0
+    assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 0, 1, 1]
+    assert json.loads((run / "run_info.json").read_text())["resumed_at_epoch"] == 1
