@@ -15,7 +15,8 @@ machine, the least disturbed one).
 Targets: onnxruntime >= 2x torch eager (model-only); end-to-end >= 0.6x model-only onnxruntime
 (wall-clock FPS; "1000 / p50" is the same rate from the median latency, robust to other
 processes stalling a shared machine).
-Run: ``python bench/bench_live.py`` (``--int8`` adds a static-int8 onnxruntime row).
+Run: ``python bench/bench_live.py`` (``--int8`` adds a static-int8 onnxruntime row, ``--e2e-torch``
+an end-to-end torch eager row).
 """
 
 from __future__ import annotations
@@ -80,10 +81,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--input", type=int, nargs=2, default=[224, 224], metavar=("H", "W"))
-    ap.add_argument("--frames", type=int, default=120, help="video frames for the end-to-end run")
-    ap.add_argument("--iters", type=int, default=60, help="model-only iterations per repeat")
+    ap.add_argument("--frames", type=int, default=60, help="video frames for the end-to-end run")
+    ap.add_argument("--iters", type=int, default=30, help="model-only iterations per repeat")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--int8", action="store_true", help="also time a static-int8 onnxruntime model")
+    ap.add_argument("--e2e-torch", action="store_true", help="also run the end-to-end loop with torch eager")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -112,7 +114,8 @@ def main() -> None:
                                     threads=args.threads)
             jobs["model-only onnxruntime int8 (static)"] = lambda r: model_only(qb, x, args.iters)
         jobs["end-to-end onnxruntime"] = lambda r: end_to_end(ob, video, tmp, args.frames, f"ort{r}")
-        jobs["end-to-end torch eager"] = lambda r: end_to_end(tb, video, tmp, args.frames, f"torch{r}")
+        if args.e2e_torch:
+            jobs["end-to-end torch eager"] = lambda r: end_to_end(tb, video, tmp, args.frames, f"torch{r}")
         # Interleave the repeats (A B C A B C ...) so a burst of load from other processes hits
         # every row alike; keep each row's best (least disturbed) repeat.
         rows: dict[str, dict] = {}

@@ -36,6 +36,9 @@ def box_corners(size) -> np.ndarray:
     return CORNER_SIGNS * (np.asarray(size, dtype=float) / 2)
 
 
+_PATCH = np.array([(dv, du) for dv in (-1, 0, 1) for du in (-1, 0, 1)])  # 3x3 neighbourhood
+
+
 def keypoint_visibility(uv: np.ndarray, z: np.ndarray, depth: np.ndarray, tol: float) -> list[int]:
     """2 = visible (depth test), 1 = in the image but occluded, 0 = outside / behind the camera.
 
@@ -43,19 +46,22 @@ def keypoint_visibility(uv: np.ndarray, z: np.ndarray, depth: np.ndarray, tol: f
     on a silhouette edge (where rounding may hit the occluding face) still counts as visible.
     """
     h, w = depth.shape
-    vis = []
-    for (u, v), zc in zip(uv, z):
-        if not (zc > 0 and np.isfinite(u) and np.isfinite(v)):
-            vis.append(0)
-            continue
-        iu, iv = int(round(u)), int(round(v))
-        if not (0 <= iu < w and 0 <= iv < h):
-            vis.append(0)
-            continue
-        patch = depth[max(iv - 1, 0):iv + 2, max(iu - 1, 0):iu + 2]
-        far = np.where(patch > 0, patch, np.inf).max()
-        vis.append(2 if far >= zc - tol else 1)
-    return vis
+    uv = np.asarray(uv, dtype=float)
+    z = np.asarray(z, dtype=float)
+    ok = (z > 0) & np.isfinite(uv).all(axis=1)
+    iuv = np.zeros((len(uv), 2), dtype=np.int64)
+    iuv[ok] = np.rint(uv[ok])  # round half to even, as Python's round
+    iu, iv = iuv[:, 0], iuv[:, 1]
+    inside = ok & (iu >= 0) & (iu < w) & (iv >= 0) & (iv < h)
+    vis = np.zeros(len(uv), dtype=np.int64)
+    if inside.any():
+        # Neighbours outside the image are clamped to the border (a repeated pixel leaves the max as is).
+        rows = np.clip(iv[inside, None] + _PATCH[None, :, 0], 0, h - 1)
+        cols = np.clip(iu[inside, None] + _PATCH[None, :, 1], 0, w - 1)
+        patch = depth[rows, cols]
+        far = np.where(patch > 0, patch, np.inf).max(axis=1)
+        vis[inside] = np.where(far >= z[inside] - tol, 2, 1)
+    return vis.tolist()
 
 
 def frame_labels(seg: np.ndarray, depth: np.ndarray, K: np.ndarray, T_world_from_cam: np.ndarray,

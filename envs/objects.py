@@ -30,7 +30,7 @@ def pose_matrix(pos, orn) -> np.ndarray:
     return T
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=4096)  # pybullet_data's random_urdfs alone has 1000 meshes
 def mesh_vertices(path: str) -> np.ndarray:
     """(N, 3) vertices of an OBJ or STL file (unscaled)."""
     suffix = Path(path).suffix.lower()

@@ -8,6 +8,7 @@ flipped window of a fixed bank of normals instead (statistically the same per-fr
 from __future__ import annotations
 
 import os
+import random
 import sys
 
 import numpy as np
@@ -101,8 +102,13 @@ def build(cfg: PostprocessConfig) -> A.Compose | None:
 
 
 def apply(pipeline: A.Compose | None, rgb: np.ndarray, seed: int) -> np.ndarray:
-    """Same (image, seed) -> same bytes."""
+    """Same (image, seed) -> same bytes.
+
+    All transforms draw from one pair of generators seeded with ``seed``.  (``Compose.set_random_seed``
+    would give every transform its own generator with the *same* seed: then transforms with equal
+    ``p`` are always applied together and their magnitudes are correlated.)
+    """
     if pipeline is None:
         return rgb
-    pipeline.set_random_seed(seed)
+    pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
     return np.ascontiguousarray(pipeline(image=rgb)["image"], dtype=np.uint8)

@@ -125,6 +125,7 @@ class TabletopEnv(gym.Env):
         self._robot_links = None
         self._scenery_ready = False
         self._scene_seed: int | None = None  # scene the worlds hold; None once stepped
+        self._world_cache: dict = {}  # world-frame object/robot boxes, valid until physics moves
         self._last_rgb: np.ndarray | None = None
         self._built = False
 
@@ -194,7 +195,7 @@ class TabletopEnv(gym.Env):
         tsx, tsy = cfg.table.size_m
         th = cfg.table.thickness_m
         static_box(c, [tsx, tsy, th], [0, 0, -th / 2], visual=False)
-        for size, pos, yaw in self._background_boxes():
+        for size, pos, yaw in self._background_boxes()[:1]:  # the floor; walls are only a backdrop
             static_box(c, size, pos, yaw, visual=False)
 
     def _build_scene(self, rng: np.random.Generator) -> None:
@@ -202,6 +203,7 @@ class TabletopEnv(gym.Env):
         cfg = self.cfg
         if not self._scenery_ready:
             self._build_scenery()
+        self._world_cache = {}
         self._reset_physics()
         self._style(rng, self._table, cfg.table.appearance, persistent=True)
         for body in self._background:
@@ -394,26 +396,32 @@ class TabletopEnv(gym.Env):
         T_center[:3, 3] = obj.box_center
         return T @ T_center
 
-    def _labelled(self) -> list[LabelledObject]:
-        out = []
-        for k, obj in enumerate(self._objects):
-            cls = obj.cfg.cls
-            out.append(LabelledObject(k + 1, self.classes.index(cls), cls,
-                                      obj.cfg.role == "target", self._object_pose(obj),
-                                      obj.box_size))
-        return out
+    def _labelled(self) -> list[tuple[LabelledObject, np.ndarray]]:
+        """(object, its box corners in the world) per object; the same for every view of a scene."""
+        if self._world_cache.get("objects") is None:
+            out = []
+            for k, obj in enumerate(self._objects):
+                cls = obj.cfg.cls
+                T = self._object_pose(obj)
+                out.append((LabelledObject(k + 1, self.classes.index(cls), cls,
+                                           obj.cfg.role == "target", T, obj.box_size),
+                            box_corners(obj.box_size) @ T[:3, :3].T + T[:3, 3]))
+            self._world_cache["objects"] = out
+        return self._world_cache["objects"]
 
     def _labels(self, seg: np.ndarray, depth: np.ndarray) -> dict:
-        objs = self._labelled()
+        labelled = self._labelled()
+        objs = [o for o, _ in labelled]
         T_wc = self._camera_pose()
-        full = self._unoccluded_areas(objs) if self.cfg.labels.visibility else None
+        full = (self._unoccluded_areas(labelled, np.linalg.inv(T_wc))
+                if self.cfg.labels.visibility else None)
         return frame_labels(seg, depth, self._intrinsics.K, T_wc, objs, self.classes, full,
                             self.cfg.labels.keypoint_depth_tol_m)
 
-    def _image_box(self, corners_world: np.ndarray) -> tuple[int, int, int, int] | None:
+    def _image_box(self, corners_world: np.ndarray, T_cw: np.ndarray
+                   ) -> tuple[int, int, int, int] | None:
         """Integer pixel box (x0, y0, x1, y1 inclusive) of points, clipped to the image."""
         intr = self._intrinsics
-        T_cw = np.linalg.inv(self._camera_pose())
         pc = corners_world @ T_cw[:3, :3].T + T_cw[:3, 3]
         if (pc[:, 2] <= self.cfg.camera.near).any():
             return 0, 0, intr.width - 1, intr.height - 1
@@ -428,21 +436,27 @@ class TabletopEnv(gym.Env):
             return None
         return int(x0), int(y0), int(x1), int(y1)
 
-    def _occluder_boxes(self) -> list[tuple[int, tuple[int, int, int, int]]]:
+    def _occluder_boxes(self, T_cw: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]:
         """(body, image box) of each robot link's visual geometry (objects are done apart)."""
         if self._robot is None:
             return []
         if self._robot_links is None:  # the render-world robot is created once
             self._robot_links = link_boxes(self._client, self._robot)
+        if self._world_cache.get("robot") is None:
+            world = []
+            for link, corners in self._robot_links.items():
+                T = link_frame(self._client, self._robot, link)
+                world.append(corners @ T[:3, :3].T + T[:3, 3])
+            self._world_cache["robot"] = world
         out = []
-        for link, corners in self._robot_links.items():
-            T = link_frame(self._client, self._robot, link)
-            box = self._image_box(corners @ T[:3, :3].T + T[:3, 3])
+        for corners in self._world_cache["robot"]:
+            box = self._image_box(corners, T_cw)
             if box is not None:
                 out.append((self._robot, box))
         return out
 
-    def _unoccluded_areas(self, objs: list[LabelledObject]) -> dict[int, int]:
+    def _unoccluded_areas(self, labelled: list[tuple[LabelledObject, np.ndarray]],
+                          T_cw: np.ndarray) -> dict[int, int]:
         """Pixel count of each object as if nothing occluded it.
 
         Cost: nothing for objects whose projected 3D box overlaps no other object's or robot
@@ -452,12 +466,11 @@ class TabletopEnv(gym.Env):
         moved away.
         """
         boxes = {}
-        for o, obj in zip(objs, self._objects):
-            T = o.T_world_from_obj
-            box = self._image_box(box_corners(o.size) @ T[:3, :3].T + T[:3, 3])
+        for (o, corners), obj in zip(labelled, self._objects):
+            box = self._image_box(corners, T_cw)
             if box is not None:
                 boxes[o.instance_id] = (obj.body, box)
-        others = list(boxes.values()) + self._occluder_boxes()
+        others = list(boxes.values()) + self._occluder_boxes(T_cw)
         groups: list[list[tuple[int, tuple, set[int]]]] = []
         for body, box in boxes.values():
             hits = {b for b, ob in others if b != body and _overlap(box, ob)}
@@ -529,6 +542,7 @@ class TabletopEnv(gym.Env):
         self._scene_seed = None  # physics moves on: the next reset rebuilds its scene
         self._apply_action(action)
         self._sync()
+        self._world_cache = {}
         obs, info = self._observe()
         return obs, 0.0, False, False, info
 

@@ -134,7 +134,7 @@ def to_markdown(rows: list[dict], title: str, meta: dict) -> str:
     if notes:
         lines += ["", "Notes:"] + notes
     if warns:
-        lines += ["", "**Warnings (negative transfer):**"] + warns
+        lines += ["", "**Warnings:**"] + warns
     for k, acc in meta.get("acceptance", {}).items():
         if acc.get("available"):
             lines.append(f"\nk={k}: best adapted by {acc['picked_by']} = **{acc['best']}**: test centre err "

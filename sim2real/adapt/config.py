@@ -57,6 +57,7 @@ class AdaptConfig:
     # --- sim data
     sim_dataset: str = "data/sim/visp_cube"   # generator output folder or COCO .json
     sim_image_root: Optional[str] = None
+    # sim val = the checkpoint's own held-out split when it trained on this dataset, else this fraction
     sim_val_fraction: float = field(default=0.15, metadata=rng(0.0, 0.5, lo_open=True))
     sim_val_max: int = field(default=64, metadata=rng(2, None))
     # --- real data

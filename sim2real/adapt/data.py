@@ -80,8 +80,11 @@ class AdaptData:
     """Loads and checks every input of an adaptation session; errors name the file and the key."""
 
     def __init__(self, cfg: AdaptConfig, classes: Sequence[str], num_keypoints: int, model_input_hw: Sequence[int],
-                 out_dir: str | Path):
+                 out_dir: str | Path, train_config: dict | None = None):
+        """``train_config``: the sim training config stored in the checkpoint (``extra.train_config``),
+        used to keep the checkpoint's own sim validation images as the sim validation set."""
         self.cfg = cfg
+        self.train_config = train_config
         self.classes = list(classes)
         self.num_keypoints = int(num_keypoints)
         self.out = Path(out_dir)
@@ -102,10 +105,20 @@ class AdaptData:
         if n < 4:
             raise ValueError(f"sim dataset {ann}: {n} image(s) with a target of the model's classes "
                              f"{self.classes}; adaptation needs at least 4 (more is better)")
-        n_val = min(cfg.sim_val_max, max(2, int(round(cfg.sim_val_fraction * n))))
-        perm = np.random.default_rng([cfg.seed, 7]).permutation(n)
-        val_ids = [full.image_ids[i] for i in sorted(perm[:n_val])]
-        train_ids = [full.image_ids[i] for i in sorted(perm[n_val:])]
+        held_out = self._checkpoint_val_split(ann, n)
+        if held_out is not None:
+            # Sim metrics on images the checkpoint never trained on: its own validation split.
+            train_idx, val_idx = held_out
+            self.sim_val_note = "the sim checkpoint's held-out validation split"
+        else:
+            n_val = max(2, int(round(cfg.sim_val_fraction * n)))
+            perm = np.random.default_rng([cfg.seed, 7]).permutation(n)
+            val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            self.sim_val_note = ("a random split of the sim dataset (the checkpoint was not trained on exactly this "
+                                 "dataset, so these images may overlap its training set)")
+        val_idx = np.sort(val_idx)[:cfg.sim_val_max]
+        val_ids = [full.image_ids[i] for i in val_idx]
+        train_ids = [full.image_ids[i] for i in np.sort(train_idx)]
         data = read_coco(ann)
         sim_dir = self.out / "sim_split"
         self.sim_train = CocoDataset(_write_coco_subset(data, train_ids, sim_dir / "train.json", "sim-train"), root,
@@ -113,6 +126,22 @@ class AdaptData:
         self.sim_val = CocoDataset(_write_coco_subset(data, val_ids, sim_dir / "val.json", "sim-val"), root,
                                    classes=self.classes, num_keypoints=self.num_keypoints)
         self.sim_source = ann
+
+    def _checkpoint_val_split(self, ann: Path, n: int):
+        """``(train, val)`` indices of the sim training run when it trained on exactly this dataset."""
+        tc = self.train_config or {}
+        datasets = tc.get("datasets") or []
+        if len(datasets) != 1 or tc.get("val_dataset") or not tc.get("val_fraction"):
+            return None
+        try:
+            same = resolve_annotation_file(datasets[0]).resolve() == ann.resolve()
+        except (FileNotFoundError, OSError):
+            return None
+        if not same or (tc.get("image_root") or None) != (self.cfg.sim_image_root or None):
+            return None
+        from sim2real.train.sources import split_indices
+
+        return split_indices(n, float(tc["val_fraction"]), int(tc.get("seed", 0)))
 
     # --- real labelled ----------------------------------------------------------------------
     def _load_real(self) -> None:
@@ -260,6 +289,7 @@ class AdaptData:
 
     def describe(self) -> dict:
         return {"sim_dataset": str(self.sim_source), "sim_train": len(self.sim_train), "sim_val": len(self.sim_val),
+                "sim_val_source": self.sim_val_note,
                 "real_labels": None if self.coco is None else str(self.coco.source),
                 "real_splits": {k: len(v) for k, v in self.real.items()},
                 "real_train_frames": [] if self.splits is None else

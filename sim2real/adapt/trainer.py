@@ -156,7 +156,8 @@ class AdaptSession:
         on = {p for t in self.tasks for p in TASK_PARTS.get(t, ())}
         self.loss_weights = {k: (v if k in on else 0.0) for k, v in loss_weights(self.source.head_cfg).items()}
         self.pred_keys = {"label"} | {t for t in ("center", "box", "keypoints") if t in self.tasks}
-        self.data = AdaptData(cfg, self.source.classes, self.source.num_keypoints, self.source.input_hw, self.out)
+        self.data = AdaptData(cfg, self.source.classes, self.source.num_keypoints, self.source.input_hw, self.out,
+                              train_config=(self.meta.get("extra") or {}).get("train_config"))
         self.source.input_hw = tuple(self.data.pipeline.input_hw)
         self.bank = bank or FeatureBank(cfg.cache_dir, self.device, cfg.progress)
         self.results: dict[str, RunResult] = {}
@@ -345,8 +346,8 @@ class AdaptSession:
             first_feats = (ev0.get("f_sim"), ev0.get("f_real"))
             rec = self._epoch_record(ev0)
             score = selection_score(rule, ev0["real_val"], ev0["feature_gap"].get("mmd"))
-            selector.update(0, score, model.state_dict(), {"eval": ev0})
-            logger.log({"epoch": 0, "split": "val", **rec, "trainable_stages": 0,
+            selector.update(0, score, model.state_dict())
+            logger.log({"epoch": 0, "split": "val", **rec, "trainable_stages": len(sched.trainable_stages(0)),
                         "selection/score": score[0] if score else None}, step=0)
 
             step, epochs_run = 0, 0
@@ -364,13 +365,16 @@ class AdaptSession:
                 sums: dict[str, float] = {}
                 for _ in range(cfg.steps_per_epoch):
                     parts = self._step(model, stores, cut, tap, aligners, l2sp, opt, rng, use_sim)
+                    if parts.pop("align_without_grad", False) and not warn_msgs:
+                        warn_msgs.append(f"alignment ({cfg.align_features} features) reached no trainable parameter "
+                                         f"in epoch {epoch}: use align_features=neck or unfreeze the last stage")
                     step += 1
                     for k, v in parts.items():
                         sums[k] = sums.get(k, 0.0) + v
                 epochs_run = epoch
                 ev = self._evaluate(model, stores, cut, tap)
                 score = selection_score(rule, ev["real_val"], ev["feature_gap"].get("mmd"))
-                improved = selector.update(epoch, score, model.state_dict(), {"eval": ev})
+                improved = selector.update(epoch, score, model.state_dict())
                 rec = {"epoch": epoch, "split": "val", **self._epoch_record(ev),
                        **{k: v / cfg.steps_per_epoch for k, v in sums.items()},
                        "trainable_stages": len(sched.trainable_stages(epoch - 1)),
@@ -391,8 +395,11 @@ class AdaptSession:
             res = RunResult(name, kind, methods, run_dir, rule, selector.best_epoch, epochs_run,
                             real_test=final.get("real_test"), real_val=final["real_val"], sim_val=final["sim_val"],
                             feature_gap=final["feature_gap"], checkpoint=best)
-            res.warnings = warn_msgs + self._transfer_warnings(res)
-            for w in res.warnings:
+            transfer = self._transfer_warnings(res)
+            res.warnings = warn_msgs + transfer
+            for w in warn_msgs:
+                warnings.warn(w, RuntimeWarning, stacklevel=3)
+            for w in transfer:
                 warnings.warn(w, NegativeTransferWarning, stacklevel=3)
             res.wall_s = time.perf_counter() - t0
             rec = res.record()
@@ -453,6 +460,7 @@ class AdaptSession:
             align = sum(a(f[spans["sim"]], real_rows) for a in aligners.values())
             total = total + cfg.align_weight * align
             parts["loss/align"] = float(align.detach())
+            parts["align_without_grad"] = not f.requires_grad
         if l2sp.weight > 0:
             pen = l2sp.penalty()
             total = total + pen.to(self.device)

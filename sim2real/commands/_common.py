@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TypeVar
 
 from sim2real.config import load_config
 
 T = TypeVar("T")
 
+# The checkout this package runs from (editable install): its configs/ serve as defaults when a
+# command runs from another folder.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 def add_config_arguments(p: argparse.ArgumentParser, default_config: str | None) -> None:
     p.add_argument("--config", default=default_config,
                    help=f"stage YAML config (default: {default_config or 'built-in defaults'})")
+    p.set_defaults(_default_config=default_config)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="override config keys, dotted for nesting (e.g. scene.camera.width=128)")
 
 
+def resolve_default_config(path: str | None, default: str | None) -> str | None:
+    """A relative default config missing from the working folder is taken from the checkout."""
+    if path and path == default and not Path(path).exists() and (REPO_ROOT / path).is_file():
+        return str(REPO_ROOT / path)
+    return path
+
+
 def config_from_args(schema: type[T], args: argparse.Namespace, extra: list[str] | None = None) -> T:
     """Load ``schema`` from --config plus overrides; ``extra`` (from explicit flags) wins last."""
-    return load_config(schema, args.config, list(args.overrides) + list(extra or []))
+    path = resolve_default_config(args.config, getattr(args, "_default_config", None))
+    return load_config(schema, path, list(args.overrides) + list(extra or []))

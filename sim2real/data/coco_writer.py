@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -119,18 +120,17 @@ def _annotation(obj: dict, mask: np.ndarray) -> dict:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """``sim2real.io.atomic_write_bytes`` without the fsync: same temp-file naming (so
-    ``remove_temp_files`` finds leftovers) and the same atomic rename."""
+    """``sim2real.io.atomic_write_bytes`` without the fsync, and with fewer system calls.
+
+    Same temp-file naming (``.<name>.<unique><ext>``, so ``remove_temp_files`` finds leftovers)
+    and the same atomic rename.  The temp name is this process's id and a counter (created with
+    O_EXCL, the mode from the umask), which saves mkstemp's random names and the fchmod.
+    """
     path = Path(path)
     tmp = None
     try:
+        tmp, fd = _open_temp(path)
         try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
-        except FileNotFoundError:  # first file of its folder
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
-        try:
-            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -146,6 +146,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_TEMP_COUNTER = itertools.count()
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_temp(path: Path) -> tuple[str, int]:
+    for attempt in range(3):
+        tmp = f"{path.parent}/.{path.name}.{os.getpid()}-{next(_TEMP_COUNTER)}{path.suffix or '.tmp'}"
+        try:
+            return tmp, os.open(tmp, _CREATE, 0o666)
+        except FileNotFoundError:
+            if attempt:
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)  # first file of its folder
+        except FileExistsError:  # left by a killed process that had this pid
+            continue
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)
+    return tmp, fd
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -318,3 +318,19 @@ def test_no_pybullet_banner_on_stdout(capfd):
     connect().disconnect()
     out, err = capfd.readouterr()
     assert "argv[0]" not in out and "build time" not in out + err
+
+
+def test_postprocess_transforms_are_drawn_independently():
+    """One seed per frame drives all transforms in turn: every on/off combination occurs."""
+    from envs import postprocess
+    from envs.config import PostprocessConfig
+
+    pipe = postprocess.build(PostprocessConfig(noise_prob=0.5, blur_prob=0.3, jpeg_prob=0.3,
+                                               color_jitter_prob=0.5))
+    img = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    combos = set()
+    for seed in range(120):
+        postprocess.apply(pipe, img, seed)
+        combos.add(tuple(bool(t.params) for t in pipe.transforms))
+    assert len(combos) >= 12  # of 16; one shared seed per transform gave only 3
+    assert np.array_equal(postprocess.apply(pipe, img, 7), postprocess.apply(pipe, img, 7))
