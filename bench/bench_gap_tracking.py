@@ -154,7 +154,10 @@ def _train_run(root: Path, name: str, sim: Path, real: list[str], extra: list[st
         if cli(argv) != 0:
             raise SystemExit(f"sim2real {' '.join(argv)} failed")
     wall = time.perf_counter() - t0
+    print(f"  {name}: {wall:.1f} s", flush=True)
     recs = read_jsonl(run_dir / "metrics.jsonl")
+    if args.train_epochs < 2 or "epochs=1" in extra:
+        return {}
     t_train = [r["time"] for r in recs if r.get("split") == "train"]
     steps = [b - a for a, b in zip(t_train, t_train[1:])]  # epoch e-1's tail + epoch e, everything included
     tracking = [r["tracking_seconds"] for r in recs if r.get("split") == "gap" and r["epoch"] > 0]

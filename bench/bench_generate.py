@@ -11,6 +11,10 @@ and the same frames (scene groups of ``views_per_scene`` views, as the generator
   worker, frames after its first scene group over the time they took, summed over workers.
   Process start, imports, env construction and the first scene are the ``warm-up`` column.
 
+The machine this runs on may be shared: wall-clock rates then depend on what else runs.  A second
+table gives the same quantities per second of this process's (or each worker's) own CPU time,
+which load on other cores changes much less; ``load avg`` says how busy the machine was.
+
 Targets: generate W=1 >= 0.8x raw; W=2 >= 1.8x W=1.  Usage::
 
     OMP_NUM_THREADS=1 python bench/bench_generate.py [--frames 96] [--sizes 128 224] [--workers 1 2]
@@ -41,8 +45,8 @@ def _cfg(out: str, size: int, frames: int, workers: int, extra: list[str]) -> Ge
                         f"scene.camera.width={size}", f"scene.camera.height={size}", *extra])
 
 
-def bench_env(cfg: GenerateConfig, raw_repeats: int = 3) -> tuple[float, float]:
-    """(raw getCameraImage frames/s, env frames/s) over the config's frames, in this process."""
+def bench_env(cfg: GenerateConfig, raw_repeats: int = 3) -> dict[str, float]:
+    """Raw getCameraImage and env frames/s (wall and CPU) over the config's frames, in this process."""
     env = make_env(cfg.env_id, load_scene(cfg), cfg.renderer)
     v = cfg.views_per_scene
 
@@ -51,24 +55,30 @@ def bench_env(cfg: GenerateConfig, raw_repeats: int = 3) -> tuple[float, float]:
 
     try:
         reset(cfg.num_frames + v)  # warm-up (imports, caches) on a scene outside the measured ones
-        t_env = t_raw = 0.0
+        wall = {"env": 0.0, "raw": 0.0}
+        cpu = {"env": 0.0, "raw": 0.0}
         for i in range(cfg.num_frames):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             reset(i)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             for _ in range(raw_repeats):
                 env.unwrapped.render_raw()
-            t_env += t1 - t0
-            t_raw += (time.perf_counter() - t1) / raw_repeats
-        return cfg.num_frames / t_raw, cfg.num_frames / t_env
+            wall["env"] += t1 - t0
+            cpu["env"] += c1 - c0
+            wall["raw"] += (time.perf_counter() - t1) / raw_repeats
+            cpu["raw"] += (time.process_time() - c1) / raw_repeats
+        n = cfg.num_frames
+        return {"raw": n / wall["raw"], "env": n / wall["env"], "raw_cpu": n / cpu["raw"], "env_cpu": n / cpu["env"]}
     finally:
         env.close()
 
 
-def bench_generate(cfg: GenerateConfig) -> tuple[float, float, float]:
-    """(steady frames/s, warm-up seconds, wall-clock frames/s including warm-up)."""
+def bench_generate(cfg: GenerateConfig) -> dict[str, float]:
+    """Steady frames/s (wall; per worker CPU second), warm-up seconds, wall-clock frames/s with warm-up."""
     run = generate(cfg)["run"]
-    return run["steady_frames_per_s"] or float("nan"), run["warmup_s"] or float("nan"), run["frames_per_s"]
+    nan = float("nan")
+    return {"steady": run["steady_frames_per_s"] or nan, "cpu": run["steady_frames_per_cpu_s"] or nan,
+            "warmup": run["warmup_s"] or nan, "wall": run["frames_per_s"] or nan}
 
 
 def _load() -> str:
@@ -89,31 +99,46 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_generate_") as tmp:
         for size in args.sizes:
             base = _cfg(f"{tmp}/env", size, args.frames, 1, args.overrides)
-            raw, env_rate = bench_env(base)
+            env = bench_env(base)
             gen = {w: bench_generate(_cfg(f"{tmp}/gen_{size}_w{w}", size, args.frames, w, args.overrides))
                    for w in args.workers}
-            rows.append((size, raw, env_rate, gen, _load()))
-            print(f"{size}x{size}: raw {raw:.1f}/s, env {env_rate:.1f}/s, "
-                  + ", ".join(f"W={w} {r:.1f}/s (warm-up {s:.1f} s, wall {a:.1f}/s)" for w, (r, s, a) in gen.items())
-                  + f"; load {rows[-1][-1]}", file=sys.stderr)
+            rows.append((size, env, gen, _load()))
+            print(f"{size}x{size}: raw {env['raw']:.1f}/s, env {env['env']:.1f}/s, "
+                  + ", ".join(f"W={w} {g['steady']:.1f}/s (warm-up {g['warmup']:.1f} s, wall incl. warm-up "
+                              f"{g['wall']:.1f}/s)" for w, g in gen.items()) + f"; load {rows[-1][-1]}",
+                  file=sys.stderr)
 
     ws = args.workers
     views = base.views_per_scene
+    print(f"\ncpu cores: {os.cpu_count()}, frames per measurement: {args.frames}, views_per_scene: {views}, "
+          f"overrides: {' '.join(args.overrides) or 'none'}, load avg before: {load_before}\n")
     head = (["size", "raw getCameraImage (f/s)", f"env, {views} views/scene (f/s)"]
             + [f"generate W={w} steady (f/s)" for w in ws] + [f"warm-up W={w} (s)" for w in ws]
             + ["W=1 / raw"] + [f"W={w} / W=1" for w in ws if w != 1] + ["load avg 1/5/15 min after"])
-    print(f"\ncpu cores: {os.cpu_count()}, frames per measurement: {args.frames}, views_per_scene: {views}, "
-          f"overrides: {' '.join(args.overrides) or 'none'}, load avg before: {load_before}\n")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for size, raw, env_rate, gen, load in rows:
-        one = gen.get(1, (float("nan"),))[0]
-        cells = ([f"{size}x{size}", f"{raw:.1f}", f"{env_rate:.1f}"] + [f"{gen[w][0]:.1f}" for w in ws]
-                 + [f"{gen[w][1]:.1f}" for w in ws] + [f"{one / raw:.2f}x"]
-                 + [f"{gen[w][0] / one:.2f}x" for w in ws if w != 1] + [load])
-        print("| " + " | ".join(cells) + " |")
+    _table(head, [[f"{size}x{size}", f"{env['raw']:.1f}", f"{env['env']:.1f}"]
+                  + [f"{gen[w]['steady']:.1f}" for w in ws] + [f"{gen[w]['warmup']:.1f}" for w in ws]
+                  + [_ratio(gen.get(1, {}).get("steady"), env["raw"])]
+                  + [_ratio(gen[w]["steady"], gen.get(1, {}).get("steady")) for w in ws if w != 1] + [load]
+                  for size, env, gen, load in rows])
+    print("\nper second of own CPU time (one core; generate: mean over workers):\n")
+    head = (["size", "raw getCameraImage (f/CPU-s)", "env (f/CPU-s)"]
+            + [f"generate W={w} (f/CPU-s per worker)" for w in ws] + ["W=1 / raw (CPU)"])
+    _table(head, [[f"{size}x{size}", f"{env['raw_cpu']:.1f}", f"{env['env_cpu']:.1f}"]
+                  + [f"{gen[w]['cpu']:.1f}" for w in ws] + [_ratio(gen.get(1, {}).get("cpu"), env["raw_cpu"])]
+                  for size, env, gen, load in rows])
     print("\ntargets: W=1 / raw >= 0.8x, W=2 / W=1 >= 1.8x")
     return 0
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> None:
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -201,6 +201,7 @@ class TabletopEnv(gym.Env):
     def _build_scene(self, rng: np.random.Generator) -> None:
         """Everything of a scene from ``rng`` alone: looks, props, robot, objects, settling."""
         cfg = self.cfg
+        self._built = False  # until the whole scene stands (a failed build leaves none)
         if not self._scenery_ready:
             self._build_scenery()
         self._world_cache = {}
@@ -225,7 +226,8 @@ class TabletopEnv(gym.Env):
         c = self._client
         n = c.getNumBodies()
         max_id = max([c.getBodyUniqueId(i) for i in range(n)], default=0)
-        self._lut = np.zeros(max_id + 2, dtype=np.int32)  # raw body id + 1 -> instance id
+        # raw body id + 1 -> instance id; the extra last 0 is where ids beyond it clip to
+        self._lut = np.zeros(max_id + 3, dtype=np.int32)
         for k, obj in enumerate(self._objects):
             self._lut[obj.body + 1] = k + 1
         self._built = True
@@ -282,6 +284,8 @@ class TabletopEnv(gym.Env):
             key = (source, round(scale, 9), ocfg.mesh_scale, tuple(ocfg.size), ocfg.radius,
                    ocfg.height)
             if key not in self._box_cache:
+                if len(self._box_cache) >= 4096:  # random scales rarely repeat: keep it bounded
+                    self._box_cache.clear()
                 self._box_cache[key] = local_box(self._client, body)
             center, size = self._box_cache[key]
             if np.isfinite(center).all() and np.isfinite(size).all():

@@ -128,6 +128,14 @@ def _gather(stores: list, idx: np.ndarray, views: np.ndarray) -> dict[str, torch
     return out
 
 
+def _check_fresh(run_dir: Path) -> Path:
+    """Refuse to mix two runs' records in one metrics.jsonl."""
+    if (Path(run_dir) / "metrics.jsonl").exists():
+        raise ValueError(f"run_dir {run_dir} already holds a run (metrics.jsonl); choose another run_dir=... "
+                         "or delete the folder")
+    return check_writable(run_dir)
+
+
 def _bn_eval(model: torch.nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, _BatchNorm):
@@ -243,7 +251,7 @@ class AdaptSession:
     def source_only(self, run_dir: str | Path | None = None) -> RunResult:
         """Evaluate the sim-trained model as is."""
         t0 = time.perf_counter()
-        run_dir = Path(run_dir or self.out / "baselines" / "source_only")
+        run_dir = _check_fresh(Path(run_dir or self.out / "baselines" / "source_only"))
         model = copy.deepcopy(self.source).to(self.device)
         sched = self._schedule(model)
         cut = sched.deepest_cut
@@ -304,7 +312,7 @@ class AdaptSession:
              use_sim: bool, l2sp_include: Callable[[str], bool] | None, report: bool = False) -> RunResult:
         cfg, data = self.cfg, self.data
         t0 = time.perf_counter()
-        run_dir = check_writable(run_dir)
+        run_dir = _check_fresh(run_dir)
         seed_everything(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         model.to(self.device)

@@ -11,13 +11,17 @@ DESCRIPTION = """\
 Render a synthetic dataset: images, depth (uint16 mm), instance masks, COCO annotations.json,
 manifest.json and a samples.png grid.
 
-Frame i depends only on (seed, i): any worker count gives the same bytes. Re-running the same
-command after an interruption finishes the dataset (committed frames are kept). Shards
-(--shard k --num-shards n) render frames k, k+n, k+2n, ...; join them with `sim2real merge`.
+Frames come in groups of views_per_scene (default 8) views of one randomized scene: frame i
+shows scene i // V (objects, looks, settled physics) from a new camera pose, light and image
+noise; views_per_scene=1 gives a new scene per frame. Frame i depends only on (seed, i) and V:
+any worker count gives the same bytes. Re-running the same command after an interruption
+finishes the dataset (frames whose files match the hashes in their labels are kept). Shards
+(--shard k --num-shards n) render scene groups k, k+n, k+2n, ...; join them with `sim2real merge`.
 
 examples:
   sim2real generate --workers 2
   sim2real generate num_frames=1000 scene.camera.width=128 scene.camera.height=128 --out data/sim/big
+  sim2real generate views_per_scene=1 --out data/sim/one_view   # a new scene every frame
   sim2real generate --shard 0 --num-shards 4 --out data/sim/part0   # on machine 0, and so on
 """
 

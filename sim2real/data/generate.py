@@ -296,7 +296,7 @@ def _worker_render(frames: list[int]) -> tuple:
         done = []
         for f in frames:
             lab = r.render(f)
-            done.append((f, len(lab["objects"]), time.perf_counter(), os.getpid()))
+            done.append((f, len(lab["objects"]), time.perf_counter(), time.process_time(), os.getpid()))
         return ("ok", done)
     except Exception as e:  # sent back as text: env exception classes may not unpickle here
         return _error_payload(e)
@@ -325,14 +325,14 @@ def _chunks(frames: list[int], size: int, views_per_scene: int) -> list[list[int
     return tasks + ([current] if current else [])
 
 
-def _render_in_process(job: RenderJob, frames: list[int]) -> Iterator[tuple[int, int, float, int]]:
+def _render_in_process(job: RenderJob, frames: list[int]) -> Iterator[tuple[int, int, float, float, int]]:
     renderer = None
     try:
         try:
             renderer = FrameRenderer(job)
             for f in frames:
                 lab = renderer.render(f)
-                yield f, len(lab["objects"]), time.perf_counter(), 0
+                yield f, len(lab["objects"]), time.perf_counter(), time.process_time(), 0
         except (ConfigError, OutputError, FileNotFoundError, ValueError):
             raise
         except Exception as e:  # same errors as with a worker pool, whatever the worker count
@@ -343,7 +343,7 @@ def _render_in_process(job: RenderJob, frames: list[int]) -> Iterator[tuple[int,
 
 
 def _render_in_pool(job: RenderJob, frames: list[int], workers: int, chunksize: int
-                    ) -> Iterator[tuple[int, int, float, int]]:
+                    ) -> Iterator[tuple[int, int, float, float, int]]:
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_worker_init, initargs=(job,)) as pool:
         for payload in pool.imap_unordered(_worker_render, _chunks(frames, chunksize, job.views_per_scene)):
@@ -460,45 +460,49 @@ def generate(cfg: GenerateConfig) -> dict:
         job = RenderJob(str(out), cfg.env_id, scene, cfg.renderer, cfg.seed, cfg.views_per_scene,
                         cfg.image_format, cfg.jpeg_quality, cfg.png_compression)
         workers = max(1, min(cfg.workers, len({f // cfg.views_per_scene for f in todo})))
-        stamps: list[tuple[float, int]] = []
+        stamps: list[tuple[float, float, int]] = []  # per frame: wall clock, worker CPU clock, worker
         t0 = time.perf_counter()
         if todo:
             it = (_render_in_process(job, todo) if workers == 1
                   else _render_in_pool(job, todo, workers, cfg.chunksize))
             with tqdm(total=len(frames), initial=len(done), unit="frame", disable=not cfg.progress,
                       desc=f"generate {out.name}", dynamic_ncols=True) as bar:
-                for _frame, _n, t, worker in it:
-                    stamps.append((t, worker))
+                for _frame, _n, t, cpu, worker in it:
+                    stamps.append((t, cpu, worker))
                     bar.update(1)
             os.sync()  # once, instead of an fsync per file: the dataset is durable when indexed
         elapsed = time.perf_counter() - t0
-        steady, warmup = _steady_rate(stamps, t0, cfg.views_per_scene)
+        steady, steady_cpu, warmup = _steady_rate(stamps, t0, cfg.views_per_scene)
         timing = {"rendered_now": len(todo), "resumed_frames": len(done), "workers": workers,
                   "elapsed_s": round(elapsed, 3),
                   "frames_per_s": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
-                  "steady_frames_per_s": steady, "warmup_s": warmup}
+                  "steady_frames_per_s": steady, "steady_frames_per_cpu_s": steady_cpu, "warmup_s": warmup}
         return finalize(out, cfg, scene, frames, fp, {"run": timing})
 
 
-def _steady_rate(stamps: list[tuple[float, int]], t0: float, views_per_scene: int
-                 ) -> tuple[float | None, float | None]:
-    """(steady frames/s, warm-up seconds) from per-frame (finish time, worker) stamps.
+def _steady_rate(stamps: list[tuple[float, float, int]], t0: float, views_per_scene: int
+                 ) -> tuple[float | None, float | None, float | None]:
+    """(steady frames/s, frames per worker CPU second, warm-up s) from per-frame stamps.
 
     Warm-up = until every worker finished its first scene group (process start, imports, env
-    and first scene).  Steady rate = the sum over workers of frames / time after that, so it
-    counts whole groups (scene builds included) and leaves out start-up and the idle tail.
+    and first scene).  Steady rate = the sum over workers of frames / wall time after that, so it
+    counts whole groups (scene builds included) and leaves out start-up and the idle tail.  The
+    CPU figure is the workers' mean frames per second of their own CPU time over the same frames:
+    what one core would give, whatever else the machine is running.
     """
-    by_worker: dict[int, list[float]] = {}
-    for t, w in stamps:
-        by_worker.setdefault(w, []).append(t)
-    rate, warm = 0.0, 0.0
+    by_worker: dict[int, list[tuple[float, float]]] = {}
+    for t, cpu, w in stamps:
+        by_worker.setdefault(w, []).append((t, cpu))
+    if not by_worker:
+        return None, None, None
+    rate, cpu_rates, warm = 0.0, [], 0.0
     for ts in by_worker.values():
         ts.sort()
         first = min(views_per_scene, len(ts)) - 1  # the end of its first group
-        warm = max(warm, ts[first] - t0)
-        if len(ts) - 1 - first < 1 or ts[-1] <= ts[first]:
-            return None, round(warm, 3) if by_worker else None
-        rate += (len(ts) - 1 - first) / (ts[-1] - ts[first])
-    if not by_worker:
-        return None, None
-    return round(rate, 3), round(warm, 3)
+        warm = max(warm, ts[first][0] - t0)
+        n = len(ts) - 1 - first
+        if n < 1 or ts[-1][0] <= ts[first][0] or ts[-1][1] <= ts[first][1]:
+            return None, None, round(warm, 3)
+        rate += n / (ts[-1][0] - ts[first][0])
+        cpu_rates.append(n / (ts[-1][1] - ts[first][1]))
+    return round(rate, 3), round(sum(cpu_rates) / len(cpu_rates), 3), round(warm, 3)

@@ -4,6 +4,10 @@ atomic per-epoch checkpoints with exact resume, DDP under torchrun.
 ``train(cfg)`` runs one training (and, with ``compare_scratch``, a second one from random init on
 the same budget).  With frozen backbone stages and ``cache=True`` the frozen part runs once per
 image (and augmented view) and every epoch reads its memory-mapped output instead.
+
+With ``real_val`` set, every ``gap.every`` epochs also scores a fixed subset of real images and logs
+``sim/``, ``real/``, ``gap/<metric>`` (positive = real worse) and ``gap/feat_*``; every run ends
+with ``report.html`` (``report=false`` to skip) and the final gap in ``summary.json`` / W&B summary.
 """
 
 from __future__ import annotations
@@ -387,7 +391,11 @@ class _GapTracking:
         feats, real_m = [], None
         if self.src is not None:
             col: dict = {}
-            real_m = validate(model, self.src, self.pool, self.idx, self.cfg, weights, self.info.device, amp, collect=col)
+            try:
+                real_m = validate(model, self.src, self.pool, self.idx, self.cfg, weights, self.info.device, amp,
+                                  collect=col)
+            except ValueError as e:
+                raise ValueError(f"real_val.data {self.cfg.real_val.data}: {e}") from None
             self.real = domain_from_validation("real", real_m, col, self.pool, self.cfg.tasks)
             feats.append(self.real.features)
         if self.footage is not None:

@@ -97,6 +97,11 @@ def test_runs_are_reproducible_for_a_seed(session):
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
 
 
+def test_a_run_folder_holds_one_run(session):
+    with pytest.raises(ValueError, match="already holds a run"):
+        session.source_only()  # the fixture wrote baselines/source_only already
+
+
 def test_domain_check_aligns_the_pipeline_and_is_recorded(session):
     pipe = session.data.pipeline
     assert pipe.grayscale  # the 'real' camera is gray, the sim shapes are colour
