@@ -45,9 +45,7 @@ class HeadConfig:
     num_keypoints: int = field(default=8, metadata=rng(0, 64))
     stride: int = field(default=8, metadata=choice(8, 16))     # dense: output map stride
     width: int = field(default=64, metadata=rng(8, 1024))      # dense: channels of the fused map
-    fuse_stride: int = field(default=0, metadata=choice(0, 8, 16, 32))  # dense: stride of the 3x3 fuse conv
-                                                                          # (0 = the output stride)
-    conv: str = field(default="separable", metadata=choice("full", "separable"))  # dense: kind of 3x3 conv
+    conv: str = field(default="full", metadata=choice("full", "separable"))  # dense: kind of 3x3 conv
     branch_depth: int = field(default=1, metadata=rng(0, 4))  # dense: 3x3 convs per output branch
     hidden: int = field(default=256, metadata=rng(8, 4096))    # MLP width (global regression, class)
     dropout: float = field(default=0.1, metadata=rng(0.0, 0.9))
@@ -56,8 +54,6 @@ class HeadConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.fuse_stride and self.fuse_stride < self.stride:
-            raise ConfigError("fuse_stride", f"0 or a stride >= stride ({self.stride})", self.fuse_stride)
         known = GLOBAL_LOSS_WEIGHTS if self.type == "global" else DENSE_LOSS_WEIGHTS
         for k, v in self.loss_weights.items():
             if k not in known:
@@ -68,7 +64,7 @@ class HeadConfig:
 
 # Values of options added after the first checkpoints were written: a stored head config without
 # them was built this way (checkpoints store every field, so only new fields need an entry).
-LEGACY_HEAD_DEFAULTS = {"fuse_stride": 0, "conv": "full", "branch_depth": 1}
+LEGACY_HEAD_DEFAULTS = {"conv": "full", "branch_depth": 1}
 
 
 def loss_weights(cfg: HeadConfig, override: dict | None = None) -> dict[str, float]:
@@ -248,27 +244,19 @@ def _branch(width: int, out: int, bias: float | None = None, depth: int = 1, con
 
 
 class DenseHead(nn.Module):
-    """CenterNet-style maps at stride ``cfg.stride``, fused top-down from deeper stages.
-
-    Levels from ``fuse_stride`` down are summed (1x1 laterals) and go through ``fuse`` (3x3 conv,
-    BN, ReLU); finer levels down to ``stride`` are then added in (1x1 lateral + ReLU), so the
-    costly 3x3 conv can run on the 4x smaller stride-16 map while the outputs keep stride 8.
-    """
+    """CenterNet-style maps at stride ``cfg.stride``, fused top-down from deeper stages."""
 
     def __init__(self, cfg: HeadConfig, num_classes: int, feature_info: Sequence[dict], input_hw: Sequence[int]):
         super().__init__()
         self.cfg, self.k, self.stride = cfg, cfg.num_keypoints, cfg.stride
-        fuse_stride = cfg.fuse_stride or cfg.stride
         by_red: dict[int, dict] = {}
         for f in feature_info:  # the last stage of each stride is the richest at that stride
             by_red[f["reduction"]] = f
         levels = sorted(r for r in by_red if r >= cfg.stride)
-        for s_, key in ((cfg.stride, "stride"), (fuse_stride, "fuse_stride")):
-            if s_ not in by_red:
-                raise ValueError(f"dense head ({key}={s_}) needs a stride-{s_} feature map; the backbone has "
-                                 f"strides {sorted(by_red)}")
+        if cfg.stride not in by_red:
+            raise ValueError(f"dense head needs a stride-{cfg.stride} feature map; the backbone has strides "
+                             f"{sorted(by_red)}")
         self.levels = [by_red[r] for r in levels]           # shallow -> deep
-        self.num_fine = sum(r < fuse_stride for r in levels)  # levels added after the fuse conv
         last = feature_info[-1]
         self.embed_name = last["name"]
         self.tap_names = list(dict.fromkeys([f["name"] for f in self.levels] + [last["name"]]))
@@ -289,13 +277,10 @@ class DenseHead(nn.Module):
     def forward(self, taps: dict[str, torch.Tensor]) -> dict:
         emb = taps[self.embed_name].mean(dim=(2, 3))
         p = None
-        for i in reversed(range(len(self.levels))):
-            x = self.lateral[i](taps[self.levels[i]["name"]])
+        for f, lat in zip(reversed(self.levels), reversed(list(self.lateral))):
+            x = lat(taps[f["name"]])
             p = x if p is None else x + F.interpolate(p, size=x.shape[-2:], mode="nearest")
-            if i == self.num_fine:
-                p = self.fuse(p)
-            elif i < self.num_fine:
-                p = F.relu(p)
+        p = self.fuse(p)
         raw = {"hm": self.hm(p), "off": self.off(p), "box": self.box(p)}
         if self.k:
             raw.update(kp_reg=self.kp_reg(p), kp_hm=self.kp_hm(p), kp_off=self.kp_off(p))

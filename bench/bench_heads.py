@@ -1,0 +1,209 @@
+"""Which head and model input localise best: global vs dense heads, stride 8 vs 16, aspect kept vs squashed.
+
+End to end through the CLI, on the digital twin of the real ViSP cube footage:
+
+1. ``sim2real generate`` a training set and a separate sim validation set (other seed) of
+   ``configs/scenes/visp_cube.yaml`` (320x240; skipped when the folder already holds a finished set);
+2. ``sim2real train`` every candidate on the same data with the same budget and seed (frozen
+   backbone, cached features; best epoch by sim-val median centre error);
+3. ``sim2real evaluate`` its best.pt on the sim val set and on the REAL validation frames 48-67 of
+   the ViSP cube (the stored val split of the labelled frames 0-99; frames 70-99 are the test split,
+   kept for the final adaptation table, and frames 100-217 are never touched).
+
+Prints a markdown table (and writes it with all numbers to ``<out>/bench_heads.md`` / ``.json``).
+Source-only: no adaptation, so real errors are far above sim ones.  Centre errors are medians in
+the pixels of each set's images: 320x240 for sim, 640x480 for real.  A candidate whose run is
+complete under ``<out>/runs/<name>`` with the same settings is reused (``--fresh`` redoes it).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_heads.py [--frames 400] [--val-frames 100]
+        [--epochs 20] [--batch-size 16] [--out runs/heads] [--only dense_s16 global] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sim2real.data.real_visp import VISP_CUBE_SPLIT_DEFAULTS, visp_cube_default_splits, visp_image_root  # noqa: E402
+from sim2real.io import atomic_write_json, atomic_write_text, read_jsonl  # noqa: E402
+
+DENSE = "model.head.type=dense"
+S240 = ["model.input_hw=[240,320]"]                  # the 640x480 camera at half size: aspect kept
+SQUASH = ["model.input_hw=[224,224]", "model.resize=stretch"]  # the ImageNet square, squashed
+
+
+def dense(stride: int, conv: str = "full", width: int = 64, depth: int = 1) -> list[str]:
+    return [DENSE, f"model.head.stride={stride}", f"model.head.conv={conv}", f"model.head.width={width}",
+            f"model.head.branch_depth={depth}"]
+
+
+# name -> (head label, input label, train overrides)
+CANDIDATES: dict[str, tuple[str, str, list[str]]] = {
+    "global": ("global (pooled MLP)", "240x320", ["model.head.type=global", *S240]),
+    "global_224sq": ("global (pooled MLP)", "224x224 squash", ["model.head.type=global", *SQUASH]),
+    "dense_s8": ("dense s8 (full 3x3, w64)", "240x320", [*dense(8), *S240]),
+    "dense_s16": ("dense s16 (full 3x3, w64)", "240x320", [*dense(16), *S240]),
+    "dense_s16_sep": ("dense s16 (separable 3x3, w64)", "240x320", [*dense(16, "separable"), *S240]),
+    "dense_s16_224": ("dense s16 (full 3x3, w64)", "224x304 (short side 224)",
+                      [*dense(16), "model.input_short_side=224"]),
+    "dense_s16_224sq": ("dense s16 (full 3x3, w64)", "224x224 squash", [*dense(16), *SQUASH]),
+}
+
+
+def cli(*args: str, log: Path) -> None:
+    """Run ``python -m sim2real ...``; its output goes to ``log``; a failure stops the benchmark."""
+    cmd = [sys.executable, "-m", "sim2real", *args]
+    with open(log, "a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT).returncode
+    if rc:
+        raise SystemExit(f"bench_heads: `{' '.join(args[:1])}` failed (exit {rc}); see {log}")
+
+
+def finished_dataset(path: Path, frames: int) -> bool:
+    try:
+        return json.loads((path / "manifest.json").read_text())["counts"]["frames"] == frames
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def generate(out: Path, frames: int, seed: int, args, log: Path) -> Path:
+    if not finished_dataset(out, frames):
+        cli("generate", "--config", "configs/generate.yaml", "--no-progress", "--workers", str(args.workers),
+            f"scene_file={args.scene}", f"num_frames={frames}", f"seed={seed}", f"out={out}", log=log)
+    return out
+
+
+def real_val_labels(out: Path, labels: Path) -> tuple[Path, list[int]]:
+    """COCO file of the real validation split only (frames 48-67), for ``sim2real evaluate``."""
+    splits = visp_cube_default_splits(k=0, labels=labels)
+    frames = splits.frame_indices("val")
+    if set(frames) & set(splits.frame_indices("test")) or max(frames) >= 100:
+        raise SystemExit(f"bench_heads: real val frames {frames} overlap the test split or leave frames 0-99")
+    keep = set(splits["val"])
+    coco = json.loads(labels.read_text())
+    coco["images"] = [im for im in coco["images"] if im["id"] in keep]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
+    path = out / "real_val_frames_{:03d}_{:03d}.coco.json".format(min(frames), max(frames))
+    atomic_write_json(path, coco)
+    return path, frames
+
+
+def run_candidate(name: str, overrides: list[str], data: Path, val: Path, real: Path, args, log: Path) -> dict:
+    run_dir = args.out / "runs" / name
+    settings = {"overrides": overrides, "data": str(data), "val": str(val), "real": str(real), "epochs": args.epochs,
+                "batch_size": args.batch_size, "seed": args.seed}
+    result_file = run_dir / "bench_result.json"
+    if not args.fresh and result_file.is_file():
+        old = json.loads(result_file.read_text())
+        if old.get("settings") == settings:
+            return old
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an unfinished or outdated run of this benchmark
+    t0 = time.perf_counter()
+    cli("train", "--config", "configs/train_sim.yaml", "--no-progress", f"datasets=[{data}]", f"val_dataset={val}",
+        f"run_dir={run_dir}", f"cache_dir={args.out / 'cache'}", f"epochs={args.epochs}",
+        f"batch_size={args.batch_size}", f"seed={args.seed}", "patience=0", "monitor=center_err_px_median",
+        "model.trainable_blocks=0", "views=1", "tracking.mode=disabled", *overrides, log=log)
+    train_wall = time.perf_counter() - t0
+    ckpt = run_dir / "best.pt"
+    cli("evaluate", "--checkpoint", str(ckpt), "--data", str(val), "--name", "sim_val", log=log)
+    cli("evaluate", "--checkpoint", str(ckpt), "--data", str(real), "--image-root", str(args.image_root),
+        "--name", "real_val", log=log)
+    rows = list(read_jsonl(run_dir / "metrics.jsonl"))
+    epochs = [r["epoch_seconds"] for r in rows if r.get("split") == "train"]
+    info = json.loads((run_dir / "run_info.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    res = {"settings": settings, "input_hw": None, "best_epoch": summary.get("best_epoch"),
+           "train_seconds": summary.get("train_seconds"), "train_wall_seconds": train_wall,
+           "epoch_seconds_median": statistics.median(epochs),
+           "cache_build_seconds": sum(c.get("build_seconds", 0.0) for c in info.get("feature_cache", []) if not c["hit"])}
+    for split in ("sim_val", "real_val"):
+        m = json.loads((run_dir / f"eval_{split}.json").read_text())["metrics"]
+        res[split] = {k: m.get(k) for k in ("n", "center_err_px_median", "center_err_px_mean", "box_iou_mean",
+                                            "pck@0.05", "acc")}
+    from sim2real.models import read_checkpoint_meta
+    res["input_hw"] = list(read_checkpoint_meta(ckpt)["input_hw"])
+    atomic_write_json(result_file, res, indent=2)
+    return res
+
+
+def fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = ["| candidate | head | input (model px) | sim centre err px (320x240, median) | sim box IoU | "
+             "real-val centre err px (640x480, median) | real-val box IoU | real-val PCK@0.05 | "
+             "epoch s (cached) | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        head, inp, _ = CANDIDATES[name]
+        s, q = r["sim_val"], r["real_val"]
+        lines.append(f"| {name} | {head} | {inp} | {fmt(s['center_err_px_median'], '.2f')} | "
+                     f"{fmt(s['box_iou_mean'], '.3f')} | {fmt(q['center_err_px_median'], '.1f')} | "
+                     f"{fmt(q['box_iou_mean'], '.3f')} | {fmt(q['pck@0.05'], '.3f')} | "
+                     f"{fmt(r['epoch_seconds_median'], '.2f')} | {fmt(r['train_seconds'], '.0f')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "heads", help="datasets, runs, cache and tables")
+    p.add_argument("--scene", default="configs/scenes/visp_cube.yaml")
+    p.add_argument("--frames", type=int, default=400, help="sim training frames")
+    p.add_argument("--val-frames", type=int, default=100, help="sim validation frames (seed + 1)")
+    p.add_argument("--workers", type=int, default=1, help="generator worker processes")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="+", choices=list(CANDIDATES), help="candidates to run (default: all)")
+    p.add_argument("--fresh", action="store_true", help="retrain candidates even when a finished run exists")
+    p.add_argument("--real-labels", type=Path, default=None, help="ViSP cube labels of frames 0-99 (default: found "
+                   "as sim2real.data.real_visp does)")
+    p.add_argument("--image-root", type=Path, default=visp_image_root())
+    args = p.parse_args(argv)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "bench_heads.log"
+
+    from sim2real.data.real_visp import visp_cube_labels_path
+    labels = args.real_labels or visp_cube_labels_path()
+    data = generate(args.out / "visp_sim", args.frames, args.seed, args, log)
+    val = generate(args.out / "visp_sim_val", args.val_frames, args.seed + 1, args, log)
+    real, frames = real_val_labels(args.out, labels)
+
+    names = args.only or list(CANDIDATES)
+    results = {}
+    for name in names:
+        t0 = time.perf_counter()
+        results[name] = run_candidate(name, CANDIDATES[name][2], data, val, real, args, log)
+        print(f"{name}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    import torch
+    head = (f"bench_heads: sim {args.frames} train + {args.val_frames} val frames ({args.scene}, 320x240); real val = "
+            f"ViSP cube frames {min(frames)}-{max(frames)} ({len(frames)} images, 640x480, split "
+            f"{VISP_CUBE_SPLIT_DEFAULTS}); efficientnet_lite0 frozen, cached features, {args.epochs} epochs, batch "
+            f"{args.batch_size}, seed {args.seed}, best epoch by sim-val centre error; {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{time.strftime('%Y-%m-%d')}")
+    md = head + "\n\n" + table(results) + "\n"
+    print("\n" + md)
+    atomic_write_text(args.out / "bench_heads.md", md)
+    atomic_write_json(args.out / "bench_heads.json", {"header": head, "results": results}, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Dense-head cost options (stride, conv kind, branch depth): shapes, gradients, configs, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from sim2real.config import ConfigError, load_config
+from sim2real.models import HeadConfig, ModelConfig, PerceptionModel, build_backbone, load_checkpoint, save_checkpoint
+from sim2real.models.perception import head_config_from_dict, head_config_to_dict
+
+HW = (64, 96)
+CLASSES = ["cube", "ball"]
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return build_backbone("efficientnet_lite0")
+
+
+def make(backbone, **head_kw) -> PerceptionModel:
+    torch.manual_seed(0)
+    return PerceptionModel(copy.deepcopy(backbone), CLASSES, HeadConfig(type="dense", **head_kw), HW).freeze_backbone()
+
+
+def targets(b=2):
+    kp = torch.tensor([[[30.0, 20.0, 2.0]] * 8, [[60.0, 40.0, 1.0]] * 8])[:b]
+    return {"center": torch.tensor([[33.0, 25.5], [58.2, 38.9]])[:b],
+            "box": torch.tensor([[20.0, 12.0, 46.0, 39.0], [45.0, 27.0, 71.0, 50.0]])[:b],
+            "keypoints": kp, "class": torch.tensor([0, 1])[:b], "has_loc": torch.tensor([True, True])[:b]}
+
+
+def test_defaults_are_the_measured_choice():
+    """docs/benchmarks.md ("Heads"): stride 16, full 3x3 convs, one per branch, width 64."""
+    d = HeadConfig()
+    assert (d.type, d.stride, d.width, d.conv, d.branch_depth) == ("dense", 16, 64, "full", 1)
+
+
+@pytest.mark.parametrize("stride,conv,depth", [(16, "full", 1), (8, "separable", 1), (16, "separable", 2),
+                                               (8, "full", 0)])
+def test_options_forward_backward_on_cached_features(lite0, stride, conv, depth):
+    model = make(lite0, stride=stride, conv=conv, branch_depth=depth)
+    x = torch.randn(2, 3, *HW, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        feats = model.eval().frozen_part(x)
+    model.train()
+    out = model.forward_from_cut(feats)
+    assert out["raw"]["hm"].shape[-2:] == (HW[0] // stride, HW[1] // stride)
+    assert out["center"].shape == (2, 2) and out["keypoints"].shape == (2, 8, 2)
+    total, parts = model.compute_loss(out, targets())
+    assert torch.isfinite(total) and all(torch.isfinite(v) for v in parts.values())
+    total.backward()
+    head = dict(model.head.named_parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.values())
+    convs = [m for m in model.head.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    n_branches = 6
+    per_conv = 2 if conv == "separable" else 1
+    assert len(convs) == 1 + n_branches * depth  # fuse + each branch's 3x3 convs
+    assert all((m.groups == m.in_channels) == (conv == "separable") for m in convs)
+    assert len([m for m in model.head.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                and m.in_channels == m.out_channels]) == (per_conv - 1) * len(convs)
+
+
+def test_cheaper_options_have_fewer_multiply_adds(lite0):
+    """Separable convs and stride 16 cut the head's work; the cached-epoch time follows it."""
+    def macs(**kw) -> int:
+        model = make(lite0, **kw).eval()
+        total = 0
+
+        def hook(m, i, o):
+            nonlocal total
+            total += o.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        hs = [m.register_forward_hook(hook) for m in model.head.modules() if isinstance(m, nn.Conv2d)]
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *HW))
+        for h in hs:
+            h.remove()
+        return total
+    s8 = macs(stride=8, conv="full")
+    assert macs(stride=16, conv="full") < 0.4 * s8
+    assert macs(stride=8, conv="separable") < 0.3 * s8
+    assert macs(stride=8, conv="full", branch_depth=0) < 0.3 * s8
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="conv"):
+        load_config(ModelConfig, None, ["head.conv=winograd"])
+    with pytest.raises(ConfigError, match="branch_depth"):
+        load_config(ModelConfig, None, ["head.branch_depth=9"])
+    with pytest.raises(ConfigError, match="stride"):
+        load_config(ModelConfig, None, ["head.stride=4"])
+    cfg = load_config(ModelConfig, None, ["head.conv=separable", "head.branch_depth=0", "head.stride=8"])
+    assert (cfg.head.conv, cfg.head.branch_depth, cfg.head.stride) == ("separable", 0, 8)
+
+
+def test_checkpoint_round_trip_keeps_options(tmp_path, lite0):
+    model = make(lite0, stride=8, conv="separable", branch_depth=0).eval()
+    x = torch.randn(1, 3, *HW, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)["center"]
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model))
+    assert (loaded.head_cfg.conv, loaded.head_cfg.branch_depth, loaded.head_cfg.stride) == ("separable", 0, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x)["center"], ref)
+
+
+def test_checkpoint_from_before_the_options_loads_as_built(tmp_path, lite0):
+    """A stored head config without ``conv``/``branch_depth`` was a full-conv, depth-1 head."""
+    model = make(lite0, stride=8, conv="full", branch_depth=1).eval()
+    path = save_checkpoint(tmp_path / "old.pt", model)
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["meta"])
+    for key in ("conv", "branch_depth"):
+        del meta["head"][key]
+    payload["meta"] = json.dumps(meta)
+    torch.save(payload, path)
+    x = torch.randn(1, 3, *HW, generator=torch.Generator().manual_seed(2))
+    loaded = load_checkpoint(path)
+    assert (loaded.head_cfg.conv, loaded.head_cfg.branch_depth) == ("full", 1)
+    with torch.no_grad():
+        assert torch.equal(loaded(x)["center"], model(x)["center"])
+    assert head_config_from_dict(head_config_to_dict(HeadConfig(conv="separable"))).conv == "separable"
