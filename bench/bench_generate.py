@@ -17,8 +17,8 @@ which load on other cores changes much less; ``load avg`` says how busy the mach
 
 Targets: generate W=1 >= 0.8x raw; W=2 >= 1.8x W=1.  Usage::
 
-    OMP_NUM_THREADS=1 python bench/bench_generate.py [--frames 96] [--sizes 128 224] [--workers 1 2]
-        [key=value generate overrides, e.g. views_per_scene=4 renderer=egl]
+    OMP_NUM_THREADS=1 python bench/bench_generate.py [key=value ...] [--frames 96] [--sizes 128 224]
+        [--workers 1 2]      # key=value: generate overrides (first), e.g. views_per_scene=16
 """
 
 from __future__ import annotations

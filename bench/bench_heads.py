@@ -4,19 +4,20 @@ End to end through the CLI, on the digital twin of the real ViSP cube footage:
 
 1. ``sim2real generate`` a training set and a separate sim validation set (other seed) of
    ``configs/scenes/visp_cube.yaml`` (320x240; skipped when the folder already holds a finished set);
-2. ``sim2real train`` every candidate on the same data with the same budget and seed (frozen
-   backbone, cached features; best epoch by sim-val median centre error);
+2. ``sim2real train`` every candidate on the same data with the same budget and training seed(s)
+   (frozen backbone, cached features; best epoch by sim-val median centre error);
 3. ``sim2real evaluate`` its best.pt on the sim val set and on the REAL validation frames 48-67 of
    the ViSP cube (the stored val split of the labelled frames 0-99; frames 70-99 are the test split,
    kept for the final adaptation table, and frames 100-217 are never touched).
 
-Prints a markdown table (and writes it with all numbers to ``<out>/bench_heads.md`` / ``.json``).
+Prints a markdown table, one row per candidate and training seed, and with several ``--seeds`` the
+mean over seeds (also written, with all numbers, to ``<out>/bench_heads.md`` / ``.json``).
 Source-only: no adaptation, so real errors are far above sim ones.  Centre errors are medians in
 the pixels of each set's images: 320x240 for sim, 640x480 for real.  A candidate whose run is
-complete under ``<out>/runs/<name>`` with the same settings is reused (``--fresh`` redoes it).
+complete under ``<out>/runs/<name>/seed<seed>`` with the same settings is reused (``--fresh`` redoes it).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_heads.py [--frames 400] [--val-frames 100]
-        [--epochs 20] [--batch-size 16] [--out runs/heads] [--only dense_s16 global] [--fresh]
+        [--epochs 20] [--batch-size 16] [--seeds 0 1] [--out runs/heads] [--only dense_s16 global] [--fresh]
 """
 
 from __future__ import annotations
@@ -72,15 +73,16 @@ def cli(*args: str, log: Path) -> None:
         raise SystemExit(f"bench_heads: `{' '.join(args[:1])}` failed (exit {rc}); see {log}")
 
 
-def finished_dataset(path: Path, frames: int) -> bool:
+def finished_dataset(path: Path, frames: int, seed: int) -> bool:
     try:
-        return json.loads((path / "manifest.json").read_text())["counts"]["frames"] == frames
+        m = json.loads((path / "manifest.json").read_text())
+        return m["counts"]["frames"] == frames and m["seed"] == seed
     except (OSError, ValueError, KeyError):
         return False
 
 
 def generate(out: Path, frames: int, seed: int, args, log: Path) -> Path:
-    if not finished_dataset(out, frames):
+    if not finished_dataset(out, frames, seed):
         cli("generate", "--config", "configs/generate.yaml", "--no-progress", "--workers", str(args.workers),
             f"scene_file={args.scene}", f"num_frames={frames}", f"seed={seed}", f"out={out}", log=log)
     return out
@@ -101,10 +103,11 @@ def real_val_labels(out: Path, labels: Path) -> tuple[Path, list[int]]:
     return path, frames
 
 
-def run_candidate(name: str, overrides: list[str], data: Path, val: Path, real: Path, args, log: Path) -> dict:
-    run_dir = args.out / "runs" / name
+def run_candidate(name: str, overrides: list[str], seed: int, data: Path, val: Path, real: Path, args,
+                  log: Path) -> dict:
+    run_dir = args.out / "runs" / name / f"seed{seed}"
     settings = {"overrides": overrides, "data": str(data), "val": str(val), "real": str(real), "epochs": args.epochs,
-                "batch_size": args.batch_size, "seed": args.seed}
+                "batch_size": args.batch_size, "seed": seed}
     result_file = run_dir / "bench_result.json"
     if not args.fresh and result_file.is_file():
         old = json.loads(result_file.read_text())
@@ -115,7 +118,7 @@ def run_candidate(name: str, overrides: list[str], data: Path, val: Path, real: 
     t0 = time.perf_counter()
     cli("train", "--config", "configs/train_sim.yaml", "--no-progress", f"datasets=[{data}]", f"val_dataset={val}",
         f"run_dir={run_dir}", f"cache_dir={args.out / 'cache'}", f"epochs={args.epochs}",
-        f"batch_size={args.batch_size}", f"seed={args.seed}", "patience=0", "monitor=center_err_px_median",
+        f"batch_size={args.batch_size}", f"seed={seed}", "patience=0", "monitor=center_err_px_median",
         "model.trainable_blocks=0", "views=1", "tracking.mode=disabled", *overrides, log=log)
     train_wall = time.perf_counter() - t0
     ckpt = run_dir / "best.pt"
@@ -144,17 +147,35 @@ def fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def table(results: dict[str, dict]) -> str:
-    lines = ["| candidate | head | input (model px) | sim centre err px (320x240, median) | sim box IoU | "
+def row(name: str, seed: str, r: dict) -> str:
+    head, inp, _ = CANDIDATES[name]
+    s, q = r["sim_val"], r["real_val"]
+    return (f"| {name} | {head} | {inp} | {seed} | {fmt(s['center_err_px_median'], '.2f')} | "
+            f"{fmt(s['box_iou_mean'], '.3f')} | {fmt(q['center_err_px_median'], '.1f')} | "
+            f"{fmt(q['box_iou_mean'], '.3f')} | {fmt(q['pck@0.05'], '.3f')} | "
+            f"{fmt(r['epoch_seconds_median'], '.2f')} | {fmt(r['train_seconds'] - r['cache_build_seconds'], '.0f')} |")
+
+
+def mean_result(runs: list[dict]) -> dict:
+    def avg(get):
+        vals = [get(r) for r in runs]
+        return None if any(v is None for v in vals) else statistics.fmean(vals)
+    out = {split: {k: avg(lambda r, s=split, k=k: r[s][k]) for k in ("center_err_px_median", "box_iou_mean", "pck@0.05")}
+           for split in ("sim_val", "real_val")}
+    out.update(epoch_seconds_median=avg(lambda r: r["epoch_seconds_median"]),
+               train_seconds=avg(lambda r: r["train_seconds"]), cache_build_seconds=avg(lambda r: r["cache_build_seconds"]))
+    return out
+
+
+def table(results: dict[str, dict[int, dict]]) -> str:
+    lines = ["| candidate | head | input (model px) | seed | sim centre err px (320x240, median) | sim box IoU | "
              "real-val centre err px (640x480, median) | real-val box IoU | real-val PCK@0.05 | "
-             "epoch s (cached) | train s (w/o cache build) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        head, inp, _ = CANDIDATES[name]
-        s, q = r["sim_val"], r["real_val"]
-        lines.append(f"| {name} | {head} | {inp} | {fmt(s['center_err_px_median'], '.2f')} | "
-                     f"{fmt(s['box_iou_mean'], '.3f')} | {fmt(q['center_err_px_median'], '.1f')} | "
-                     f"{fmt(q['box_iou_mean'], '.3f')} | {fmt(q['pck@0.05'], '.3f')} | "
-                     f"{fmt(r['epoch_seconds_median'], '.2f')} | {fmt(r['train_seconds'] - r['cache_build_seconds'], '.0f')} |")
+             "epoch s (cached) | train s (w/o cache build) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, by_seed in results.items():
+        for seed, r in sorted(by_seed.items()):
+            lines.append(row(name, str(seed), r))
+        if len(by_seed) > 1:
+            lines.append(row(name, "**mean**", mean_result(list(by_seed.values()))))
     return "\n".join(lines)
 
 
@@ -163,11 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "heads", help="datasets, runs, cache and tables")
     p.add_argument("--scene", default="configs/scenes/visp_cube.yaml")
     p.add_argument("--frames", type=int, default=400, help="sim training frames")
-    p.add_argument("--val-frames", type=int, default=100, help="sim validation frames (seed + 1)")
+    p.add_argument("--val-frames", type=int, default=100, help="sim validation frames (data seed + 1)")
     p.add_argument("--workers", type=int, default=1, help="generator worker processes")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, default=0, help="generator seed of the training set")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (one run per candidate each)")
     p.add_argument("--only", nargs="+", choices=list(CANDIDATES), help="candidates to run (default: all)")
     p.add_argument("--fresh", action="store_true", help="retrain candidates even when a finished run exists")
     p.add_argument("--real-labels", type=Path, default=None, help="ViSP cube labels of frames 0-99 (default: found "
@@ -180,27 +202,30 @@ def main(argv: list[str] | None = None) -> int:
 
     from sim2real.data.real_visp import visp_cube_labels_path
     labels = args.real_labels or visp_cube_labels_path()
-    data = generate(args.out / "visp_sim", args.frames, args.seed, args, log)
-    val = generate(args.out / "visp_sim_val", args.val_frames, args.seed + 1, args, log)
+    data = generate(args.out / "visp_sim", args.frames, args.data_seed, args, log)
+    val = generate(args.out / "visp_sim_val", args.val_frames, args.data_seed + 1, args, log)
     real, frames = real_val_labels(args.out, labels)
 
     names = args.only or list(CANDIDATES)
-    results = {}
-    for name in names:
-        t0 = time.perf_counter()
-        results[name] = run_candidate(name, CANDIDATES[name][2], data, val, real, args, log)
-        print(f"{name}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    results: dict[str, dict[int, dict]] = {}
+    for seed in args.seeds:
+        for name in names:
+            t0 = time.perf_counter()
+            results.setdefault(name, {})[seed] = run_candidate(name, CANDIDATES[name][2], seed, data, val, real,
+                                                               args, log)
+            print(f"{name} seed {seed}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
     import torch
     head = (f"bench_heads: sim {args.frames} train + {args.val_frames} val frames ({args.scene}, 320x240); real val = "
             f"ViSP cube frames {min(frames)}-{max(frames)} ({len(frames)} images, 640x480, split "
             f"{VISP_CUBE_SPLIT_DEFAULTS}); efficientnet_lite0 frozen, cached features, {args.epochs} epochs, batch "
-            f"{args.batch_size}, seed {args.seed}, best epoch by sim-val centre error; {platform.processor() or platform.machine()}, "
+            f"{args.batch_size}, training seeds {args.seeds}, best epoch by sim-val centre error; {platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"{time.strftime('%Y-%m-%d')}")
-    best = {split: min(results, key=lambda n: results[n][split]["center_err_px_median"] or float("inf"))
+    means = {n: mean_result(list(by_seed.values())) for n, by_seed in results.items()}
+    best = {split: min(means, key=lambda n: means[n][split]["center_err_px_median"] or float("inf"))
             for split in ("sim_val", "real_val")}
-    md = (head + "\n\n" + table(results) + "\n\n" + f"Lowest median centre error: sim val `{best['sim_val']}`, "
+    md = (head + "\n\n" + table(results) + "\n\n" + f"Lowest median centre error (mean over seeds): sim val `{best['sim_val']}`, "
           f"real val `{best['real_val']}`.\n")
     print("\n" + md)
     atomic_write_text(args.out / "bench_heads.md", md)

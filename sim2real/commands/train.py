@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare-scratch", action="store_true",
                    help="also train the same architecture from random init on the same budget and compare")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-wandb", action="store_true", help="no W&B run (config key tracking.mode=disabled)")
+    p.add_argument("--real-val", metavar="DATASET",
+                   help="labelled real set scored each epoch for the sim-to-real gap (config key real_val.data)")
+    p.add_argument("--real-image-root", metavar="DIR", help="file_name root of --real-val (real_val.image_root)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
         extra.append("compare_scratch=true")
     if args.no_progress:
         extra.append("progress=false")
+    if args.no_wandb:
+        extra.append("tracking.mode=disabled")
+    if args.real_val:
+        extra.append(f"real_val.data={args.real_val}")
+    if args.real_image_root:
+        extra.append(f"real_val.image_root={args.real_image_root}")
     if args.resume and "=" in args.resume and not Path(args.resume).exists():
         args.overrides = [args.resume] + list(args.overrides)  # `--resume key=value`: no folder given
         args.resume = ""

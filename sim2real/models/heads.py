@@ -43,9 +43,10 @@ _HEATMAP_PRIOR = -math.log((1 - 0.1) / 0.1)  # sigmoid = 0.1 at init (CenterNet)
 class HeadConfig:
     type: str = field(default="dense", metadata=choice("global", "dense"))
     num_keypoints: int = field(default=8, metadata=rng(0, 64))
-    stride: int = field(default=8, metadata=choice(8, 16))     # dense: output map stride
+    # Dense-head cost vs precision; defaults chosen by bench/bench_heads.py (docs/benchmarks.md, "Heads").
+    stride: int = field(default=16, metadata=choice(8, 16))    # dense: output map stride
     width: int = field(default=64, metadata=rng(8, 1024))      # dense: channels of the fused map
-    conv: str = field(default="full", metadata=choice("full", "separable"))  # dense: kind of 3x3 conv
+    conv: str = field(default="full", metadata=choice("full", "separable"))  # dense: 3x3 conv kind
     branch_depth: int = field(default=1, metadata=rng(0, 4))  # dense: 3x3 convs per output branch
     hidden: int = field(default=256, metadata=rng(8, 4096))    # MLP width (global regression, class)
     dropout: float = field(default=0.1, metadata=rng(0.0, 0.9))

@@ -153,6 +153,19 @@ def _series(records: list[dict]) -> dict[str, dict[str, list[tuple[float, float]
     return out
 
 
+def _panel_priority(name: str) -> tuple[int, str]:
+    # Task metrics (which carry sim/real/gap curves) first, then losses, then bookkeeping such as
+    # timings, so a crowded run still shows what matters within max_panels.
+    lname = name.lower()
+    if any(t in lname for t in ("acc", "center_err", "iou", "pck", "feat_")):
+        return (0, name)
+    if "loss" in lname:
+        return (1, name)
+    if any(t in lname for t in ("seconds", "time", "lr")):
+        return (3, name)
+    return (2, name)
+
+
 def _plot_curves(records: list[dict], path: Path, max_panels: int = 12) -> bytes | None:
     series = _series(records)
     if not series:
@@ -160,7 +173,7 @@ def _plot_curves(records: list[dict], path: Path, max_panels: int = 12) -> bytes
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
-    names = sorted(series)[:max_panels]
+    names = sorted(series, key=_panel_priority)[:max_panels]
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False, layout="constrained")

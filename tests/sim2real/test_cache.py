@@ -98,7 +98,8 @@ def test_backbone_weights_cut_and_preprocessing_miss(tmp_path, data, backbone):
     stretch.resize = "stretch"
     assert cached(stretch, CocoDataset(data), tmp_path).path != base
     dense = make_model(backbone, head="dense")  # taps early stages too: other arrays cached
-    assert set(cached(dense, CocoDataset(data), tmp_path).features) == {"cut", "blocks_2", "blocks_4"}
+    # default stride 16: the stride-16 map (blocks_4); stride 8 would add blocks_2
+    assert set(cached(dense, CocoDataset(data), tmp_path).features) == {"cut", "blocks_4"}
     # A frozen stage whose weights changed after building (e.g. AdaBN) gives other features.
     changed = make_model(build_backbone("efficientnet_lite0"))
     with torch.no_grad():
