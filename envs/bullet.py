@@ -1,4 +1,4 @@
-"""Importing pybullet and opening clients without its banner on stdout.
+"""Importing pybullet and opening clients without its banners on stdout and stderr.
 
 pybullet's C code prints ``pybullet build time: ...`` (stderr) on import and ``argv[0]=``
 (stdout) on every DIRECT connect, straight to the file descriptors, which garbles the output of
@@ -14,7 +14,15 @@ import os
 import sys
 from typing import Iterator
 
-_LIBC = ctypes.CDLL(None)
+try:
+    _LIBC = ctypes.CDLL(None)  # the process's C library: flushing its stdio buffers
+except OSError:  # platforms without dlopen(NULL)
+    _LIBC = None
+
+
+def _flush_c_stdio() -> None:
+    if _LIBC is not None:
+        _LIBC.fflush(None)
 
 
 @contextlib.contextmanager
@@ -33,12 +41,12 @@ def quiet_output() -> Iterator[None]:
         pass
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        _LIBC.fflush(None)
+        _flush_c_stdio()
         for fd in saved:
             os.dup2(devnull, fd)
         yield
     finally:
-        _LIBC.fflush(None)
+        _flush_c_stdio()
         for fd, copy in saved.items():
             os.dup2(copy, fd)
             os.close(copy)

@@ -5,7 +5,9 @@
 #   # when every task has finished (e.g. sbatch --dependency=afterok:<jobid>):
 #   .venv/bin/sim2real merge data/sim/big.shards/shard-* --out data/sim/big
 #
-# Shard k renders frames k, k+n, k+2n, ... (n = array size); frame i depends only on (seed, i), so
+# Shard k renders the scene groups k, k+n, k+2n, ... (n = array size; a group = views_per_scene
+# consecutive frames, so n must not exceed ceil(NUM_FRAMES / views_per_scene)); frame i depends only
+# on (seed, i), so
 # the merged dataset is byte-identical to a single-machine run with the same seed. A task that is
 # pre-empted or killed resumes where it stopped when re-queued (sbatch --requeue). Any other
 # scheduler works the same way: run `sim2real generate --shard k --num-shards n` once per k.
