@@ -122,7 +122,7 @@ class CocoDataset(Dataset):
                     raise DatasetError(f"{self.ann_file}: annotations[{j}] has no '{key}'")
             by_image.setdefault(ann["image_id"], []).append(ann)
         K = self.num_keypoints
-        files, ids, labels, centers, boxes, kps, vis, sizes = [], [], [], [], [], [], [], []
+        files, ids, labels, centers, boxes, kps, vis, sizes, scenes = [], [], [], [], [], [], [], [], []
         self.num_without_target = 0
         for i, img in enumerate(data["images"]):
             if "file_name" not in img or "id" not in img:
@@ -143,6 +143,7 @@ class CocoDataset(Dataset):
             files.append(str(img["file_name"]))
             sizes.append([int(img.get("height", 0)), int(img.get("width", 0))])
             ids.append(img["id"])
+            scenes.append(img.get("scene"))
             labels.append(cat_to_label[ann["category_id"]])
             centers.append([float(center[0]), float(center[1])])
             boxes.append([x, y, x + w, y + h])
@@ -150,6 +151,8 @@ class CocoDataset(Dataset):
             vis.append(kp[:, 2])
         self.file_names: list[str] = files
         self.image_ids: list[Any] = ids
+        # Generated sets: which randomized scene each frame shows (its views are near-duplicates).
+        self.scene_ids: list[Any] | None = scenes if scenes and all(s is not None for s in scenes) else None
         self.image_hw = np.asarray(sizes, np.int64).reshape(-1, 2)  # from the COCO file; 0 = not given
         self.labels = np.asarray(labels, np.int64)
         self.centers = np.asarray(centers, np.float32).reshape(-1, 2)

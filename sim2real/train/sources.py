@@ -61,6 +61,12 @@ class Pool:
         order = np.argsort(np.argsort(di, kind="stable"), kind="stable")
         return {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0]}
 
+    def groups(self) -> np.ndarray | None:
+        """Scene id of every image (``images[].scene`` of generated sets, per dataset), or None."""
+        if not all(d.scene_ids is not None for d in self.datasets):
+            return None
+        return np.array([f"{i}:{s}" for i, d in enumerate(self.datasets) for s in d.scene_ids])
+
     def set_preprocess(self, pre) -> None:
         for d in self.datasets:
             d.preprocess = pre
@@ -75,12 +81,28 @@ class Pool:
         return {int(self.offsets[i]) + j for i, d in enumerate(self.datasets) for j in d.corrupt}
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random train/val split; at least one item on each side."""
+def split_indices(n: int, val_fraction: float, seed: int,
+                  groups: Sequence | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random train/val split; at least one item on each side.
+
+    ``groups`` (one key per item, e.g. the generator's scene id) keeps each group on one side: views
+    of one randomized scene are near-duplicates, and splitting them would leak train into val.
+    """
     if n < 2:
         raise ValueError(f"need at least 2 labelled images to split off validation data, got {n}")
-    perm = np.random.default_rng([seed, 1]).permutation(n)
     n_val = min(n - 1, max(1, int(round(val_fraction * n))))
+    if groups is not None:
+        keys = np.asarray(groups)
+        uniq = np.unique(keys)
+        if len(uniq) >= 2:
+            order = np.random.default_rng([seed, 1]).permutation(len(uniq))
+            val_mask = np.zeros(n, bool)
+            for g in uniq[order][:-1]:  # the last group always stays in train
+                if val_mask.sum() >= n_val:
+                    break
+                val_mask |= keys == g
+            return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    perm = np.random.default_rng([seed, 1]).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 

@@ -156,7 +156,7 @@ def _load_pools(cfg: TrainConfig, k: int) -> tuple[Pool, np.ndarray, Pool, np.nd
         check_same_classes(train_pool.classes, val_pool.classes, "train " + ", ".join(cfg.datasets),
                            "val " + cfg.val_dataset)
         return train_pool, np.arange(len(train_pool)), val_pool, np.arange(len(val_pool))
-    train_idx, val_idx = split_indices(len(train_pool), cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = split_indices(len(train_pool), cfg.val_fraction, cfg.seed, train_pool.groups())
     return train_pool, train_idx, train_pool, val_idx
 
 

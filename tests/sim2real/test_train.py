@@ -159,3 +159,14 @@ def test_cli_train_then_resume_longer(tmp_path, shapes, capsys):
     assert main(["train", "--no-progress", "--resume", str(run), "epochs=2"]) == 0
     assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 0, 1, 1]
     assert json.loads((run / "run_info.json").read_text())["resumed_at_epoch"] == 1
+
+
+def test_split_keeps_scene_groups_together():
+    from sim2real.train.sources import split_indices
+
+    groups = np.repeat(np.arange(10), 4)  # 10 scenes x 4 views
+    train, val = split_indices(len(groups), 0.2, seed=3, groups=groups)
+    assert len(val) >= 8 and set(groups[train]).isdisjoint(groups[val])
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(40))
+    again = split_indices(len(groups), 0.2, seed=3, groups=groups)
+    assert all((a == b).all() for a, b in zip((train, val), again))
