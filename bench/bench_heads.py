@@ -56,6 +56,7 @@ CANDIDATES: dict[str, tuple[str, str, list[str]]] = {
     "dense_s8": ("dense s8 (full 3x3, w64)", "240x320", [*dense(8), *S240]),
     "dense_s16": ("dense s16 (full 3x3, w64)", "240x320", [*dense(16), *S240]),
     "dense_s16_sep": ("dense s16 (separable 3x3, w64)", "240x320", [*dense(16, "separable"), *S240]),
+    "dense_s8_224": ("dense s8 (full 3x3, w64)", "224x304 (short side 224)", [*dense(8), "model.input_short_side=224"]),
     "dense_s16_224": ("dense s16 (full 3x3, w64)", "224x304 (short side 224)",
                       [*dense(16), "model.input_short_side=224"]),
     "dense_s16_224sq": ("dense s16 (full 3x3, w64)", "224x224 squash", [*dense(16), *SQUASH]),
