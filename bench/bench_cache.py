@@ -36,7 +36,9 @@ from sim2real.train.trainer import train
 
 # head name -> model overrides (everything else: the defaults of sim2real.models.HeadConfig)
 HEADS = {"global": ["model.head.type=global"], "dense": ["model.head.type=dense"],
-         "dense_s8": ["model.head.type=dense", "model.head.stride=8"]}
+         "dense_s8": ["model.head.type=dense", "model.head.stride=8"],
+         "dense_grouped": ["model.head.type=dense", "model.head.branches=grouped"],
+         "dense_shared": ["model.head.type=dense", "model.head.branches=shared"]}
 
 
 def run_once(root: Path, data: Path, name: str, cache: bool, head: str, args) -> dict:

@@ -129,7 +129,7 @@ def to_markdown(rows: list[dict], title: str, meta: dict) -> str:
               "source-only = the sim checkpoint as is; real-only fine-tune = ImageNet backbone + new head trained "
               "on the k labelled real frames only, same budget. Wall time of source-only includes building the "
               "shared feature caches."]
-    notes = [f"- k={r['k']} {r['method']}: {r['note']}" for r in rows if r.get("note") and r["kind"] != "source_only"]
+    notes = [f"- k={r['k']} {r['method']}: {r['note']}" for r in rows if str(r.get("note", "")).startswith("not run")]
     warns = [f"- k={r['k']} {r['method']}: {r['warnings']}" for r in rows if r.get("warnings")]
     if notes:
         lines += ["", "Notes:"] + notes

@@ -40,6 +40,14 @@ DENSE_LOSS_WEIGHTS = {"cls": 1.0, "center": 1.0, "offset": 1.0, "box": 0.1, "key
 _HEATMAP_PRIOR = -math.log((1 - 0.1) / 0.1)  # sigmoid = 0.1 at init (CenterNet)
 
 
+# Which dense outputs share a 3x3 tower ({} = every output has its own, inside its branch).
+BRANCH_GROUPS: dict[str, dict[str, str]] = {
+    "separate": {},
+    "grouped": {"hm": "center", "off": "center", "box": "box", "kp_reg": "keypoints", "kp_hm": "keypoints",
+                "kp_off": "keypoints"},
+    "shared": {n: "all" for n in ("hm", "off", "box", "kp_reg", "kp_hm", "kp_off")},
+}
+
 @dataclass
 class HeadConfig:
     type: str = field(default="dense", metadata=choice("global", "dense"))
@@ -49,6 +57,7 @@ class HeadConfig:
     width: int = field(default=64, metadata=rng(8, 1024))      # dense: channels of the fused map
     conv: str = field(default="full", metadata=choice("full", "separable"))  # dense: 3x3 conv kind
     branch_depth: int = field(default=1, metadata=rng(0, 4))  # dense: 3x3 convs per output branch
+    branches: str = field(default="separate", metadata=choice(*BRANCH_GROUPS))  # dense: 3x3 towers, see below
     hidden: int = field(default=256, metadata=rng(8, 4096))    # MLP width (global regression, class)
     dropout: float = field(default=0.1, metadata=rng(0.0, 0.9))
     kp_min_vis: int = field(default=1, metadata=choice(1, 2))  # supervise keypoints with vis >= this
@@ -66,7 +75,7 @@ class HeadConfig:
 
 # Values of options added after the first checkpoints were written: a stored head config without
 # them was built this way (checkpoints store every field, so only new fields need an entry).
-LEGACY_HEAD_DEFAULTS = {"conv": "full", "branch_depth": 1}
+LEGACY_HEAD_DEFAULTS = {"conv": "full", "branch_depth": 1, "branches": "separate"}
 
 
 def loss_weights(cfg: HeadConfig, override: dict | None = None) -> dict[str, float]:
@@ -235,11 +244,15 @@ def conv3x3(cin: int, cout: int, kind: str, bias: bool = True) -> list[nn.Module
     return [nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.Conv2d(cin, cout, 1, bias=bias)]
 
 
-def _branch(width: int, out: int, bias: float | None = None, depth: int = 1, conv: str = "full") -> nn.Sequential:
+def _tower(width: int, depth: int, conv: str) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for _ in range(depth):
         layers += conv3x3(width, width, conv) + [nn.ReLU(inplace=True)]
-    seq = nn.Sequential(*layers, nn.Conv2d(width, out, 1))
+    return layers
+
+
+def _branch(width: int, out: int, bias: float | None = None, depth: int = 1, conv: str = "full") -> nn.Sequential:
+    seq = nn.Sequential(*_tower(width, depth, conv), nn.Conv2d(width, out, 1))
     if bias is not None:
         nn.init.constant_(seq[-1].bias, bias)
     return seq
@@ -267,6 +280,12 @@ class DenseHead(nn.Module):
         self.fuse = nn.Sequential(*conv3x3(w, w, cfg.conv, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
         k = self.k
         d, cv = cfg.branch_depth, cfg.conv
+        # Outputs of one group read one tower of ``branch_depth`` 3x3 convs, then a 1x1 conv each;
+        # "separate" keeps a tower inside every output's branch.
+        self.group_of = BRANCH_GROUPS[cfg.branches]
+        self.towers = nn.ModuleDict({g: nn.Sequential(*_tower(w, d, cv)) for g in dict.fromkeys(self.group_of.values())})
+        if self.group_of:
+            d = 0
         self.hm = _branch(w, 1, _HEATMAP_PRIOR, d, cv)
         self.off = _branch(w, 2, None, d, cv)
         self.box = _branch(w, 4, None, d, cv)
@@ -283,9 +302,9 @@ class DenseHead(nn.Module):
             x = lat(taps[f["name"]])
             p = x if p is None else x + F.interpolate(p, size=x.shape[-2:], mode="nearest")
         p = self.fuse(p)
-        raw = {"hm": self.hm(p), "off": self.off(p), "box": self.box(p)}
-        if self.k:
-            raw.update(kp_reg=self.kp_reg(p), kp_hm=self.kp_hm(p), kp_off=self.kp_off(p))
+        towers = {g: t(p) for g, t in self.towers.items()}
+        names = ("hm", "off", "box") + (("kp_reg", "kp_hm", "kp_off") if self.k else ())
+        raw = {n: getattr(self, n)(towers[self.group_of[n]] if self.group_of else p) for n in names}
         out = self.decode(raw)
         out.update(logits=self.cls(emb), embed=emb, raw=raw)
         return out

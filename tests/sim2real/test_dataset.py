@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sim2real.data.real_visp import visp_cube_labels_path
 from sim2real.data.dataset import (CocoDataset, DatasetError, check_same_classes, collate, geometry_of,
                                    predictions_to_original, targets_to_input)
 from sim2real.models.preprocess import Preprocess
 from sim2real.train.toy_data import write_shapes_dataset
 
-REAL_JSON = Path("/work/shared/real/visp_cube/dev_frames_000_099.coco.json")
+REAL_JSON = visp_cube_labels_path()
 REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
 
 

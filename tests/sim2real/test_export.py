@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from sim2real.data.real_visp import visp_cube_labels_path
 from sim2real.cli import main
 from sim2real.data.images import load_image
 from sim2real.deploy.backends import OnnxRuntimeBackend, TorchBackend, TorchScriptBackend, load_backend
@@ -18,7 +19,7 @@ from sim2real.deploy.export import check_parity, export_onnx, export_torchscript
 from sim2real.models import ModelConfig, build_model, save_checkpoint
 
 VISP = Path("/usr/share/visp-images-data/ViSP-images")
-VISP_COCO = Path("/work/shared/real/visp_cube/dev_frames_000_099.coco.json")
+VISP_COCO = visp_cube_labels_path()
 TOL = 1e-4
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sim2real.data.real_visp import visp_cube_labels_path
 from sim2real.cli import main
 from sim2real.config import load_config
 from sim2real.data.real_footage import ProtectedFramesError
@@ -20,7 +21,7 @@ from sim2real.train.config import TrainConfig
 from sim2real.train.toy_data import write_shapes_dataset
 from sim2real.train.trainer import FIRST_FEATURES, train
 
-REAL_JSON = Path("/work/shared/real/visp_cube/dev_frames_000_099.coco.json")
+REAL_JSON = visp_cube_labels_path()
 REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
 CUBE_FRAMES = REAL_ROOT / "mbt" / "cube"
 TASK_KEYS = ("acc", "center_err_px_median", "box_iou_mean", "pck@0.05", "loss")

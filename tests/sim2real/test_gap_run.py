@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sim2real.data.real_visp import visp_cube_labels_path
 from sim2real.cli import main
 from sim2real.config import ConfigError, load_config
 from sim2real.data.dataset import CocoDataset
@@ -24,7 +25,7 @@ from sim2real.train.config import TrainConfig
 from sim2real.train.inference import evaluate_dataset
 from sim2real.train.toy_data import write_shapes_dataset
 
-REAL_JSON = Path("/work/shared/real/visp_cube/dev_frames_000_099.coco.json")
+REAL_JSON = visp_cube_labels_path()
 REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
 CLASSES = ("square", "disc", "triangle")
 
