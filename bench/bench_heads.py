@@ -44,22 +44,27 @@ S240 = ["model.input_hw=[240,320]"]                  # the 640x480 camera at hal
 SQUASH = ["model.input_hw=[224,224]", "model.resize=stretch"]  # the ImageNet square, squashed
 
 
-def dense(stride: int, conv: str = "full", width: int = 64, depth: int = 1) -> list[str]:
+def dense(stride: int, conv: str = "full", width: int = 64, depth: int = 1, branches: str = "separate") -> list[str]:
     return [DENSE, f"model.head.stride={stride}", f"model.head.conv={conv}", f"model.head.width={width}",
-            f"model.head.branch_depth={depth}"]
+            f"model.head.branch_depth={depth}", f"model.head.branches={branches}"]
 
 
-# name -> (head label, input label, train overrides)
+S224 = ["model.input_short_side=224"]  # the backbone's size, aspect kept: 224x304 for 4:3 (the default)
+
+
+# name -> (head label, input label, train overrides). "s8/s16": output stride; "full"/"separable":
+# 3x3 convs; "separate"/"grouped"/"shared": 6 / 3 / 1 output branches (see sim2real.models.heads).
 CANDIDATES: dict[str, tuple[str, str, list[str]]] = {
     "global": ("global (pooled MLP)", "240x320", ["model.head.type=global", *S240]),
     "global_224sq": ("global (pooled MLP)", "224x224 squash", ["model.head.type=global", *SQUASH]),
-    "dense_s8": ("dense s8 (full 3x3, w64)", "240x320", [*dense(8), *S240]),
-    "dense_s16": ("dense s16 (full 3x3, w64)", "240x320", [*dense(16), *S240]),
-    "dense_s16_sep": ("dense s16 (separable 3x3, w64)", "240x320", [*dense(16, "separable"), *S240]),
-    "dense_s8_224": ("dense s8 (full 3x3, w64)", "224x304 (short side 224)", [*dense(8), "model.input_short_side=224"]),
-    "dense_s16_224": ("dense s16 (full 3x3, w64)", "224x304 (short side 224)",
-                      [*dense(16), "model.input_short_side=224"]),
-    "dense_s16_224sq": ("dense s16 (full 3x3, w64)", "224x224 squash", [*dense(16), *SQUASH]),
+    "dense_s8": ("dense s8 full separate", "240x320", [*dense(8), *S240]),
+    "dense_s16": ("dense s16 full separate", "240x320", [*dense(16), *S240]),
+    "dense_s16_sep": ("dense s16 separable separate", "240x320", [*dense(16, "separable"), *S240]),
+    "dense_s8_224": ("dense s8 full separate", "224x304", [*dense(8), *S224]),
+    "dense_s16_224": ("dense s16 full separate", "224x304", [*dense(16), *S224]),
+    "dense_s16_224sq": ("dense s16 full separate", "224x224 squash", [*dense(16), *SQUASH]),
+    "dense_s16_grouped_224": ("dense s16 full grouped", "224x304", [*dense(16, branches="grouped"), *S224]),
+    "dense_s16_shared_224": ("dense s16 full shared", "224x304", [*dense(16, branches="shared"), *S224]),
 }
 
 

@@ -27,8 +27,7 @@ from sim2real.data.dataset import CocoDataset, read_coco, resolve_annotation_fil
 from sim2real.data.images import ImageReadError, is_grayscale, load_image, to_gray
 from sim2real.data.real import CocoSet, RealDataError, export_coco, load_coco
 from sim2real.data.real_footage import FootageError, open_footage
-from sim2real.data.real_visp import (VISP_CUBE_SPLIT_DEFAULTS, load_visp_cube_dev, visp_cube_labels_path,
-                                     visp_image_root)
+from sim2real.data.real_visp import VISP_CUBE_SPLIT_DEFAULTS, load_visp_cube_dev, visp_cube_labels_path
 from sim2real.data.splits import Splits, load_splits, make_splits
 from sim2real.io import atomic_write_json
 

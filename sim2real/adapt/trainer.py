@@ -38,7 +38,7 @@ from sim2real.adapt.unfreeze import UnfreezeSchedule
 from sim2real.config import ConfigError, to_dict
 from sim2real.data.dataset import predictions_to_original, targets_to_input
 from sim2real.gap.distances import feature_distances
-from sim2real.gap.naming import gap_metrics, sim_real_record
+from sim2real.gap.naming import sim_real_record
 from sim2real.io import atomic_write_json, check_writable
 from sim2real.models import (PerceptionModel, build_backbone, load_checkpoint, loss_weights, read_checkpoint_meta,
                              save_checkpoint)
@@ -516,7 +516,3 @@ class AdaptSession:
         except Exception as e:  # noqa: BLE001 - a plotting failure must not lose a finished run
             warnings.warn(f"report.html could not be written ({type(e).__name__}: {e})", RuntimeWarning, stacklevel=2)
 
-
-def gap_of(res: RunResult) -> dict:
-    """``gap/<metric>`` (positive = real worse) of a result, sim val vs real test."""
-    return gap_metrics(res.sim_val or {}, res.real_test or {})

@@ -90,6 +90,17 @@ def test_acceptance_picks_best_adapted_by_validation_not_test():
     assert to_csv(rows).splitlines()[0].startswith("k,method,kind")
 
 
+def test_acceptance_without_labels_picks_the_method_by_the_label_free_rule():
+    rows = [{"k": 0, "method": "source-only", "kind": "source_only", "real/center_err_px_median": 10.0,
+             "real/box_iou_mean": 0.5},
+            {"k": 0, "method": "adabn", "kind": "adapted", "selection": "label_free", "gap/feat_mmd": 0.5,
+             "real/center_err_px_median": 8.0, "real/box_iou_mean": 0.6, "real_val/center_err_px_median": 7.0},
+            {"k": 0, "method": "mmd", "kind": "adapted", "selection": "label_free", "gap/feat_mmd": 0.05,
+             "real/center_err_px_median": 12.0, "real/box_iou_mean": 0.4, "real_val/center_err_px_median": 11.0}]
+    acc = acceptance(rows)  # the validation labels must not pick the method when k = 0
+    assert acc["best"] == "mmd" and acc["picked_by"] == "label-free MMD" and not acc["beats_source_only"]
+
+
 def test_compare_config_rejects_unknown_methods():
     with pytest.raises(ConfigError, match="methods"):
         load_config(CompareConfig, None, ["methods=[coral,magic]"])

@@ -1,4 +1,5 @@
-"""Dense-head cost options (stride, conv kind, branch depth): shapes, gradients, configs, checkpoints."""
+"""Dense-head cost options (stride, conv kind, branch depth and layout): shapes, gradients, configs,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -40,16 +41,19 @@ def test_defaults_are_the_measured_choice():
     assert (d.type, d.stride, d.width, d.conv, d.branch_depth) == ("dense", 16, 64, "full", 1)
 
 
-@pytest.mark.parametrize("stride,conv,depth", [(16, "full", 1), (8, "separable", 1), (16, "separable", 2),
-                                               (8, "full", 0)])
-def test_options_forward_backward_on_cached_features(lite0, stride, conv, depth):
-    model = make(lite0, stride=stride, conv=conv, branch_depth=depth)
+@pytest.mark.parametrize("stride,conv,depth,branches", [(16, "full", 1, "grouped"), (8, "separable", 1, "separate"),
+                                                        (16, "separable", 2, "shared"), (8, "full", 0, "separate"),
+                                                        (16, "full", 0, "grouped")])
+def test_options_forward_backward_on_cached_features(lite0, stride, conv, depth, branches):
+    model = make(lite0, stride=stride, conv=conv, branch_depth=depth, branches=branches)
     x = torch.randn(2, 3, *HW, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         feats = model.eval().frozen_part(x)
     model.train()
     out = model.forward_from_cut(feats)
-    assert out["raw"]["hm"].shape[-2:] == (HW[0] // stride, HW[1] // stride)
+    hw = (HW[0] // stride, HW[1] // stride)
+    channels = {"hm": 1, "off": 2, "box": 4, "kp_reg": 16, "kp_hm": 8, "kp_off": 2}
+    assert {k: tuple(v.shape) for k, v in out["raw"].items()} == {k: (2, c, *hw) for k, c in channels.items()}
     assert out["center"].shape == (2, 2) and out["keypoints"].shape == (2, 8, 2)
     total, parts = model.compute_loss(out, targets())
     assert torch.isfinite(total) and all(torch.isfinite(v) for v in parts.values())
@@ -57,12 +61,27 @@ def test_options_forward_backward_on_cached_features(lite0, stride, conv, depth)
     head = dict(model.head.named_parameters())
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.values())
     convs = [m for m in model.head.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
-    n_branches = 6
-    per_conv = 2 if conv == "separable" else 1
+    n_branches = {"separate": 6, "grouped": 3, "shared": 1}[branches]
     assert len(convs) == 1 + n_branches * depth  # fuse + each branch's 3x3 convs
     assert all((m.groups == m.in_channels) == (conv == "separable") for m in convs)
-    assert len([m for m in model.head.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
-                and m.in_channels == m.out_channels]) == (per_conv - 1) * len(convs)
+    pointwise = [m for m in model.head.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                 and m.in_channels == m.out_channels]
+    assert len(pointwise) == (len(convs) if conv == "separable" else 0)
+
+
+@pytest.mark.parametrize("branches", ["separate", "grouped", "shared"])
+def test_heatmaps_start_at_the_centernet_prior(lite0, branches):
+    """Every layout starts its centre and keypoint heatmaps at sigmoid ~0.1 (bias prior, small weights)."""
+    model = make(lite0, branches=branches).eval()
+    with torch.no_grad():
+        for m in model.head.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.zero_()
+        raw = model(torch.randn(1, 3, *HW))["raw"]
+    for name in ("hm", "kp_hm"):
+        torch.testing.assert_close(torch.sigmoid(raw[name]), torch.full_like(raw[name], 0.1))
+    for name in ("off", "box", "kp_reg", "kp_off"):
+        assert raw[name].abs().max() < 1.0
 
 
 def test_cheaper_options_have_fewer_multiply_adds(lite0):
@@ -80,10 +99,11 @@ def test_cheaper_options_have_fewer_multiply_adds(lite0):
         for h in hs:
             h.remove()
         return total
-    s8 = macs(stride=8, conv="full")
-    assert macs(stride=16, conv="full") < 0.4 * s8
-    assert macs(stride=8, conv="separable") < 0.3 * s8
-    assert macs(stride=8, conv="full", branch_depth=0) < 0.3 * s8
+    s8 = macs(stride=8, conv="full", branches="separate")
+    assert macs(stride=16, conv="full", branches="separate") < 0.4 * s8
+    assert macs(stride=8, conv="separable", branches="separate") < 0.3 * s8
+    assert macs(stride=8, conv="full", branch_depth=0, branches="separate") < 0.3 * s8
+    assert macs(stride=8, conv="full", branches="grouped") < 0.6 * s8
 
 
 def test_bad_options_are_config_errors():
@@ -93,34 +113,40 @@ def test_bad_options_are_config_errors():
         load_config(ModelConfig, None, ["head.branch_depth=9"])
     with pytest.raises(ConfigError, match="stride"):
         load_config(ModelConfig, None, ["head.stride=4"])
-    cfg = load_config(ModelConfig, None, ["head.conv=separable", "head.branch_depth=0", "head.stride=8"])
-    assert (cfg.head.conv, cfg.head.branch_depth, cfg.head.stride) == ("separable", 0, 8)
+    with pytest.raises(ConfigError, match="branches"):
+        load_config(ModelConfig, None, ["head.branches=some"])
+    cfg = load_config(ModelConfig, None, ["head.conv=separable", "head.branch_depth=0", "head.stride=8",
+                                          "head.branches=shared"])
+    assert (cfg.head.conv, cfg.head.branch_depth, cfg.head.stride, cfg.head.branches) == ("separable", 0, 8, "shared")
 
 
 def test_checkpoint_round_trip_keeps_options(tmp_path, lite0):
-    model = make(lite0, stride=8, conv="separable", branch_depth=0).eval()
+    model = make(lite0, stride=8, conv="separable", branch_depth=2, branches="grouped").eval()
     x = torch.randn(1, 3, *HW, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = model(x)["center"]
     loaded = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model))
-    assert (loaded.head_cfg.conv, loaded.head_cfg.branch_depth, loaded.head_cfg.stride) == ("separable", 0, 8)
+    h = loaded.head_cfg
+    assert (h.conv, h.branch_depth, h.stride, h.branches) == ("separable", 2, 8, "grouped")
     with torch.no_grad():
         assert torch.equal(loaded(x)["center"], ref)
 
 
 def test_checkpoint_from_before_the_options_loads_as_built(tmp_path, lite0):
-    """A stored head config without ``conv``/``branch_depth`` was a full-conv, depth-1 head."""
-    model = make(lite0, stride=8, conv="full", branch_depth=1).eval()
+    """A stored head config without ``conv``/``branch_depth``/``branches`` was a full-conv, depth-1
+    head with a branch per output."""
+    model = make(lite0, stride=8, conv="full", branch_depth=1, branches="separate").eval()
     path = save_checkpoint(tmp_path / "old.pt", model)
     payload = torch.load(path, weights_only=True)
     meta = json.loads(payload["meta"])
-    for key in ("conv", "branch_depth"):
+    for key in ("conv", "branch_depth", "branches"):
         del meta["head"][key]
     payload["meta"] = json.dumps(meta)
     torch.save(payload, path)
     x = torch.randn(1, 3, *HW, generator=torch.Generator().manual_seed(2))
     loaded = load_checkpoint(path)
-    assert (loaded.head_cfg.conv, loaded.head_cfg.branch_depth) == ("full", 1)
+    assert (loaded.head_cfg.conv, loaded.head_cfg.branch_depth, loaded.head_cfg.branches) == ("full", 1, "separate")
+    assert "head.hm.0.weight" in loaded.state_dict()  # the original module layout
     with torch.no_grad():
         assert torch.equal(loaded(x)["center"], model(x)["center"])
     assert head_config_from_dict(head_config_to_dict(HeadConfig(conv="separable"))).conv == "separable"
