@@ -53,7 +53,8 @@ S224 = ["model.input_short_side=224"]  # the backbone's size, aspect kept: 224x3
 
 
 # name -> (head label, input label, train overrides). "s8/s16": output stride; "full"/"separable":
-# 3x3 convs; "separate"/"grouped"/"shared": 6 / 3 / 1 output branches (see sim2real.models.heads).
+# 3x3 convs; "separate"/"kp_shared"/"grouped"/"shared": 6 / 4 / 3 / 1 output branches (see
+# sim2real.models.heads.BRANCH_GROUPS).
 CANDIDATES: dict[str, tuple[str, str, list[str]]] = {
     "global": ("global (pooled MLP)", "240x320", ["model.head.type=global", *S240]),
     "global_224sq": ("global (pooled MLP)", "224x224 squash", ["model.head.type=global", *SQUASH]),
@@ -63,6 +64,9 @@ CANDIDATES: dict[str, tuple[str, str, list[str]]] = {
     "dense_s8_224": ("dense s8 full separate", "224x304", [*dense(8), *S224]),
     "dense_s16_224": ("dense s16 full separate", "224x304", [*dense(16), *S224]),
     "dense_s16_224sq": ("dense s16 full separate", "224x224 squash", [*dense(16), *SQUASH]),
+    "dense_s16_sep_224": ("dense s16 separable separate", "224x304", [*dense(16, "separable"), *S224]),
+    "dense_s16_sep_d2_224": ("dense s16 separable separate depth 2", "224x304", [*dense(16, "separable", depth=2), *S224]),
+    "dense_s16_kp_shared_224": ("dense s16 full kp_shared", "224x304", [*dense(16, branches="kp_shared"), *S224]),
     "dense_s16_grouped_224": ("dense s16 full grouped", "224x304", [*dense(16, branches="grouped"), *S224]),
     "dense_s16_shared_224": ("dense s16 full shared", "224x304", [*dense(16, branches="shared"), *S224]),
 }

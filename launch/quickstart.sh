@@ -46,19 +46,22 @@ if [ ! -f "$REAL_LABELS" ]; then
   exit 1
 fi
 
+# Generation resumes (and verifies) an existing dataset; later stages start afresh each time.
+rm -rf "$OUT/train" "$OUT/adapt" "$OUT/gap" "$OUT/live" "$OUT/model.onnx"
+
 stage generate "$S2R" generate --config configs/generate.yaml --no-progress \
   scene_file=configs/scenes/visp_cube.yaml num_frames="$FRAMES" out="$OUT/sim_data"
 
 stage train "$S2R" train --config configs/train_sim.yaml --no-progress \
   datasets="[$OUT/sim_data]" run_dir="$OUT/train" epochs="$TRAIN_EPOCHS" \
-  model.input_hw="$INPUT_HW" overwrite=true
+  model.input_hw="$INPUT_HW"
 
 stage adapt "$S2R" adapt --from "$OUT/train/best.pt" --config configs/adapt.yaml \
   sim_dataset="$OUT/sim_data" real_labels="$REAL_LABELS" real_image_root="$VISP_ROOT" \
   epochs="$ADAPT_EPOCHS" steps_per_epoch="$ADAPT_STEPS" run_dir="$OUT/adapt" progress=false
 
 stage gap "$S2R" gap --checkpoint "$OUT/adapt/best.pt" --sim "$OUT/sim_data" \
-  --real "$OUT/adapt/real_test.coco.json" --real-image-root "$VISP_ROOT" --out "$OUT/gap" --overwrite
+  --real "$OUT/adapt/real/test" --out "$OUT/gap" --overwrite
 
 stage export "$S2R" export --checkpoint "$OUT/adapt/best.pt" --format onnx --out "$OUT/model.onnx"
 

@@ -27,7 +27,7 @@ from sim2real.adapt.trainer import AdaptSession, RunResult
 from sim2real.config import ConfigError, rng, to_dict
 from sim2real.io import atomic_write_json, atomic_write_text, check_writable
 from sim2real.runinfo import write_run_info
-from sim2real.tracking import make_logger
+from sim2real.tracking import TrackingConfig, make_logger
 
 DEFAULT_METHODS = ["finetune", "coral", "mmd", "dann", "adabn"]
 TABLE_METRICS = ("center_err_px_median", "box_iou_mean", "pck@0.05")
@@ -35,6 +35,7 @@ CSV_COLUMNS = ["k", "method", "kind", "selection", "best_epoch", "epochs_run",
                "real/center_err_px_median", "real/center_err_px_mean", "real/box_iou_mean", "real/pck@0.05",
                "real/acc", "sim/center_err_px_median", "sim/box_iou_mean", "sim/pck@0.05", "sim/acc",
                "gap/center_err_px_median", "gap/box_iou_mean", "gap/pck@0.05", "gap/feat_mmd", "gap/feat_coral",
+               "align/feat_mmd",
                "real_val/center_err_px_median", "real_val/box_iou_mean", "wall_s", "warnings"]
 
 
@@ -97,7 +98,9 @@ def acceptance(rows: list[dict]) -> dict:
         return {"available": False}
     if all(r.get("selection") == "label_free" for r in adapted):
         # No labels may choose the method either: the label-free rule, lowest sim-real feature MMD.
-        pick_by, key = "label-free MMD", "gap/feat_mmd"
+        # (the selection rule's alignment-feature MMD when logged, else the embed-feature MMD)
+        key = "align/feat_mmd" if any(r.get("align/feat_mmd") is not None for r in adapted) else "gap/feat_mmd"
+        pick_by = "label-free MMD"
     elif any(r.get("real_val/center_err_px_median") is not None for r in adapted):
         pick_by, key = "real val", "real_val/center_err_px_median"
     else:
@@ -180,24 +183,30 @@ def machine_description() -> str:
 def run_compare(cfg: CompareConfig, backbone=None) -> CompareResult:
     out = check_writable(cfg.run_dir)
     write_run_info(out, cfg, seed=cfg.adapt.seed)
-    logger = make_logger(out, dataclasses.replace(cfg.adapt.tracking, group=cfg.adapt.tracking.group or out.name),
-                         to_dict(cfg))
+    group = cfg.adapt.tracking.group or out.name
+    logger = make_logger(out, dataclasses.replace(cfg.adapt.tracking, group=group), to_dict(cfg))
+    run_name = cfg.adapt.tracking.name or out.name  # the compare run's own W&B name
     rows: list[dict] = []
     acc: dict[int, dict] = {}
     t_start = time.perf_counter()
     bank = None
     try:
         for k in cfg.k_values():
+            def child(method: str, k: int = k) -> TrackingConfig:
+                # One W&B group per compare run; names say which k and method a child run is.
+                return dataclasses.replace(cfg.adapt.tracking, group=group, name=f"{run_name}/k{k}/{method}")
+
             acfg = dataclasses.replace(cfg.adapt, k=k, baselines=False)
             acfg.validate()
             kdir = out / f"k{k:02d}"
             sess = AdaptSession(acfg, kdir, backbone=backbone, bank=bank)
             bank, backbone = sess.bank, sess._pristine  # later k values reuse the backbone and caches
-            results = [sess.source_only(kdir / "source_only"), sess.real_only(kdir / "real_only")]
+            results = [sess.source_only(kdir / "source_only", tracking=child("source_only")),
+                       sess.real_only(kdir / "real_only", tracking=child("real_only"))]
             for spec in cfg.methods:
                 methods = parse_methods(spec)
                 name = method_label(methods)
-                results.append(sess.adapt(methods, kdir / name.replace("+", "_"), name=name))
+                results.append(sess.adapt(methods, kdir / name.replace("+", "_"), name=name, tracking=child(name)))
             k_rows = [_row(k, r) for r in results]
             for r in k_rows:
                 logger.log({"k": k, **{c: v for c, v in r.items() if not isinstance(v, str) or c == "method"}})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from sim2real.config import ConfigError, choice, rng
+from sim2real.gap.tracker import GapTrackingConfig
 from sim2real.tracking import TrackingConfig
 
 METHODS = ("finetune", "coral", "mmd", "dann", "adabn")
@@ -113,10 +114,12 @@ class AdaptConfig:
     run_dir: str = "runs/adapt/visp_cube"
     cache_dir: Optional[str] = None           # default $SIM2REAL_CACHE or ~/.cache/sim2real/features
     progress: bool = True
+    gap: GapTrackingConfig = field(default_factory=GapTrackingConfig)  # gap/feat_* on embed features
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> None:
         self.methods = parse_methods(self.methods)
+        self.gap.validate()
         if self.real_labels is None and self.k > 0:
             raise ConfigError("k", "0 when real_labels is null (no labelled real frames)", self.k)
         if self.real_labels is None and self.selection == "real_val":

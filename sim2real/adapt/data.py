@@ -104,7 +104,7 @@ class AdaptData:
         if n < 4:
             raise ValueError(f"sim dataset {ann}: {n} image(s) with a target of the model's classes "
                              f"{self.classes}; adaptation needs at least 4 (more is better)")
-        held_out = self._checkpoint_val_split(ann, n)
+        held_out = self._checkpoint_val_split(ann, full)
         if held_out is not None:
             # Sim metrics on images the checkpoint never trained on: its own validation split.
             train_idx, val_idx = held_out
@@ -126,8 +126,9 @@ class AdaptData:
                                    classes=self.classes, num_keypoints=self.num_keypoints)
         self.sim_source = ann
 
-    def _checkpoint_val_split(self, ann: Path, n: int):
-        """``(train, val)`` indices of the sim training run when it trained on exactly this dataset."""
+    def _checkpoint_val_split(self, ann: Path, full: CocoDataset):
+        """``(train, val)`` indices of the sim training run when it trained on exactly this dataset
+        (the same scene groups as the trainer's pool, so the split is identical)."""
         tc = self.train_config or {}
         datasets = tc.get("datasets") or []
         if len(datasets) != 1 or tc.get("val_dataset") or not tc.get("val_fraction"):
@@ -138,9 +139,9 @@ class AdaptData:
             return None
         if not same or (tc.get("image_root") or None) != (self.cfg.sim_image_root or None):
             return None
-        from sim2real.train.sources import split_indices
+        from sim2real.train.sources import Pool, split_indices
 
-        return split_indices(n, float(tc["val_fraction"]), int(tc.get("seed", 0)))
+        return split_indices(len(full), float(tc["val_fraction"]), int(tc.get("seed", 0)), Pool([full]).groups())
 
     # --- real labelled ----------------------------------------------------------------------
     def _load_real(self) -> None:

@@ -39,15 +39,18 @@ from sim2real.config import ConfigError, to_dict
 from sim2real.data.dataset import predictions_to_original, targets_to_input
 from sim2real.gap.distances import feature_distances
 from sim2real.gap.naming import sim_real_record
+from sim2real.gap.run import DomainEval, gap_record, write_gap_report
+from sim2real.gap.tracker import FeatureGapTracker
 from sim2real.io import atomic_write_json, check_writable
 from sim2real.models import (PerceptionModel, build_backbone, load_checkpoint, loss_weights, read_checkpoint_meta,
                              save_checkpoint)
 from sim2real.runinfo import seed_everything, write_run_info
-from sim2real.tracking import make_logger
+from sim2real.tracking import TrackingConfig, make_logger
 from sim2real.train.config import TASK_PARTS
 from sim2real.train.distributed import resolve_device
 from sim2real.train.inference import trained_tasks
 from sim2real.train.metrics import perception_metrics
+from sim2real.train.trainer import decode_outputs
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,8 @@ class RunResult:
     real_test: dict | None = None
     real_val: dict | None = None
     sim_val: dict | None = None
-    feature_gap: dict = field(default_factory=dict)
+    feature_gap: dict = field(default_factory=dict)   # embed features, final tracker values (gap/feat_*)
+    align_gap: dict = field(default_factory=dict)     # alignment-tap features vs unlabelled (align/feat_*)
     wall_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
     checkpoint: Path | None = None
@@ -93,7 +97,9 @@ class RunResult:
         for k, v in (self.real_val or {}).items():
             if k != "n":
                 rec[f"real_val/{k}"] = v
-        rec.update({f"gap/feat_{k}": v for k, v in self.feature_gap.items() if not k.endswith("_sigma")})
+        rec.update({f"gap/feat_{k}": v for k, v in self.feature_gap.items()
+                    if not k.endswith(("_sigma", "_n_sim", "_n_real"))})
+        rec.update({f"align/feat_{k}": v for k, v in self.align_gap.items() if not k.endswith("_sigma")})
         return rec
 
     def to_dict(self) -> dict:
@@ -101,7 +107,8 @@ class RunResult:
                 "run_dir": str(self.run_dir) if self.run_dir else None, "selection": self.selection,
                 "selection_rule": RULE_TEXT.get(self.selection or "", None), "best_epoch": self.best_epoch,
                 "epochs_run": self.epochs_run, "real_test": self.real_test, "real_val": self.real_val,
-                "sim_val": self.sim_val, "feature_gap": self.feature_gap, "wall_s": self.wall_s,
+                "sim_val": self.sim_val, "feature_gap": self.feature_gap, "align_gap": self.align_gap,
+                "wall_s": self.wall_s,
                 "warnings": self.warnings, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "note": self.note}
 
@@ -202,75 +209,118 @@ class AdaptSession:
 
     # --- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
-    def _predict(self, model: PerceptionModel, store, ds, cut: int, tap: AlignTap) -> tuple[dict | None, torch.Tensor]:
+    def _predict(self, model: PerceptionModel, store, ds, cut: int, tap: AlignTap, name: str = "") -> dict:
+        """One pass over a cached set: alignment-tap and ``embed`` features and, for a labelled ``ds``,
+        the full metrics (with ``confusion``) and a :class:`DomainEval` for gap records and the report."""
         model.eval()
         valid = np.flatnonzero(store.valid)
-        preds: dict[str, list] = {"label": [], "center": [], "box": [], "keypoints": []}
-        feats = []
+        preds: list[dict] = []
+        taps, embeds = [], []
         for s in range(0, len(valid), 64):
             chunk = valid[s:s + 64]
             x = {k: v.to(self.device) for k, v in store.batch(chunk).items()}
             out = model.forward_from_cut(advance(model, x, cut))
-            feats.append(tap(out).float().cpu())
-            if ds is None:
-                continue
-            o = predictions_to_original({k: out[k].float().cpu().numpy() for k in ("center", "box", "keypoints")},
-                                        store.geom[chunk], model.input_hw)
-            preds["label"].append(out["logits"].argmax(1).cpu().numpy())
-            for k in ("center", "box", "keypoints"):
-                preds[k].append(o[k])
-        f = torch.cat(feats)
+            taps.append(tap(out).float().cpu())
+            embeds.append(out["embed"].float().cpu().numpy())
+            if ds is not None:
+                preds.append(predictions_to_original(decode_outputs(out), store.geom[chunk], model.input_hw))
+        res: dict[str, Any] = {"tap": torch.cat(taps), "embed": np.concatenate(embeds).astype(np.float32)}
         if ds is None:
-            return None, f
-        pred = {k: np.concatenate(v) for k, v in preds.items() if k in self.pred_keys}
+            return res
+        pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
         true = ds.original_targets(valid)
-        return _scalars(perception_metrics(pred, true, len(model.classes))), f
+        metrics = perception_metrics({k: v for k, v in pred.items() if k in self.pred_keys}, true,
+                                     len(model.classes))
+        res["metrics"] = metrics
+        res["domain"] = DomainEval(name, metrics, res["embed"], pred, true, lambda r: ds.load(int(valid[r])),
+                                   tuple(self.tasks))
+        return res
 
     def _evaluate(self, model, stores: dict, cut: int, tap: AlignTap, test: bool = False) -> dict:
+        """Scalar metrics per split (``sim_val``, ``real_val``, ``real_test``), their
+        :class:`DomainEval` (``dom_*``), the alignment-tap distances to the unlabelled frames
+        (``align_gap``) and the ``embed`` features the gap tracker compares (``f_sim``, ``f_real``:
+        labelled real val + unlabelled frames, like the sim trainer's real side)."""
         d = self.data
         res: dict[str, Any] = {}
-        res["sim_val"], f_sim = self._predict(model, stores["sim_val"], d.sim_val, cut, tap)
-        res["real_val"] = self._predict(model, stores["real_val"], d.real["val"], cut, tap)[0] \
-            if "real_val" in stores else None
-        if test and "real_test" in stores:
-            res["real_test"] = self._predict(model, stores["real_test"], d.real["test"], cut, tap)[0]
-        res["feature_gap"] = {}
+        sim = self._predict(model, stores["sim_val"], d.sim_val, cut, tap, "sim")
+        res["sim_val"], res["dom_sim"] = _scalars(sim["metrics"]), sim["domain"]
+        splits = [("real_val", "val")] + ([("real_test", "test")] if test else [])
+        real_feats = []
+        for key, split in splits:
+            res[key], res[f"dom_{key}"] = None, None
+            if key in stores:
+                r = self._predict(model, stores[key], d.real[split], cut, tap, "real")
+                res[key], res[f"dom_{key}"] = _scalars(r["metrics"]), r["domain"]
+                if key == "real_val":
+                    real_feats.append(r["embed"])
+        res["align_gap"] = {}
         if "unlabelled" in stores:
-            _, f_real = self._predict(model, stores["unlabelled"], None, cut, tap)
-            res["feature_gap"] = feature_distances(f_sim, f_real, ("mmd", "coral"), max_samples=256, seed=self.cfg.seed)
-            res["f_sim"], res["f_real"] = f_sim, f_real
+            unl = self._predict(model, stores["unlabelled"], None, cut, tap)
+            res["align_gap"] = feature_distances(sim["tap"], unl["tap"], ("mmd", "coral"), max_samples=256,
+                                                 seed=self.cfg.seed)
+            real_feats.append(unl["embed"])
+        res["f_sim"] = sim["embed"]
+        res["f_real"] = np.concatenate(real_feats) if real_feats else None
         return res
 
     @staticmethod
-    def _epoch_record(ev: dict) -> dict:
-        rec = sim_real_record(ev["sim_val"] or {}, ev["real_val"] or {})
-        rec.update({f"gap/feat_{k}": v for k, v in ev["feature_gap"].items() if not k.endswith("_sigma")})
+    def _full(ev: dict, key: str) -> dict:
+        dom = ev.get(f"dom_{key}")
+        return dom.metrics if dom is not None else {}
+
+    def _epoch_record(self, ev: dict, tracker: FeatureGapTracker, epoch: int) -> dict:
+        """``sim/``, ``real/``, ``gap/<m>`` (real val), ``gap/feat_*`` (embed, tracker) and
+        ``align/feat_*`` (alignment tap vs unlabelled frames)."""
+        rec = gap_record(self._full(ev, "sim"), self._full(ev, "real_val"))
+        if _trackable(ev):
+            # The MMD bandwidth goes to the summary only, as in the sim trainer.
+            rec.update({k: v for k, v in tracker(ev["f_sim"], ev["f_real"], epoch=epoch).items()
+                        if not k.endswith("_sigma")})
+        rec.update({f"align/feat_{k}": v for k, v in ev["align_gap"].items() if not k.endswith("_sigma")})
         return rec
 
+    def _final_record(self, ev: dict, tracker: FeatureGapTracker) -> dict:
+        """The run's summary gap: sim val vs real test (else real val), all feature distances."""
+        real = self._full(ev, "real_test") or self._full(ev, "real_val")
+        if not _trackable(ev):
+            return gap_record(self._full(ev, "sim"), real)
+        return gap_record(self._full(ev, "sim"), real, tracker, final=True, sim_features=ev["f_sim"],
+                          real_features=ev["f_real"])
+
+    def _source_eval(self) -> dict:
+        """The sim checkpoint, unchanged, on every split (once per session): the source-only
+        baseline and the "before" t-SNE of every run's report."""
+        if getattr(self, "_source_ev", None) is None:
+            model = copy.deepcopy(self.source).to(self.device)
+            sched = self._schedule(model)
+            cut = sched.deepest_cut
+            sched.apply(model, 0)
+            stores = self._stores(model, cut, sim_train=False, real_train=False, unlabelled=True)
+            tap = AlignTap(model, self.cfg.align_features)
+            try:
+                self._source_ev = self._evaluate(model, stores, cut, tap, test=True)
+            finally:
+                tap.close()
+        return self._source_ev
+
+    def _tracking(self, tracking: TrackingConfig | None) -> TrackingConfig:
+        return tracking if tracking is not None else self.cfg.tracking
+
     # --- runs -----------------------------------------------------------------------------------
-    def source_only(self, run_dir: str | Path | None = None) -> RunResult:
+    def source_only(self, run_dir: str | Path | None = None, tracking: TrackingConfig | None = None) -> RunResult:
         """Evaluate the sim-trained model as is."""
         t0 = time.perf_counter()
         run_dir = _check_fresh(Path(run_dir or self.out / "baselines" / "source_only"))
-        model = copy.deepcopy(self.source).to(self.device)
-        sched = self._schedule(model)
-        cut = sched.deepest_cut
-        sched.apply(model, 0)
-        stores = self._stores(model, cut, sim_train=False, real_train=False, unlabelled=True)
-        tap = AlignTap(model, self.cfg.align_features)
-        try:
-            ev = self._evaluate(model, stores, cut, tap, test=True)
-        finally:
-            tap.close()
+        ev = self._source_eval()
         res = RunResult("source-only", "source_only", [], run_dir, real_test=ev.get("real_test"),
-                        real_val=ev["real_val"], sim_val=ev["sim_val"], feature_gap=ev["feature_gap"],
+                        real_val=ev["real_val"], sim_val=ev["sim_val"], align_gap=ev["align_gap"],
                         checkpoint=Path(self.cfg.checkpoint), note="sim-trained checkpoint, no adaptation")
-        res.wall_s = time.perf_counter() - t0
-        self._write_baseline(res, run_dir)
+        self._write_baseline(res, run_dir, ev, self._tracking(tracking), t0)
         self.results["source_only"] = res
         return res
 
-    def real_only(self, run_dir: str | Path | None = None) -> RunResult:
+    def real_only(self, run_dir: str | Path | None = None, tracking: TrackingConfig | None = None) -> RunResult:
         """Pretrained backbone + fresh head trained on the labelled real frames only (same budget)."""
         run_dir = Path(run_dir or self.out / "baselines" / "real_only")
         if self.data.k == 0:
@@ -283,33 +333,40 @@ class AdaptSession:
                                 src.resize)
         res = self._fit(model, run_dir, methods=[], kind="real_only", name="real-only fine-tune",
                         lr=self.cfg.real_only_lr, use_sim=False,
-                        l2sp_include=lambda n: n.startswith("backbone."))  # a fresh head has no starting point
+                        l2sp_include=lambda n: n.startswith("backbone."),  # a fresh head has no starting point
+                        tracking=tracking)
         res.note = "ImageNet backbone + new head, labelled real frames only"
         self.results["real_only"] = res
         return res
 
     def adapt(self, methods: list[str], run_dir: str | Path | None = None, name: str | None = None,
-              report: bool = False) -> RunResult:
+              report: bool = True, tracking: TrackingConfig | None = None) -> RunResult:
+        """``report`` is kept for callers; every run writes report.html."""
         model = copy.deepcopy(self.source)
         res = self._fit(model, Path(run_dir or self.out), methods=list(methods), kind="adapted",
                         name=name or method_label(methods), lr=self.cfg.lr, use_sim=True, l2sp_include=None,
-                        report=report)
+                        tracking=tracking)
         self.results[res.name] = res
         return res
 
-    def _write_baseline(self, res: RunResult, run_dir: Path) -> None:
-        logger = make_logger(run_dir, self.cfg.tracking, {"baseline": res.kind, **to_dict(self.cfg)})
+    def _write_baseline(self, res: RunResult, run_dir: Path, ev: dict, tracking: TrackingConfig, t0: float) -> None:
+        logger = make_logger(run_dir, tracking, {"baseline": res.kind, **to_dict(self.cfg)})
         try:
+            final = self._final_record(ev, FeatureGapTracker(self.cfg.gap))
+            res.feature_gap = _feat_values(final)
+            res.wall_s = time.perf_counter() - t0
             rec = res.record()
             logger.log({"split": "test", **{k: v for k, v in rec.items() if not isinstance(v, str)}}, step=0)
-            logger.summary({**rec, "note": res.note})
+            logger.summary({**rec, **final, "note": res.note})
+            self._report(run_dir, res, ev, logger)
         finally:
             logger.close()
         atomic_write_json(run_dir / "result.json", res.to_dict(), indent=2)
 
     # --- the loop -------------------------------------------------------------------------------
     def _fit(self, model: PerceptionModel, run_dir: Path, methods: list[str], kind: str, name: str, lr: float,
-             use_sim: bool, l2sp_include: Callable[[str], bool] | None, report: bool = False) -> RunResult:
+             use_sim: bool, l2sp_include: Callable[[str], bool] | None,
+             tracking: TrackingConfig | None = None) -> RunResult:
         cfg, data = self.cfg, self.data
         t0 = time.perf_counter()
         run_dir = _check_fresh(run_dir)
@@ -322,7 +379,8 @@ class AdaptSession:
                               cfg.n_val)
         write_run_info(run_dir, cfg, seed=cfg.seed, run=name, kind=kind, methods=methods,
                        data=data.describe(), selection_rule=RULE_TEXT[rule])
-        logger = make_logger(run_dir, cfg.tracking, {"run": name, "kind": kind, **to_dict(cfg)})
+        logger = make_logger(run_dir, self._tracking(tracking), {"run": name, "kind": kind, **to_dict(cfg)})
+        tracker = FeatureGapTracker(cfg.gap)
         warn_msgs: list[str] = []
         tap = AlignTap(model, cfg.align_features)
         try:
@@ -351,9 +409,8 @@ class AdaptSession:
             selector = Selector(rule, cfg.patience)
 
             ev0 = self._evaluate(model, stores, cut, tap)
-            first_feats = (ev0.get("f_sim"), ev0.get("f_real"))
-            rec = self._epoch_record(ev0)
-            score = selection_score(rule, ev0["real_val"], ev0["feature_gap"].get("mmd"))
+            rec = self._epoch_record(ev0, tracker, 0)
+            score = selection_score(rule, ev0["real_val"], ev0["align_gap"].get("mmd"))
             selector.update(0, score, model.state_dict())
             logger.log({"epoch": 0, "split": "val", **rec, "trainable_stages": len(sched.trainable_stages(0)),
                         "selection/score": score[0] if score else None}, step=0)
@@ -381,9 +438,9 @@ class AdaptSession:
                         sums[k] = sums.get(k, 0.0) + v
                 epochs_run = epoch
                 ev = self._evaluate(model, stores, cut, tap)
-                score = selection_score(rule, ev["real_val"], ev["feature_gap"].get("mmd"))
+                score = selection_score(rule, ev["real_val"], ev["align_gap"].get("mmd"))
                 improved = selector.update(epoch, score, model.state_dict())
-                rec = {"epoch": epoch, "split": "val", **self._epoch_record(ev),
+                rec = {"epoch": epoch, "split": "val", **self._epoch_record(ev, tracker, epoch),
                        **{k: v / cfg.steps_per_epoch for k, v in sums.items()},
                        "trainable_stages": len(sched.trainable_stages(epoch - 1)),
                        "selection/score": score[0] if score else None, "selection/improved": improved}
@@ -402,7 +459,9 @@ class AdaptSession:
             final = self._evaluate(model, stores, cut, tap, test=True)
             res = RunResult(name, kind, methods, run_dir, rule, selector.best_epoch, epochs_run,
                             real_test=final.get("real_test"), real_val=final["real_val"], sim_val=final["sim_val"],
-                            feature_gap=final["feature_gap"], checkpoint=best)
+                            align_gap=final["align_gap"], checkpoint=best)
+            final_rec = self._final_record(final, tracker)
+            res.feature_gap = _feat_values(final_rec)
             transfer = self._transfer_warnings(res)
             res.warnings = warn_msgs + transfer
             for w in warn_msgs:
@@ -413,10 +472,9 @@ class AdaptSession:
             rec = res.record()
             logger.log({"split": "test", "epoch": selector.best_epoch,
                         **{k: v for k, v in rec.items() if not isinstance(v, str)}}, step=step)
-            logger.summary({**rec, "selection_rule": RULE_TEXT[rule], "warnings": res.warnings})
+            logger.summary({**rec, **final_rec, "selection_rule": RULE_TEXT[rule], "warnings": res.warnings})
             atomic_write_json(run_dir / "result.json", res.to_dict(), indent=2)
-            if report:
-                self._report(run_dir, res, first_feats, (final.get("f_sim"), final.get("f_real")), logger)
+            self._report(run_dir, res, final, logger)
             return res
         finally:
             tap.close()
@@ -502,17 +560,40 @@ class AdaptSession:
                 base[label] = r.real_test
         return negative_transfer_warnings(res.real_test, base, name=f"adapted ({res.name})")
 
-    def _report(self, run_dir: Path, res: RunResult, before, after, logger) -> None:
-        from sim2real.tracking import write_report
-
+    def _report(self, run_dir: Path, res: RunResult, ev: dict, logger) -> None:
+        """report.html (+ W&B media): frames with predictions, confusion, error histograms and the
+        t-SNE of sim vs real ``embed`` features before (the source checkpoint) and after (this run)."""
+        domains = [ev.get("dom_sim"), ev.get("dom_real_test") or ev.get("dom_real_val")]
+        before, after = self._source_eval(), ev
         feats = {}
-        if before[0] is not None and before[1] is not None:
-            feats["before"] = (before[0].numpy(), before[1].numpy())
-        if after[0] is not None and after[1] is not None:
-            feats["after"] = (after[0].numpy(), after[1].numpy())
+        if res.kind == "source_only":
+            if _trackable(ev):
+                feats["source checkpoint"] = (ev["f_sim"], ev["f_real"])
+        else:
+            for label, e in (("before (source checkpoint)", before), (f"after ({res.name})", after)):
+                if _trackable(e):
+                    feats[label] = (e["f_sim"], e["f_real"])
         try:
-            write_report(run_dir, title=f"sim2real adapt: {res.name}", method=res.name, features=feats or None,
-                         logger=logger, seed=self.cfg.seed)
+            write_gap_report(run_dir, [d for d in domains if d is not None], classes=self.source.classes,
+                             features=feats or None, method=res.name, title=f"sim2real adapt: {res.name}",
+                             logger=logger, seed=self.cfg.seed)
         except Exception as e:  # noqa: BLE001 - a plotting failure must not lose a finished run
             warnings.warn(f"report.html could not be written ({type(e).__name__}: {e})", RuntimeWarning, stacklevel=2)
 
+
+MIN_FEATURE_ROWS = 4  # the feature distances (proxy A-distance most) need a few samples per domain
+
+
+def _trackable(ev: dict) -> bool:
+    """Whether both domains have enough ``embed`` rows for gap/feat_* (tiny val sets may not)."""
+    ok = ev["f_real"] is not None and min(len(ev["f_sim"]), len(ev["f_real"])) >= MIN_FEATURE_ROWS
+    if not ok and ev["f_real"] is not None:
+        log.warning("gap/feat_* skipped: %d sim val and %d real embeddings (need >= %d each)", len(ev["f_sim"]),
+                    len(ev["f_real"]), MIN_FEATURE_ROWS)
+    return ok
+
+
+def _feat_values(record: dict) -> dict:
+    """``gap/feat_<d>`` of a gap record as ``{<d>: value}`` (RunResult.feature_gap)."""
+    prefix = "gap/feat_"
+    return {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)}

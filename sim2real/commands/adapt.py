@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", help="output folder (config key run_dir)")
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the source-only / real-only baselines (no negative-transfer check)")
+    p.add_argument("--no-wandb", action="store_true", help="no W&B run (tracking.mode=disabled)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,12 +57,14 @@ def run(args: argparse.Namespace) -> int:
         extra.append(f"run_dir={args.run_dir}")
     if args.no_baselines:
         extra.append("baselines=false")
+    if args.no_wandb:
+        extra.append("tracking.mode=disabled")
     cfg = config_from_args(AdaptConfig, args, extra)
     sess = AdaptSession(cfg)
     results = []
     if cfg.baselines:
         results += [sess.source_only(), sess.real_only()]
-    res = sess.adapt(cfg.methods, report=True)
+    res = sess.adapt(cfg.methods)
     results.append(res)
     rows = results_table(sess.data.k, results)
     meta = table_meta(cfg, sess.data, {}, sum(r.wall_s for r in results))

@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sim-trained checkpoint (config key adapt.checkpoint)")
     add_config_arguments(p, "configs/compare.yaml")
     p.add_argument("--run-dir", help="output folder (config key run_dir)")
+    p.add_argument("--no-wandb", action="store_true", help="no W&B runs (adapt.tracking.mode=disabled)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         extra.append(f"adapt.checkpoint={args.checkpoint}")
     if args.run_dir:
         extra.append(f"run_dir={args.run_dir}")
+    if args.no_wandb:
+        extra.append("adapt.tracking.mode=disabled")
     cfg = config_from_args(CompareConfig, args, extra)
     res = run_compare(cfg)
     print(res.markdown.read_text())

@@ -44,6 +44,8 @@ _HEATMAP_PRIOR = -math.log((1 - 0.1) / 0.1)  # sigmoid = 0.1 at init (CenterNet)
 # output. Fewer branches = fewer 3x3 convs per training step.
 BRANCH_GROUPS: dict[str, dict[str, str]] = {
     "separate": {},
+    "kp_shared": {"hm": "hm", "off": "off", "box": "box", "kp_reg": "keypoints", "kp_hm": "keypoints",
+                  "kp_off": "keypoints"},
     "grouped": {"hm": "center", "off": "center", "box": "box", "kp_reg": "keypoints", "kp_hm": "keypoints",
                 "kp_off": "keypoints"},
     "shared": {n: "all" for n in ("hm", "off", "box", "kp_reg", "kp_hm", "kp_off")},

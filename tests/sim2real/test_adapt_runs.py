@@ -72,7 +72,11 @@ def test_adapt_runs_each_method_and_writes_checkpoint_and_metrics(session, lite0
     records = read_jsonl(run_dir / "metrics.jsonl")
     epochs = [r for r in records if r.get("split") == "val"]
     assert [r["epoch"] for r in epochs] == [0, 1, 2]
-    assert all("real/center_err_px_median" in r and "sim/box_iou_mean" in r and "gap/feat_mmd" in r for r in epochs)
+    assert all("real/center_err_px_median" in r and "sim/box_iou_mean" in r and "gap/feat_mmd" in r
+               and "align/feat_mmd" in r for r in epochs)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "gap/feat_pad" in summary and "gap/feat_frechet" in summary  # final: every distance
+    assert (run_dir / "report.html").is_file()
     trained = epochs[1:]
     assert all(np.isfinite(r["loss/sim"]) and np.isfinite(r["loss/real"]) for r in trained)
     assert epochs[2]["trainable_stages"] == 1 and epochs[1]["trainable_stages"] == 0  # unfrozen at epoch index 1
@@ -145,7 +149,7 @@ def test_label_free_selection_when_no_real_labels_are_used(world, lite0):
     summary = json.loads((sess.out / "summary.json").read_text())
     assert summary["selection_rule"].startswith("LABEL-FREE")
     scores = [r["selection/score"] for r in read_jsonl(sess.out / "metrics.jsonl") if r.get("split") == "val"]
-    mmds = [r["gap/feat_mmd"] for r in read_jsonl(sess.out / "metrics.jsonl") if r.get("split") == "val"]
+    mmds = [r["align/feat_mmd"] for r in read_jsonl(sess.out / "metrics.jsonl") if r.get("split") == "val"]
     assert scores == mmds and res.best_epoch == int(np.argmin(mmds))
 
 
@@ -155,8 +159,13 @@ def test_cli_adapt_end_to_end(world, tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = ["adapt", "--from", str(world["ckpt"]), "--config", str(yaml_path), "--run-dir", str(run_dir),
             f"sim_dataset={world['sim']}", f"real_labels={world['real'] / 'annotations.json'}",
-            f"cache_dir={world['root'] / 'cache'}", *FAST, "epochs=1"]
+            f"cache_dir={world['root'] / 'cache'}", *[a for a in FAST if not a.startswith("tracking.")], "epochs=1",
+            "--no-wandb"]
     assert main(args) == 0
+    assert not (run_dir / "wandb").exists()  # --no-wandb: tracking.mode=disabled
+    for sub in ("", "baselines/source_only", "baselines/real_only"):
+        _check_report(run_dir / sub)
+    assert any("gap/feat_mmd" in r for r in read_jsonl(run_dir / "metrics.jsonl"))
     out = capsys.readouterr().out
     assert "source-only" in out and "real-only fine-tune" in out and "model selection:" in out
     for name in ("best.pt", "report.md", "results.csv", "report.html", "domain_check.md",
@@ -164,6 +173,19 @@ def test_cli_adapt_end_to_end(world, tmp_path, capsys):
         assert (run_dir / name).exists(), name
     md = (run_dir / "report.md").read_text()
     assert "| source-only |" in md and "| real-only fine-tune |" in md and "| coral |" in md
+
+
+def _check_report(run_dir):
+    """report.html exists; its PNGs (frames, confusion, error histograms, t-SNE) are valid images."""
+    from PIL import Image
+
+    assert (run_dir / "report.html").is_file(), run_dir
+    names = {p.stem for p in (run_dir / "report").glob("*.png")}
+    assert {"frames", "confusion", "localization_errors", "feature_embedding"} <= names, (run_dir, names)
+    for path in (run_dir / "report").glob("*.png"):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+        with Image.open(path) as im:
+            im.verify()
 
 
 # --- the installed ViSP cube footage ------------------------------------------------------------

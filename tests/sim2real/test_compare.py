@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 
 import pytest
 import torch
@@ -36,7 +37,8 @@ def _cfg(world, run_dir, methods, ks) -> CompareConfig:
         f"adapt.real_labels={world['real'] / 'annotations.json'}", f"adapt.cache_dir={world['root'] / 'cache'}",
         "adapt.n_val=4", "adapt.n_test=5", "adapt.split_gap=1", "adapt.epochs=1", "adapt.steps_per_epoch=1",
         "adapt.batch_size_sim=4", "adapt.batch_size_real=2", "adapt.batch_size_unlabelled=4", "adapt.real_views=1",
-        "adapt.unfreeze_epochs=[]", "adapt.sim_val_max=4", "adapt.domain_check_samples=4",
+        "adapt.unfreeze_epochs=[]", "adapt.sim_val_max=4",
+            "adapt.sim_val_fraction=0.3", "adapt.domain_check_samples=4",
         "adapt.progress=false", "adapt.tracking.mode=disabled"])
 
 
@@ -60,6 +62,8 @@ def test_compare_writes_markdown_and_csv_with_every_method_row(world, tmp_path):
     assert len(logged) == len(rows) and {r["method"] for r in logged} == set(names)
     for sub in ["source_only", "real_only", "finetune", "adabn_coral"]:
         assert (res.run_dir / "k03" / sub / "result.json").is_file()
+        assert (res.run_dir / "k03" / sub / "report.html").is_file(), sub
+        assert "gap/feat_mmd" in json.loads((res.run_dir / "k03" / sub / "summary.json").read_text())
     assert res.acceptance[3]["available"] and isinstance(res.acceptance[3]["beats_source_only"], bool)
 
 
@@ -108,3 +112,37 @@ def test_compare_config_rejects_unknown_methods():
         load_config(CompareConfig, None, ["methods=[coral,coral]"])
     cfg = load_config(CompareConfig, "configs/compare.yaml")
     assert cfg.k_values() == [5, 10, 20] and set(cfg.methods) == {"finetune", "coral", "mmd", "dann", "adabn"}
+
+
+def test_compare_child_runs_get_group_and_names_and_no_wandb_flag(world, tmp_path, monkeypatch):
+    import dataclasses
+
+    from sim2real.adapt import compare as compare_mod
+    from sim2real.cli import main
+
+    seen = []
+    real = compare_mod.AdaptSession.adapt
+
+    def spy(self, methods, run_dir=None, name=None, report=True, tracking=None):
+        seen.append(dataclasses.asdict(tracking))
+        return real(self, methods, run_dir, name=name, tracking=tracking)
+
+    monkeypatch.setattr(compare_mod.AdaptSession, "adapt", spy)
+    out = tmp_path / "cmpcli"
+    cfg = _cfg(world, out, ["finetune"], [2])
+    args = ["compare", "--from", str(world["ckpt"]), "--run-dir", str(out), "--no-wandb",
+            "methods=[finetune]", "ks=[2]", "adapt.tracking.mode=offline",
+            *[f"adapt.{k}={v}" for k, v in (("sim_dataset", cfg.adapt.sim_dataset),
+                                            ("real_labels", cfg.adapt.real_labels),
+                                            ("cache_dir", cfg.adapt.cache_dir))],
+            "adapt.n_val=4", "adapt.n_test=5", "adapt.split_gap=1", "adapt.epochs=1", "adapt.steps_per_epoch=1",
+            "adapt.batch_size_sim=4", "adapt.batch_size_real=2", "adapt.batch_size_unlabelled=4",
+            "adapt.real_views=1", "adapt.unfreeze_epochs=[]", "adapt.sim_val_max=4",
+            "adapt.sim_val_fraction=0.3", "adapt.domain_check_samples=4",
+            "adapt.progress=false"]
+    assert main(args) == 0
+    assert seen and seen[0]["mode"] == "disabled"  # --no-wandb wins over the config's mode
+    assert seen[0]["group"] == "cmpcli" and seen[0]["name"] == "cmpcli/k2/finetune"
+    assert not list(out.rglob("wandb"))
+    for sub in ("source_only", "real_only", "finetune"):
+        assert (out / "k02" / sub / "report.html").is_file(), sub
