@@ -18,6 +18,7 @@ complete under ``<out>/runs/<name>/seed<seed>`` with the same settings is reused
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_heads.py [--frames 400] [--val-frames 100]
         [--epochs 20] [--batch-size 16] [--seeds 0 1] [--out runs/heads] [--only dense_s16 global] [--fresh]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_heads.py --head-cost   # what each head costs per epoch
 """
 
 from __future__ import annotations
@@ -38,37 +39,47 @@ sys.path.insert(0, str(ROOT))
 
 from sim2real.data.real_visp import VISP_CUBE_SPLIT_DEFAULTS, visp_cube_default_splits, visp_image_root  # noqa: E402
 from sim2real.io import atomic_write_json, atomic_write_text, read_jsonl  # noqa: E402
+from sim2real.models import read_checkpoint_meta  # noqa: E402
 
 DENSE = "model.head.type=dense"
-S240 = ["model.input_hw=[240,320]"]                  # the 640x480 camera at half size: aspect kept
-SQUASH = ["model.input_hw=[224,224]", "model.resize=stretch"]  # the ImageNet square, squashed
 
 
-def dense(stride: int, conv: str = "full", width: int = 64, depth: int = 1, branches: str = "separate") -> list[str]:
-    return [DENSE, f"model.head.stride={stride}", f"model.head.conv={conv}", f"model.head.width={width}",
-            f"model.head.branch_depth={depth}", f"model.head.branches={branches}"]
+def dense(stride: int, conv: str = "full", width: int = 64, depth: int = 1, branches: str = "separate"
+          ) -> tuple[str, list[str]]:
+    """(label, overrides) of a dense head."""
+    label = f"dense s{stride} {conv} w{width} {branches}" + (f" depth {depth}" if depth != 1 else "")
+    return label, [DENSE, f"model.head.stride={stride}", f"model.head.conv={conv}", f"model.head.width={width}",
+                   f"model.head.branch_depth={depth}", f"model.head.branches={branches}"]
 
 
-S224 = ["model.input_short_side=224"]  # the backbone's size, aspect kept: 224x304 for 4:3 (the default)
+GLOBAL = ("global (pooled MLP)", ["model.head.type=global"])
+S240 = ("240x320", ["model.input_hw=[240,320]"])                 # the 640x480 camera at half size: aspect kept
+S224 = ("224x304", ["model.input_short_side=224"])               # the backbone's 224, aspect kept (the default)
+SQUASH = ("224x224 squash", ["model.input_hw=[224,224]", "model.resize=stretch"])  # the ImageNet square
 
 
-# name -> (head label, input label, train overrides). "s8/s16": output stride; "full"/"separable":
-# 3x3 convs; "separate"/"kp_shared"/"grouped"/"shared": 6 / 4 / 3 / 1 output branches (see
-# sim2real.models.heads.BRANCH_GROUPS).
+def candidate(head: tuple[str, list[str]], size: tuple[str, list[str]]) -> tuple[str, str, list[str]]:
+    return head[0], size[0], head[1] + size[1]
+
+
+# name -> (head label, input label, train overrides). Dense: output stride s8/s16; full or separable
+# 3x3 convs; w = channels; separate / kp_shared / grouped / shared = 6 / 4 / 3 / 1 output branches
+# (sim2real.models.heads.BRANCH_GROUPS); depth = 3x3 convs per branch.
 CANDIDATES: dict[str, tuple[str, str, list[str]]] = {
-    "global": ("global (pooled MLP)", "240x320", ["model.head.type=global", *S240]),
-    "global_224sq": ("global (pooled MLP)", "224x224 squash", ["model.head.type=global", *SQUASH]),
-    "dense_s8": ("dense s8 full separate", "240x320", [*dense(8), *S240]),
-    "dense_s16": ("dense s16 full separate", "240x320", [*dense(16), *S240]),
-    "dense_s16_sep": ("dense s16 separable separate", "240x320", [*dense(16, "separable"), *S240]),
-    "dense_s8_224": ("dense s8 full separate", "224x304", [*dense(8), *S224]),
-    "dense_s16_224": ("dense s16 full separate", "224x304", [*dense(16), *S224]),
-    "dense_s16_224sq": ("dense s16 full separate", "224x224 squash", [*dense(16), *SQUASH]),
-    "dense_s16_sep_224": ("dense s16 separable separate", "224x304", [*dense(16, "separable"), *S224]),
-    "dense_s16_sep_d2_224": ("dense s16 separable separate depth 2", "224x304", [*dense(16, "separable", depth=2), *S224]),
-    "dense_s16_kp_shared_224": ("dense s16 full kp_shared", "224x304", [*dense(16, branches="kp_shared"), *S224]),
-    "dense_s16_grouped_224": ("dense s16 full grouped", "224x304", [*dense(16, branches="grouped"), *S224]),
-    "dense_s16_shared_224": ("dense s16 full shared", "224x304", [*dense(16, branches="shared"), *S224]),
+    "global": candidate(GLOBAL, S240),
+    "global_224sq": candidate(GLOBAL, SQUASH),
+    "dense_s8": candidate(dense(8), S240),
+    "dense_s16": candidate(dense(16), S240),
+    "dense_s16_sep": candidate(dense(16, "separable"), S240),
+    "dense_s8_224": candidate(dense(8), S224),
+    "dense_s16_224": candidate(dense(16), S224),
+    "dense_s16_224sq": candidate(dense(16), SQUASH),
+    "dense_s16_w48_224": candidate(dense(16, width=48), S224),
+    "dense_s16_w32_224": candidate(dense(16, width=32), S224),
+    "dense_s16_sep_224": candidate(dense(16, "separable"), S224),
+    "dense_s16_kp_shared_224": candidate(dense(16, branches="kp_shared"), S224),
+    "dense_s16_grouped_224": candidate(dense(16, branches="grouped"), S224),
+    "dense_s16_shared_224": candidate(dense(16, branches="shared"), S224),
 }
 
 
@@ -147,10 +158,46 @@ def run_candidate(name: str, overrides: list[str], seed: int, data: Path, val: P
         m = json.loads((run_dir / f"eval_{split}.json").read_text())["metrics"]
         res[split] = {k: m.get(k) for k in ("n", "center_err_px_median", "center_err_px_mean", "box_iou_mean",
                                             "pck@0.05", "acc")}
-    from sim2real.models import read_checkpoint_meta
     res["input_hw"] = list(read_checkpoint_meta(ckpt)["input_hw"])
     atomic_write_json(result_file, res, indent=2)
     return res
+
+
+def head_cost(names: list[str], input_hw=(224, 288), images: int = 128, batch: int = 32) -> dict[str, float]:
+    """Seconds to train each candidate's head on ``images`` cached-feature samples (forward, loss,
+    backward, AdamW step; best of 3), all in this process: what a cached epoch spends on the head."""
+    import torch
+
+    from sim2real.config import load_config
+    from sim2real.models import ModelConfig, PerceptionModel, build_backbone
+
+    torch.manual_seed(0)
+    bb = build_backbone("efficientnet_lite0")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, *input_hw, generator=g)
+    c = torch.rand(batch, 2, generator=g) * torch.tensor([input_hw[1], input_hw[0]]) * 0.8 + 20
+    kp = torch.cat([c[:, None] + 10 * torch.randn(batch, 8, 2, generator=g), torch.full((batch, 8, 1), 2.0)], -1)
+    t = {"center": c, "box": torch.cat([c - 20, c + 20], 1), "keypoints": kp, "class": torch.zeros(batch).long(),
+         "has_loc": torch.ones(batch, dtype=torch.bool)}
+    out = {}
+    for name in names:
+        heads = [o.removeprefix("model.") for o in CANDIDATES[name][2] if o.startswith("model.head.")]
+        model = PerceptionModel(bb, ["cube"], load_config(ModelConfig, None, heads).head, input_hw).freeze_backbone()
+        with torch.no_grad():
+            feats = model.eval().frozen_part(x)
+        model.train()
+        opt = torch.optim.AdamW(model.param_groups(1e-3), fused=True)
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(images // batch):
+                loss, _ = model.compute_loss(model.forward_from_cut(feats), t)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            best = min(best, time.perf_counter() - t0)
+        out[name] = best
+    return out
 
 
 def fmt(v, spec: str) -> str:
@@ -205,7 +252,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-labels", type=Path, default=None, help="ViSP cube labels of frames 0-99 (default: found "
                    "as sim2real.data.real_visp does)")
     p.add_argument("--image-root", type=Path, default=visp_image_root())
+    p.add_argument("--head-cost", action="store_true", help="only time each candidate head's training on cached "
+                   "features (128 samples at 224x288, this process, no data needed) and exit")
     args = p.parse_args(argv)
+    if args.head_cost:
+        import torch
+        names = args.only or list(CANDIDATES)
+        cost = head_cost(names)
+        print(f"head training s per 128 cached samples (224x288, batch 32, {torch.get_num_threads()} threads, "
+              f"load avg {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}):\n")
+        print("| candidate | head | s / 128 samples | vs dense_s16 |\n|---|---|---|---|")
+        ref = cost.get("dense_s16")
+        for n, v in cost.items():
+            print(f"| {n} | {CANDIDATES[n][0]} | {v:.3f} | {fmt(v / ref if ref else None, '.2f')}x |")
+        return 0
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "bench_heads.log"

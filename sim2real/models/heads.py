@@ -12,10 +12,11 @@ weights) -> (total, parts)``; ``taps`` = backbone stage outputs named in ``head.
   there, and snaps each keypoint to its own heatmap peak when that peak is confident and near.
   Its cost knobs (the head's convolutions are what a cached-feature epoch spends its time on):
   ``stride`` (16 has 4x fewer cells than 8), ``width``, ``conv`` (``separable`` = depthwise 3x3 +
-  pointwise 1x1: ~8x fewer multiply-adds than a full 3x3, yet on CPU only ~1.3x faster to train
-  since depthwise backward is slow there) and ``branch_depth`` (3x3 convs per output branch; 0 =
-  every output is a 1x1 conv on the fused map). ``docs/benchmarks.md`` ("Heads") records the
-  measured trade-off behind the defaults (stride 16, full convs, depth 1, width 64).
+  pointwise 1x1: ~8x fewer multiply-adds than a full 3x3, ~1.7x faster to train on CPU),
+  ``branch_depth`` (3x3 convs per output branch; 0 = every output is a 1x1 conv on the fused map)
+  and ``branches`` (which outputs share a branch, ``BRANCH_GROUPS``). ``docs/benchmarks.md``
+  ("Heads") records the measured trade-off behind the defaults (stride 16, full convs, width 64,
+  depth 1, a separate branch per output): every cheaper option measured there lost accuracy.
 
 All decoded outputs are in model-input pixels (pixel centres at integers). Targets likewise:
 ``center (B, 2)``, ``box (B, 4)`` xyxy, ``keypoints (B, K, 3)`` (u, v, vis),
@@ -288,14 +289,14 @@ class DenseHead(nn.Module):
         priors = {"hm": _HEATMAP_PRIOR, "kp_hm": _HEATMAP_PRIOR}
         self.out_channels = channels
         group_of = BRANCH_GROUPS[cfg.branches]
-        if not group_of:  # a branch per output: hm, off, box, kp_reg, kp_hm, kp_off
+        self.groups: dict[str, list[str]] = {}  # group -> its outputs, in channel order
+        for name in channels:
+            if group_of:
+                self.groups.setdefault(group_of[name], []).append(name)
+        if not self.groups:  # a branch per output: hm, off, box, kp_reg, kp_hm, kp_off (original layout)
             for name, ch in channels.items():
                 setattr(self, name, _branch(w, ch, priors.get(name), d, cv))
-            self.groups: dict[str, list[str]] = {}
         else:  # a branch per group whose last 1x1 conv emits the group's outputs stacked
-            self.groups = {}
-            for name in channels:
-                self.groups.setdefault(group_of[name], []).append(name)
             self.towers = nn.ModuleDict()
             for g, names in self.groups.items():
                 branch = _branch(w, sum(channels[n] for n in names), None, d, cv)

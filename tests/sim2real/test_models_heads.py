@@ -38,7 +38,7 @@ def targets(b=2):
 def test_defaults_are_the_measured_choice():
     """docs/benchmarks.md ("Heads"): stride 16, full 3x3 convs, one per branch, width 64."""
     d = HeadConfig()
-    assert (d.type, d.stride, d.width, d.conv, d.branch_depth) == ("dense", 16, 64, "full", 1)
+    assert (d.type, d.stride, d.width, d.conv, d.branch_depth, d.branches) == ("dense", 16, 64, "full", 1, "separate")
 
 
 @pytest.mark.parametrize("stride,conv,depth,branches", [(16, "full", 1, "grouped"), (8, "separable", 1, "separate"),
