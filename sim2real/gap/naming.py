@@ -46,7 +46,8 @@ def metric_direction(name: str) -> str | None:
     return None
 
 
-def _number(v: Any) -> float | None:
+def finite_number(v: Any) -> float | None:
+    """A finite float from a python/numpy/torch scalar, else None (bools, NaN, inf, non-numbers)."""
     if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
         v = v.item()
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -67,8 +68,8 @@ def gap_metrics(sim: Mapping[str, Any], real: Mapping[str, Any],
     bad = {k: v for k, v in directions.items() if v not in ("higher", "lower")}
     if bad:
         raise ValueError(f"gap_metrics: directions must be 'higher' or 'lower', got {bad}")
-    sim_vals = {_strip(k): _number(v) for k, v in sim.items()}
-    real_vals = {_strip(k): _number(v) for k, v in real.items()}
+    sim_vals = {_strip(k): finite_number(v) for k, v in sim.items()}
+    real_vals = {_strip(k): finite_number(v) for k, v in real.items()}
     out: dict[str, float] = {}
     unknown = []
     for name, s in sim_vals.items():
@@ -92,7 +93,7 @@ def sim_real_record(sim: Mapping[str, Any], real: Mapping[str, Any],
     record: dict[str, float] = {}
     for prefix, values in (("sim/", sim), ("real/", real)):
         for k, v in values.items():
-            num = _number(v)
+            num = finite_number(v)
             if num is not None and _strip(k) not in _NOT_METRICS:
                 record[prefix + _strip(k)] = num
     record.update(gap_metrics(sim, real, directions))

@@ -28,6 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from sim2real.gap.naming import finite_number
+
 from sim2real.io import atomic_write_bytes, atomic_write_text, read_jsonl
 
 _BOOKKEEPING = ("step", "epoch", "time", "split", "n")
@@ -50,16 +52,8 @@ def _plt():
     return plt
 
 
-def _number(v: Any) -> float | None:
-    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
-        v = v.item()
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
-
-
 def _fmt(v: Any) -> str:
-    num = _number(v)
+    num = finite_number(v)
     if num is None:
         return "—" if v is None else html.escape(str(v))
     return f"{num:.4g}"
@@ -117,7 +111,7 @@ def _table_rows(values: dict[str, Any], feature_gaps: dict[str, float]) -> list[
         computed = gap_metrics(sim, real)
     rows = []
     for name in sorted(set(sim) | set(real)):
-        if _number(sim.get(name)) is None and _number(real.get(name)) is None:
+        if finite_number(sim.get(name)) is None and finite_number(real.get(name)) is None:
             continue
         gap = values.get(f"gap/{name}", computed.get(f"gap/{name}"))
         rows.append({"metric": name, "sim": sim.get(name), "real": real.get(name), "gap": gap})
@@ -136,12 +130,12 @@ def _series(records: list[dict]) -> dict[str, dict[str, list[tuple[float, float]
     """``{base metric: {variant: [(x, y), ...]}}``, x = epoch (or step)."""
     out: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for rec in records:
-        x = _number(rec.get("epoch", rec.get("step")))
+        x = finite_number(rec.get("epoch", rec.get("step")))
         if x is None:
             continue
         split = rec.get("split") if isinstance(rec.get("split"), str) else None
         for key, value in rec.items():
-            y = _number(value)
+            y = finite_number(value)
             if key in _BOOKKEEPING or y is None:
                 continue
             head, _, rest = key.partition("/")
@@ -339,7 +333,7 @@ def _draw(ax, pred: Mapping | None, label: Mapping | None) -> None:
 def _frame_title(pred: Mapping | None, label: Mapping | None) -> str:
     parts = []
     if pred and "class" in pred:
-        score = _number(pred.get("score"))
+        score = finite_number(pred.get("score"))
         parts.append(f"pred {pred['class']}" + (f" {score:.2f}" if score is not None else ""))
     if label and ("class_name" in label or "class" in label):
         parts.append(f"true {label.get('class_name', label.get('class'))}")
