@@ -17,8 +17,9 @@ which load on other cores changes much less; ``load avg`` says how busy the mach
 
 Targets: generate W=1 >= 0.8x raw; W=2 >= 1.8x W=1.  Usage::
 
-    OMP_NUM_THREADS=1 python bench/bench_generate.py [key=value ...] [--frames 96] [--sizes 128 224]
+    OMP_NUM_THREADS=1 python bench/bench_generate.py [key=value ...] [--frames 384] [--sizes 128 224]
         [--workers 1 2]      # key=value: generate overrides (first), e.g. views_per_scene=16
+    OMP_NUM_THREADS=1 python bench/bench_generate.py --stages   # CPU ms per frame of each stage
 """
 
 from __future__ import annotations
@@ -73,6 +74,80 @@ def bench_env(cfg: GenerateConfig, raw_repeats: int = 3) -> dict[str, float]:
         env.close()
 
 
+def bench_stages(cfg: GenerateConfig) -> dict[str, float]:
+    """CPU ms per frame of each stage of an in-process generator run (exclusive times).
+
+    Wraps the env's and writer's stage functions with ``time.process_time``; the first scene
+    group is a warm-up and is not counted.  Slightly slower than an unwrapped run.
+    """
+    import functools
+
+    import envs.postprocess as pp
+    import envs.tabletop as tt
+    import sim2real.data.coco_writer as cw
+    from sim2real.data.generate import FrameRenderer, RenderJob
+
+    stages = {
+        (tt.TabletopEnv, "_get_image"): "getCameraImage (frame + visibility crops)",
+        (tt.TabletopEnv, "_build_scene"): "scene build (share per frame)",
+        (tt.TabletopEnv, "_sample_view"): "view sampling (camera, light)",
+        (tt.TabletopEnv, "_observe"): "observation arrays (ids, depth, rgb)",
+        (tt.TabletopEnv, "_unoccluded_areas"): "visibility test",
+        (tt, "frame_labels"): "labels (boxes, poses, keypoints)",
+        (pp, "apply"): "image post-processing (albumentations)",
+        (cw, "encode_image"): "PNG/JPEG encode: image",
+        (cw, "encode_uint16_png"): "PNG encode: depth + mask",
+        (cw, "depth_to_mm"): "depth to mm",
+        (cw, "rle_of"): "COCO RLE",
+        (cw, "atomic_write_bytes"): "file writes (4 atomic renames)",
+        (cw, "write_frame"): "label dict, sha256, JSON",
+        (FrameRenderer, "render"): "generator loop, gym reset",
+    }
+    spent: dict[str, float] = dict.fromkeys(stages.values(), 0.0)
+    stack: list[float] = []
+    saved = []
+
+    def timed(fn, key):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            t0 = time.process_time()
+            stack.append(0.0)
+            try:
+                return fn(*a, **k)
+            finally:
+                dt, inner = time.process_time() - t0, stack.pop()
+                spent[key] += dt - inner
+                if stack:
+                    stack[-1] += dt
+        return wrapper
+
+    for (owner, name), key in stages.items():
+        saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, timed(getattr(owner, name), key))
+    out = Path(cfg.out)
+    job = RenderJob(str(out), cfg.env_id, load_scene(cfg), cfg.renderer, cfg.seed, cfg.views_per_scene,
+                    cfg.image_format, cfg.jpeg_quality, cfg.png_compression)
+    try:
+        renderer = FrameRenderer(job)
+        try:
+            v = cfg.views_per_scene
+            for f in range(cfg.num_frames, cfg.num_frames + v):  # warm-up group, outside the measured frames
+                renderer.render(f)
+            for key in spent:
+                spent[key] = 0.0
+            c0 = time.process_time()
+            for f in range(cfg.num_frames):
+                renderer.render(f)
+            total = time.process_time() - c0
+        finally:
+            renderer.close()
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+    n = cfg.num_frames
+    return {**{k: 1e3 * t / n for k, t in spent.items()}, "total": 1e3 * total / n}
+
+
 def bench_generate(cfg: GenerateConfig) -> dict[str, float]:
     """Steady frames/s (wall; per worker CPU second), warm-up seconds, wall-clock frames/s with warm-up."""
     run = generate(cfg)["run"]
@@ -87,12 +162,18 @@ def _load() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=96, help="frames per measurement (>= 4 scene groups per worker)")
+    ap.add_argument("--frames", type=int, default=384,
+                    help="frames per measurement: enough scene groups per worker that the texture "
+                    "pool (made on first use) is mostly warm, as in a real dataset run")
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--stages", action="store_true",
+                    help="instead: CPU ms per frame of each generator stage (W=1, in this process)")
     ap.add_argument("overrides", nargs="*", help="extra generate config overrides, e.g. views_per_scene=4")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.stages:
+        return print_stages(args)
 
     rows = []
     load_before = _load()
@@ -127,6 +208,25 @@ def main() -> int:
                   + [f"{gen[w]['cpu']:.1f}" for w in ws] + [_ratio(gen.get(1, {}).get("cpu"), env["raw_cpu"])]
                   for size, env, gen, load in rows])
     print("\ntargets: W=1 / raw >= 0.8x, W=2 / W=1 >= 1.8x")
+    return 0
+
+
+def print_stages(args) -> int:
+    with tempfile.TemporaryDirectory(prefix="bench_generate_") as tmp:
+        cols = {}
+        for size in args.sizes:
+            cfg = _cfg(f"{tmp}/stages_{size}", size, args.frames, 1, args.overrides)
+            raw = bench_env(cfg)["raw_cpu"]
+            cols[size] = {**bench_stages(cfg), "raw getCameraImage alone": 1e3 / raw}
+    keys = [k for k in next(iter(cols.values())) if k not in ("total", "raw getCameraImage alone")]
+    keys.sort(key=lambda k: -max(c[k] for c in cols.values()))
+    print(f"\nCPU ms per frame, W=1, {args.frames} frames after a warm-up scene group, overrides: "
+          f"{' '.join(args.overrides) or 'none'}\n")
+    _table(["stage"] + [f"{s}x{s}" for s in cols],
+           [[k] + [f"{c[k]:.2f}" for c in cols.values()] for k in keys]
+           + [["**total**"] + [f"**{c['total']:.2f}**" for c in cols.values()],
+              ["raw getCameraImage alone (same frames)"] + [f"{c['raw getCameraImage alone']:.2f}"
+                                                            for c in cols.values()]])
     return 0
 
 

@@ -25,6 +25,7 @@ import importlib.util
 import math
 from typing import Any
 
+import cv2
 import gymnasium as gym
 import numpy as np
 import pybullet as p
@@ -383,9 +384,9 @@ class TabletopEnv(gym.Env):
                                   self.cfg.camera.far)
         depth[raw < 0] = 0.0  # nothing hit (the far plane)
         np.minimum(depth, np.float32(self.cfg.camera.far), out=depth)
-        rgb = np.asarray(rgba, dtype=np.uint8).reshape(*shape, 4)[..., :3].copy()
+        rgb = cv2.cvtColor(np.asarray(rgba, dtype=np.uint8).reshape(*shape, 4), cv2.COLOR_RGBA2RGB)
         rgb = postprocess.apply(self._post, rgb, int(self.np_random.integers(2**31 - 1)))
-        labels = self._labels(seg, depth)
+        labels = self._labels(seg, depth, raw)
         self._last_rgb = rgb
         obs = {"rgb": rgb, "depth": depth, "segmentation": seg}
         return obs, {"labels": labels, "grayscale": bool(self.cfg.postprocess.enabled
@@ -413,11 +414,11 @@ class TabletopEnv(gym.Env):
             self._world_cache["objects"] = out
         return self._world_cache["objects"]
 
-    def _labels(self, seg: np.ndarray, depth: np.ndarray) -> dict:
+    def _labels(self, seg: np.ndarray, depth: np.ndarray, raw: np.ndarray) -> dict:
         labelled = self._labelled()
         objs = [o for o, _ in labelled]
         T_wc = self._camera_pose()
-        full = (self._unoccluded_areas(labelled, np.linalg.inv(T_wc))
+        full = (self._unoccluded_areas(labelled, np.linalg.inv(T_wc), raw, depth)
                 if self.cfg.labels.visibility else None)
         return frame_labels(seg, depth, self._intrinsics.K, T_wc, objs, self.classes, full,
                             self.cfg.labels.keypoint_depth_tol_m)
@@ -426,7 +427,7 @@ class TabletopEnv(gym.Env):
                    ) -> tuple[int, int, int, int] | None:
         """Integer pixel box (x0, y0, x1, y1 inclusive) of points, clipped to the image."""
         intr = self._intrinsics
-        pc = corners_world @ T_cw[:3, :3].T + T_cw[:3, 3]
+        pc = _to_camera(corners_world, T_cw)
         if (pc[:, 2] <= self.cfg.camera.near).any():
             return 0, 0, intr.width - 1, intr.height - 1
         uv = project(intr.K, pc)
@@ -460,25 +461,33 @@ class TabletopEnv(gym.Env):
         return out
 
     def _unoccluded_areas(self, labelled: list[tuple[LabelledObject, np.ndarray]],
-                          T_cw: np.ndarray) -> dict[int, int]:
+                          T_cw: np.ndarray, raw: np.ndarray, depth: np.ndarray) -> dict[int, int]:
         """Pixel count of each object as if nothing occluded it.
 
-        Cost: nothing for objects whose projected 3D box overlaps no other object's or robot
-        link's box (the usual case).  The others are grouped so that no two boxes in a group
-        overlap (members can't occlude each other); each group costs one extra shadow-less
-        render of the crop covering its boxes, with the overlapping bodies and the background
-        moved away.
+        An object can only be hidden by a body whose projected 3D box overlaps its own (an
+        object or robot link; the table and props count as scenery, as in the render).  And it
+        *is* hidden at a pixel only if the frame shows one of those bodies there, on a ray that
+        passes through the object's 3D box, nearer than where the ray leaves the box: what
+        covers the object is what the frame shows.  ``raw`` (render-world body ids) and
+        ``depth`` of the frame settle that, so an object with no such pixel has visible = full.
+
+        Cost: nothing for those objects (the usual case).  The others are grouped so that no
+        two boxes in a group overlap (members can't occlude each other); each group costs one
+        extra shadow-less render of the crop covering its boxes, with the overlapping bodies
+        and the background moved away.
         """
-        boxes = {}
+        boxes, box3d = {}, {}
         for (o, corners), obj in zip(labelled, self._objects):
             box = self._image_box(corners, T_cw)
             if box is not None:
                 boxes[o.instance_id] = (obj.body, box)
+                box3d[obj.body] = (T_cw @ o.T_world_from_obj, o.size)
         others = list(boxes.values()) + self._occluder_boxes(T_cw)
         groups: list[list[tuple[int, tuple, set[int]]]] = []
+        K = self._intrinsics.K
         for body, box in boxes.values():
             hits = {b for b, ob in others if b != body and _overlap(box, ob)}
-            if not hits:
+            if not hits or not _shows_in_front(hits, box, *box3d[body], K, raw, depth):
                 continue
             for g in groups:
                 if not any(_overlap(box, gb) for _, gb, _ in g):
@@ -617,6 +626,46 @@ def _merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def _to_camera(points_world: np.ndarray, T_cw: np.ndarray) -> np.ndarray:
+    return points_world @ T_cw[:3, :3].T + T_cw[:3, 3]
+
+
+# Depth-buffer resolution is ~1e-4 m at tabletop range; margins only cost a needless render.
+_IN_FRONT_MARGIN_M = 2e-3
+
+
+def _shows_in_front(bodies: set[int], box, T_co: np.ndarray, size, K: np.ndarray,
+                    raw: np.ndarray, depth: np.ndarray) -> bool:
+    """Does one of ``bodies`` show, inside the image ``box``, a pixel whose ray enters the 3D box
+    (``T_co``: camera from box centre, ``size``: extents) and is nearer than where it leaves it?
+
+    Rays go through the pixel positions the pinhole ``K`` puts pixels at (as ``project``); the
+    box grows by a pixel's footprint and a margin so that rasterization at its silhouette and
+    depth-buffer rounding never make a hidden part look unhidden.
+    """
+    x0, y0, x1, y1 = box
+    ids = raw[y0:y1 + 1, x0:x1 + 1]
+    cand = np.isin(ids, np.fromiter(bodies, dtype=ids.dtype))
+    if not cand.any():
+        return False
+    vs, us = np.nonzero(cand)
+    z_shown = depth[y0:y1 + 1, x0:x1 + 1][vs, us].astype(np.float64)
+    # Rays with z = 1: a point's ray parameter is its camera z.
+    rays = np.stack([(us + x0 - K[0, 2]) / K[0, 0], (vs + y0 - K[1, 2]) / K[1, 1],
+                     np.ones(len(us))], axis=1)
+    R, c = T_co[:3, :3], T_co[:3, 3]
+    far = float(np.abs(R).dot(np.asarray(size, float) / 2).max() + c[2])
+    half = np.asarray(size, float) / 2 + far / min(K[0, 0], K[1, 1]) + _IN_FRONT_MARGIN_M
+    origin = -(R.T @ c)           # camera centre in the box frame
+    direc = rays @ R              # ray directions in the box frame (rows: R.T @ ray)
+    direc[np.abs(direc) < 1e-12] = 1e-12
+    t1, t2 = (-half - origin) / direc, (half - origin) / direc
+    t_in = np.minimum(t1, t2).max(axis=1)
+    t_out = np.maximum(t1, t2).min(axis=1)
+    hit = (t_out >= np.maximum(t_in, 0.0)) & (z_shown < t_out + _IN_FRONT_MARGIN_M)
+    return bool(hit.any())
 
 
 def _overlap(a, b) -> bool:

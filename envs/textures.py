@@ -9,6 +9,7 @@ function of ``(kind, k, size)``, so what a seed renders never depends on the env
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -62,15 +63,41 @@ def make_pattern(kind: str, index: int, size: int) -> np.ndarray:
 
 
 def skimage_image(name: str) -> np.ndarray:
-    """A photo bundled with scikit-image as (H, W, 3) uint8."""
-    import skimage.data
+    """A photo bundled with scikit-image as (H, W, 3) uint8.
 
-    img = np.asarray(getattr(skimage.data, name)())
+    Read from the package's data folder directly: the first ``skimage.data.<name>()`` call
+    imports skimage's I/O stack, ~0.5 s of every renderer process's start.  Names without a
+    bundled file go through ``skimage.data`` (which may download, so only with a network).
+    """
+    path = _skimage_data_file(name)
+    if path is not None:
+        with Image.open(path) as im:
+            img = np.asarray(im.convert("RGB"))
+    else:
+        import skimage.data
+
+        img = np.asarray(getattr(skimage.data, name)())
     if img.dtype == bool:
         img = img.astype(np.uint8) * 255
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     return np.ascontiguousarray(img[..., :3].astype(np.uint8))
+
+
+_SKIMAGE_FILES = {"clock": "clock_motion", "immunohistochemistry": "ihc", "colorwheel": "color"}
+
+
+def _skimage_data_file(name: str) -> str | None:
+    name = _SKIMAGE_FILES.get(name, name)
+    spec = importlib.util.find_spec("skimage")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        for ext in (".png", ".jpg"):
+            path = os.path.join(root, "data", name + ext)
+            if os.path.isfile(path):
+                return path
+    return None
 
 
 def folder_images(folder: str) -> list[str]:

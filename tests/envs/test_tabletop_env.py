@@ -177,6 +177,55 @@ def test_visibility_equals_brute_force_alone_render():
         env.close()
 
 
+def test_visibility_skips_renders_when_nothing_is_in_front(monkeypatch):
+    """Overlapping boxes alone don't cost a crop render: the frame's ids and depth must show an
+    occluder in front first.  Labels still equal the brute-force render of each object alone."""
+    import envs.tabletop as tabletop
+
+    calls = {"tested": 0, "in_front": 0, "renders": 0}
+    shows = tabletop._shows_in_front
+
+    def counting_shows(*a):
+        calls["tested"] += 1
+        hit = shows(*a)
+        calls["in_front"] += hit
+        return hit
+
+    monkeypatch.setattr(tabletop, "_shows_in_front", counting_shows)
+    scene = default_scene()
+    scene["num_distractors"] = [3, 3]  # crowded: many overlapping boxes
+    env = make(scene)
+    u = env.unwrapped
+    render_alone = u._render_alone
+
+    def counting_render(*a):
+        calls["renders"] += 1
+        return render_alone(*a)
+
+    u._render_alone = counting_render
+    try:
+        for seed in range(6):
+            _, info = env.reset(seed=seed, options={"scene_seed": seed // 3})
+            c = u.client
+            bodies = [o.body for o in u._objects]
+            saved = {b: c.getBasePositionAndOrientation(b) for b in bodies}
+            for lab in info["labels"]["objects"]:
+                me = bodies[lab["instance_id"] - 1]
+                for b in bodies:
+                    if b != me:
+                        c.resetBasePositionAndOrientation(b, [0, 0, -1000], [0, 0, 0, 1])
+                raw = np.asarray(u._get_image(u.intrinsics, *u._matrices(u.intrinsics),
+                                              shadow=False)[4]).reshape(H, W)
+                for b, (pos, orn) in saved.items():
+                    c.resetBasePositionAndOrientation(b, pos, orn)
+                full = int((raw == me).sum())
+                assert lab["visibility"] == pytest.approx(min(1.0, lab["area"] / full), abs=1e-6)
+    finally:
+        env.close()
+    assert calls["tested"] > calls["in_front"]  # some overlaps were settled without a render
+    assert calls["renders"] <= calls["in_front"]
+
+
 def test_postprocess_changes_rgb_only_and_grayscale():
     plain = default_scene()
     plain["postprocess"] = {"enabled": False}
@@ -334,3 +383,17 @@ def test_postprocess_transforms_are_drawn_independently():
         combos.add(tuple(bool(t.params) for t in pipe.transforms))
     assert len(combos) >= 12  # of 16; one shared seed per transform gave only 3
     assert np.array_equal(postprocess.apply(pipe, img, 7), postprocess.apply(pipe, img, 7))
+
+
+@pytest.mark.parametrize("shape", [(40, 50, 3), (40, 50), (40, 50, 1)])
+def test_banked_noise_keeps_shape_and_std(shape):
+    import random
+
+    from envs.postprocess import A, BankedGaussNoise
+
+    pipe = A.Compose([BankedGaussNoise(std_range=(0.05, 0.05), p=1.0)], seed=0)
+    pipe.set_random_state(np.random.default_rng(1), random.Random(1))
+    img = np.full(shape, 128, np.uint8)
+    out = pipe(image=img)["image"]
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert out.astype(float).std() == pytest.approx(0.05 * 255, rel=0.15)
