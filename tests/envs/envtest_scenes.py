@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import yaml
 
 from envs.config import DEFAULT_SCENE_YAML
@@ -34,3 +35,18 @@ def sphere_scene(fx=60.0, fy=58.0, cx=40.3, cy=17.8, width=W, height=H) -> dict:
         "postprocess": {"enabled": False},
         "physics": {"settle_steps": 20},
     }
+
+
+def pixels_alone(env, body: int, others: list[int]) -> int:
+    """Pixels of render-world ``body`` in the frame's view with ``others`` moved far away
+    (brute-force "unoccluded" area: one full render per object), then put back."""
+    c = env.client
+    saved = {b: c.getBasePositionAndOrientation(b) for b in others if b != body}
+    try:
+        for b in saved:
+            c.resetBasePositionAndOrientation(b, [0, 0, -1000], [0, 0, 0, 1])
+        _, _, _, _, raw = env.render_raw()
+    finally:
+        for b, (pos, orn) in saved.items():
+            c.resetBasePositionAndOrientation(b, pos, orn)
+    return int((np.asarray(raw) == body).sum())
