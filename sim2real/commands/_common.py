@@ -30,6 +30,18 @@ def resolve_default_config(path: str | None, default: str | None) -> str | None:
     return path
 
 
+def flag_overrides(args: argparse.Namespace, values: dict[str, str] | None = None,
+                   switches: dict[str, str] | None = None) -> list[str]:
+    """``key=value`` overrides from a command's explicit flags.
+
+    ``values``: argument name -> config key, for flags given a value (an unset or empty one adds
+    nothing); ``switches``: ``store_true`` argument name -> the override it stands for.
+    """
+    out = [f"{key}={getattr(args, attr)}" for attr, key in (values or {}).items()
+           if getattr(args, attr) not in (None, "")]
+    return out + [override for attr, override in (switches or {}).items() if getattr(args, attr)]
+
+
 def config_from_args(schema: type[T], args: argparse.Namespace, extra: list[str] | None = None) -> T:
     """Load ``schema`` from --config plus overrides; ``extra`` (from explicit flags) wins last."""
     path = resolve_default_config(args.config, getattr(args, "_default_config", None))

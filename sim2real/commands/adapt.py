@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from sim2real.commands._common import add_config_arguments, config_from_args
+from sim2real.commands._common import add_config_arguments, config_from_args, flag_overrides
 
 HELP = "adapt a sim-trained checkpoint to real footage (finetune/coral/mmd/dann/adabn)"
 DESCRIPTION = """\
@@ -50,15 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from sim2real.io import atomic_write_text
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    extra = []
-    if args.checkpoint:
-        extra.append(f"checkpoint={args.checkpoint}")
-    if args.run_dir:
-        extra.append(f"run_dir={args.run_dir}")
-    if args.no_baselines:
-        extra.append("baselines=false")
-    if args.no_wandb:
-        extra.append("tracking.mode=disabled")
+    extra = flag_overrides(args, {"checkpoint": "checkpoint", "run_dir": "run_dir"},
+                           {"no_baselines": "baselines=false", "no_wandb": "tracking.mode=disabled"})
     cfg = config_from_args(AdaptConfig, args, extra)
     sess = AdaptSession(cfg)
     results = []

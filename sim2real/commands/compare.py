@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from sim2real.commands._common import add_config_arguments, config_from_args
+from sim2real.commands._common import add_config_arguments, config_from_args, flag_overrides
 
 HELP = "run source-only, real-only and every adaptation method on the same budget"
 DESCRIPTION = """\
@@ -33,13 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from sim2real.adapt.compare import CompareConfig, run_compare
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    extra = []
-    if args.checkpoint:
-        extra.append(f"adapt.checkpoint={args.checkpoint}")
-    if args.run_dir:
-        extra.append(f"run_dir={args.run_dir}")
-    if args.no_wandb:
-        extra.append("adapt.tracking.mode=disabled")
+    extra = flag_overrides(args, {"checkpoint": "adapt.checkpoint", "run_dir": "run_dir"},
+                           {"no_wandb": "adapt.tracking.mode=disabled"})
     cfg = config_from_args(CompareConfig, args, extra)
     res = run_compare(cfg)
     print(res.markdown.read_text())

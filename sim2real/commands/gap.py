@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sim2real.commands._common import add_config_arguments, config_from_args
+from sim2real.commands._common import add_config_arguments, config_from_args, flag_overrides
 
 HELP = "measure the sim-to-real gap of a checkpoint on a sim and a real dataset"
 DESCRIPTION = """\
@@ -50,11 +50,7 @@ _FLAGS = {"checkpoint": "checkpoint", "sim": "sim", "sim_image_root": "sim_image
 def run(args: argparse.Namespace) -> int:
     from sim2real.gap.run import GapConfig, gap_table, run_gap
 
-    extra = [f"{key}={getattr(args, attr)}" for attr, key in _FLAGS.items() if getattr(args, attr) is not None]
-    if args.overwrite:
-        extra.append("overwrite=true")
-    if args.no_wandb:
-        extra.append("tracking.mode=disabled")
+    extra = flag_overrides(args, _FLAGS, {"overwrite": "overwrite=true", "no_wandb": "tracking.mode=disabled"})
     cfg = config_from_args(GapConfig, args, extra)
     result = run_gap(cfg)
     n_sim, n_real = result.sim.metrics["n"], result.real.metrics["n"]

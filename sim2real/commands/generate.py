@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sim2real.commands._common import add_config_arguments, config_from_args
+from sim2real.commands._common import add_config_arguments, config_from_args, flag_overrides
 
 HELP = "render a domain-randomized synthetic dataset (COCO) with W workers"
 DESCRIPTION = """\
@@ -40,11 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sim2real.data.generate import GenerateConfig, generate
 
-    flags = {"out": args.out, "workers": args.workers, "num_frames": args.num_frames, "seed": args.seed,
-             "shard": args.shard, "num_shards": args.num_shards}
-    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    if args.no_progress:
-        extra.append("progress=false")
+    extra = flag_overrides(args, {k: k for k in ("out", "workers", "num_frames", "seed", "shard", "num_shards")},
+                           {"no_progress": "progress=false"})
     cfg = config_from_args(GenerateConfig, args, extra)
     manifest = generate(cfg)
     c, run_info = manifest["counts"], manifest.get("run", {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sim2real.commands._common import add_config_arguments, config_from_args
+from sim2real.commands._common import add_config_arguments, config_from_args, flag_overrides
 
 HELP = "run a checkpoint on a camera, video, stream or folder of frames"
 DESCRIPTION = """\
@@ -67,19 +67,11 @@ def run(args: argparse.Namespace) -> int:
     from sim2real.deploy.config import LiveConfig
     from sim2real.deploy.loop import run_live
 
-    flags = {"backend": args.backend, "threads": args.threads, "max_frames": args.max_frames,
-             "retry.max_retries": args.max_retries, "drift.threshold": args.drift_threshold}
-    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    if args.display:
-        extra.append("display=true")
-    if args.drop:
-        extra.append("drop=latest")
-    if args.no_drop:
-        extra.append("drop=all")
-    if args.realtime:
-        extra.append("realtime=true")
-    if args.tta_bn:
-        extra.append("tta.enabled=true")
+    extra = flag_overrides(
+        args, {"backend": "backend", "threads": "threads", "max_frames": "max_frames",
+               "max_retries": "retry.max_retries", "drift_threshold": "drift.threshold"},
+        {"display": "display=true", "drop": "drop=latest", "no_drop": "drop=all", "realtime": "realtime=true",
+         "tta_bn": "tta.enabled=true"})
     cfg = config_from_args(LiveConfig, args, extra)
     for attr, key in _TEXT_FLAGS.items():
         value = getattr(args, attr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sim2real.commands._common import add_config_arguments, config_from_args
+from sim2real.commands._common import add_config_arguments, config_from_args, flag_overrides
 
 HELP = "train a backbone + task heads on a synthetic dataset"
 DESCRIPTION = """\
@@ -47,19 +47,10 @@ def run(args: argparse.Namespace) -> int:
     from sim2real.train.config import TrainConfig
     from sim2real.train.trainer import train
 
-    extra = []
-    if args.data:
-        extra.append("datasets=[" + ",".join(args.data) + "]")
-    if args.compare_scratch:
-        extra.append("compare_scratch=true")
-    if args.no_progress:
-        extra.append("progress=false")
-    if args.no_wandb:
-        extra.append("tracking.mode=disabled")
-    if args.real_val:
-        extra.append(f"real_val.data={args.real_val}")
-    if args.real_image_root:
-        extra.append(f"real_val.image_root={args.real_image_root}")
+    extra = ["datasets=[" + ",".join(args.data) + "]"] if args.data else []
+    extra += flag_overrides(args, {"real_val": "real_val.data", "real_image_root": "real_val.image_root"},
+                            {"compare_scratch": "compare_scratch=true", "no_progress": "progress=false",
+                             "no_wandb": "tracking.mode=disabled"})
     if args.resume and "=" in args.resume and not Path(args.resume).exists():
         args.overrides = [args.resume] + list(args.overrides)  # `--resume key=value`: no folder given
         args.resume = ""
