@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from sim2real.adapt.config import VISP, AdaptConfig
-from sim2real.adapt.domain_check import DomainReport, compare_domains, input_hw_for_aspect
+from sim2real.adapt.domain_check import DomainReport, compare_domains
 from sim2real.data.dataset import CocoDataset, read_coco, resolve_annotation_file
 from sim2real.data.images import ImageReadError, is_grayscale, load_image, to_gray
 from sim2real.data.real import CocoSet, RealDataError, export_coco, load_coco
@@ -30,6 +30,7 @@ from sim2real.data.real_footage import FootageError, open_footage
 from sim2real.data.real_visp import VISP_CUBE_SPLIT_DEFAULTS, load_visp_cube_dev, visp_cube_labels_path
 from sim2real.data.splits import Splits, load_splits, make_splits
 from sim2real.io import atomic_write_json
+from sim2real.models.preprocess import fit_input_hw
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class AdaptData:
                 reasons.append(f"input_hw={list(new_hw)} set in the config (checkpoint: {list(hw)})")
             hw = new_hw
         elif abs(math.log((hw[1] / hw[0]) / real_aspect)) > 0.02:
-            new_hw = tuple(input_hw_for_aspect(real_aspect, min(hw), multiple=16))
+            new_hw = fit_input_hw((1.0, real_aspect), min(hw), multiple=16)
             reasons.append(f"the checkpoint's input {list(hw)} does not have the camera's aspect "
                            f"{real_aspect:.3f}: input_hw={list(new_hw)} (same short side) so real frames are "
                            "scaled, not squashed or letterboxed")

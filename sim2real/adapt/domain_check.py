@@ -32,6 +32,7 @@ import numpy as np
 
 from sim2real.data.images import ImageReadError, is_grayscale, load_image, to_gray, to_rgb
 from sim2real.io import atomic_write_json, atomic_write_text
+from sim2real.models.preprocess import fit_input_hw
 
 log = logging.getLogger(__name__)
 
@@ -217,15 +218,6 @@ def image_stats(images: Sequence[np.ndarray], analysis_width: int | None = None)
         sharpness=float(np.median(sharp)), noise=float(np.median(noise)), analysis_width=aw)
 
 
-def input_hw_for_aspect(aspect: float, short_side: int = 240, multiple: int = 16) -> list[int]:
-    """``[H, W]`` with the given W/H aspect, short side ``short_side``, both multiples of ``multiple``."""
-    def snap(v):
-        return max(multiple, int(round(v / multiple)) * multiple)
-    if aspect >= 1:
-        return [snap(short_side), snap(short_side * aspect)]
-    return [snap(short_side / aspect), snap(short_side)]
-
-
 # --------------------------------------------------------------------------------------------
 # comparison
 
@@ -233,7 +225,7 @@ def input_hw_for_aspect(aspect: float, short_side: int = 240, multiple: int = 16
 def compare_stats(sim: DomainStats, real: DomainStats, input_short: int = 240,
                   thresholds: dict | None = None) -> DomainReport:
     t = {**THRESHOLDS, **(thresholds or {})}
-    hw = input_hw_for_aspect(real.aspect, input_short)
+    hw = list(fit_input_hw((1.0, real.aspect), input_short))  # a list: it goes into config overrides
     fs: list[Finding] = []
 
     if real.is_gray and not sim.is_gray:

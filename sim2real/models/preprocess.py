@@ -25,10 +25,13 @@ _CV2_INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicu
                "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
 
 
-def fit_input_hw(image_hw: Sequence[int], short_side: int, multiple: int = 16) -> tuple[int, int]:
+def fit_input_hw(image_hw: Sequence[float], short_side: int, multiple: int = 16) -> tuple[int, int]:
     """Model input (H, W) with the image's aspect ratio, short side ``short_side``, both sides
-    rounded to ``multiple`` (keeps stride-16 maps aligned): (480, 640) with 240 -> (240, 320)."""
-    h, w = int(image_hw[0]), int(image_hw[1])
+    rounded to ``multiple`` (keeps stride-16 maps aligned): (480, 640) with 240 -> (240, 320).
+
+    Only the proportions of ``image_hw`` matter, so a measured aspect ratio (W / H) works as
+    ``(1.0, aspect)``."""
+    h, w = float(image_hw[0]), float(image_hw[1])
     if h <= 0 or w <= 0 or short_side <= 0:
         raise ValueError(f"fit_input_hw: sizes must be positive, got image {image_hw}, short side {short_side}")
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from sim2real.adapt.domain_check import (DomainMismatchWarning, alignment_overrides, apply_alignment,
-                                         check_domain, compare_domains, input_hw_for_aspect, sample_images,
-                                         to_dotlist)
+                                         check_domain, compare_domains, sample_images, to_dotlist)
 from sim2real.config import load_config
 from sim2real.data.real_footage import ProtectedFramesError
 from sim2real.data.real_visp import visp_cube_dir, visp_cube_footage
+from sim2real.models.preprocess import fit_input_hw
 
 
 def _synth(rng, h=64, w=64, gray=False):
@@ -89,10 +89,10 @@ def test_photometric_findings():
     assert report.overrides == {}  # photometric findings advise sim changes; no train-config override
 
 
-def test_input_hw_for_aspect():
-    assert input_hw_for_aspect(4 / 3) == [240, 320]
-    assert input_hw_for_aspect(16 / 9, 224, 32) == [224, 384]
-    assert input_hw_for_aspect(0.75) == [320, 240]
+def test_input_hw_from_an_aspect_ratio():
+    assert fit_input_hw((1.0, 4 / 3), 240) == (240, 320)
+    assert fit_input_hw((1.0, 16 / 9), 224, 32) == (224, 384)
+    assert fit_input_hw((1.0, 0.75), 240) == (320, 240)
 
 
 @dataclass
