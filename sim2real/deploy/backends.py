@@ -139,6 +139,18 @@ class TorchScriptBackend(InferenceBackend):
         return {k: v.numpy() for k, v in zip(self.outputs, out)}
 
 
+# The sim2real.* metadata_props format is written and read here, next to its constants, so export
+# and quantize (which both write it) need not import each other.
+def set_onnx_metadata(onnx_model, meta: dict) -> None:
+    """Store ``meta`` as ``sim2real.<key>`` entries (strings as is, the rest as JSON)."""
+    keep = [p for p in onnx_model.metadata_props if not p.key.startswith(META_PREFIX)]
+    del onnx_model.metadata_props[:]
+    onnx_model.metadata_props.extend(keep)
+    for k, v in meta.items():
+        entry = onnx_model.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + k, v if isinstance(v, str) else json.dumps(v)
+
+
 def read_onnx_metadata(props: dict[str, str], path: str | Path) -> dict:
     """``metadata_props`` of an exported model -> ``{classes, preprocess, input_hw, ...}``."""
     meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sim2real.deploy.backends import (INPUT_NAME, META_PREFIX, ONNX_FORMAT, OUTPUT_NAMES, TS_META_FILE,
-                                      OnnxRuntimeBackend, TorchBackend)
+from sim2real.deploy.backends import (INPUT_NAME, ONNX_FORMAT, OUTPUT_NAMES, TS_META_FILE, OnnxRuntimeBackend,
+                                      TorchBackend, set_onnx_metadata)
 from sim2real.io import atomic_path
 
 DEFAULT_OPSET = 17
@@ -61,16 +61,6 @@ def _head_dict(model) -> dict:
     from dataclasses import asdict
 
     return asdict(model.head_cfg)
-
-
-def set_onnx_metadata(onnx_model, meta: dict) -> None:
-    """Store ``meta`` as ``sim2real.<key>`` entries (strings as is, the rest as JSON)."""
-    keep = [p for p in onnx_model.metadata_props if not p.key.startswith(META_PREFIX)]
-    del onnx_model.metadata_props[:]
-    onnx_model.metadata_props.extend(keep)
-    for k, v in meta.items():
-        entry = onnx_model.metadata_props.add()
-        entry.key, entry.value = META_PREFIX + k, v if isinstance(v, str) else json.dumps(v)
 
 
 def export_onnx(model, path: str | Path, batch: int | None = 1, opset: int = DEFAULT_OPSET,

@@ -18,8 +18,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from sim2real.deploy.backends import INPUT_NAME, META_PREFIX, InferenceBackend, read_onnx_metadata
-from sim2real.deploy.export import set_onnx_metadata
+from sim2real.deploy.backends import (INPUT_NAME, META_PREFIX, InferenceBackend, read_onnx_metadata,
+                                      set_onnx_metadata)
 from sim2real.io import atomic_path
 
 
