@@ -124,18 +124,25 @@ def project(K: np.ndarray, pts_cam: np.ndarray) -> np.ndarray:
     return uv * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
 
 
+class CalibrationNodeError(ValueError):
+    """The calibration file has no node of that name (or cannot be opened, so it has none)."""
+
+
 def read_opencv_intrinsics(path: str, node_name: str = "camera_matrix"
                            ) -> tuple[np.ndarray, int | None, int | None]:
-    """``camera_matrix`` (and image size when present) from an OpenCV calibration YAML/XML."""
+    """``camera_matrix`` (and image size when present) from an OpenCV calibration YAML/XML.
+
+    A missing node raises :class:`CalibrationNodeError` (the node name is the likely mistake, e.g.
+    a stereo file's ``M1``), any other unusable content a plain ``ValueError``."""
     import cv2
 
     fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
     if not fs.isOpened():
-        raise ValueError(f"cannot open OpenCV calibration file {path}")
+        raise CalibrationNodeError(f"cannot open OpenCV calibration file {path}")
     try:
         node = fs.getNode(node_name)
         if node.empty():
-            raise ValueError(f"{path}: no '{node_name}' node (OpenCV calibration file expected)")
+            raise CalibrationNodeError(f"{path}: no '{node_name}' node (OpenCV calibration file expected)")
         K = node.mat()
         if K is None or K.shape != (3, 3):
             raise ValueError(f"{path}: '{node_name}' must be a 3x3 matrix")
