@@ -35,9 +35,9 @@ from gymnasium import spaces
 
 from envs import postprocess, samplers
 from envs.bullet import connect
-from envs.camera import (Intrinsics, depth_from_buffer, intrinsics_from_fov, project,
-                         projection_matrix, read_opencv_intrinsics, view_matrix)
-from envs.config import (DEFAULT_SCENE_YAML, SceneConfig, SceneConfigError, load_scene,
+from envs.camera import (CalibrationNodeError, Intrinsics, depth_from_buffer, intrinsics_from_fov,
+                         project, projection_matrix, read_opencv_intrinsics, view_matrix)
+from envs.config import (DEFAULT_SCENE_YAML, SceneConfig, SceneConfigError, deep_merge, load_scene,
                          resolve_file, resolve_glob)
 from envs.labels import LabelledObject, box_corners, frame_labels
 from envs.objects import (Spawned, apply_appearance, link_boxes, link_frame, local_box, spawn,
@@ -55,16 +55,11 @@ def base_intrinsics(cfg: SceneConfig) -> Intrinsics:
     cam = cfg.camera
     if cam.opencv_yaml is not None:
         path = resolve_file(cam.opencv_yaml, "scene.camera.opencv_yaml", cfg.base_dir)
-        import cv2
-
-        fs = cv2.FileStorage(path, cv2.FILE_STORAGE_READ)
-        ok = fs.isOpened() and not fs.getNode(cam.opencv_node).empty()
-        fs.release()
-        if not ok:
-            raise SceneConfigError("scene.camera.opencv_node",
-                                   f"a 3x3 matrix node present in {path}", cam.opencv_node)
         try:
             K, w, h = read_opencv_intrinsics(path, cam.opencv_node)
+        except CalibrationNodeError:
+            raise SceneConfigError("scene.camera.opencv_node",
+                                   f"a 3x3 matrix node present in {path}", cam.opencv_node) from None
         except ValueError as e:
             raise SceneConfigError("scene.camera.opencv_yaml", str(e)) from None
         w, h = cam.width or w, cam.height or h
@@ -93,7 +88,7 @@ class TabletopEnv(gym.Env):
         if renderer not in RENDERERS:
             raise ValueError(f"renderer must be one of {RENDERERS}, got {renderer!r}")
         if scene is None and self.DEFAULT_OVERRIDES:
-            scene = _merge(yaml.safe_load(DEFAULT_SCENE_YAML), self.DEFAULT_OVERRIDES)
+            scene = deep_merge(yaml.safe_load(DEFAULT_SCENE_YAML), self.DEFAULT_OVERRIDES)
         self.cfg = load_scene(scene)
         self.render_mode = render_mode
         self.renderer = renderer
@@ -620,12 +615,6 @@ def _scene_seed_option(options: dict[str, Any] | None) -> int | None:
         raise ValueError(f"reset option 'scene_seed' must be an integer >= 0, got {seed!r}")
     return int(seed)
 
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _to_camera(points_world: np.ndarray, T_cw: np.ndarray) -> np.ndarray:

@@ -7,12 +7,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from sim2real.config import load_config
+from sim2real.paths import REPO_ROOT
 
 T = TypeVar("T")
-
-# The checkout this package runs from (editable install): its configs/ serve as defaults when a
-# command runs from another folder.
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def add_config_arguments(p: argparse.ArgumentParser, default_config: str | None) -> None:
