@@ -2,12 +2,15 @@
 
 ``load_scene(None | dict | path)`` returns a :class:`SceneConfig`; every error is a
 :class:`SceneConfigError` naming the dotted key (``scene.camera.fx``) and what was expected.
+``read_scene_file(path, overrides)`` is the one reader of a scene YAML (overrides deep-merged on
+top, see :func:`deep_merge`), for callers that hand the scene on as a dict (``sim2real generate``).
 The embedded default scene is ``configs/scenes/default.yaml`` (kept identical to
 ``DEFAULT_SCENE_YAML`` below; a test checks it).
 """
 
 from __future__ import annotations
 
+import copy
 import glob
 import os
 from dataclasses import dataclass, field
@@ -18,8 +21,8 @@ import yaml
 
 from envs.validate import SceneConfigError, from_dict, to_dict
 
-__all__ = ["SceneConfig", "SceneConfigError", "load_scene", "DEFAULT_SCENE_YAML", "to_dict",
-           "PATTERNS", "SKIMAGE_IMAGES"]
+__all__ = ["SceneConfig", "SceneConfigError", "load_scene", "read_scene_file", "deep_merge",
+           "DEFAULT_SCENE_YAML", "to_dict", "PATTERNS", "SKIMAGE_IMAGES"]
 
 PATTERNS = ("checker", "stripes", "noise", "blobs")
 # Real photos bundled with scikit-image (offline).
@@ -349,28 +352,50 @@ def _check_files(cfg: SceneConfig) -> None:
                 raise SceneConfigError(f"{k}.folder", "an existing folder of images", a.folder)
 
 
+def deep_merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` on top, nested mappings merged key by key (a copy; inputs untouched)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        nested = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = deep_merge(out[k], v) if nested else copy.deepcopy(v)
+    return out
+
+
+def read_scene_file(path: "str | os.PathLike", overrides: dict | None = None) -> dict:
+    """The scene dict of a YAML file, ``overrides`` (nested keys) deep-merged on top.
+
+    ``base_dir`` is set to the file's folder unless given, so relative asset paths resolve next to
+    the file wherever the dict is validated. An empty file is an empty scene (the overrides may
+    hold all of it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SceneConfigError("scene", f"an existing scene YAML file at {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SceneConfigError("scene", f"valid YAML in {path} ({e})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SceneConfigError("scene", "a mapping of key: value", data)
+    data = deep_merge(data, overrides) if overrides else data
+    data.setdefault("base_dir", str(path.resolve().parent))
+    return data
+
+
 def load_scene(scene: "SceneConfig | dict | str | os.PathLike | None") -> SceneConfig:
     """Validate a scene given as a dict, a YAML path, an existing SceneConfig or None (default)."""
     if isinstance(scene, SceneConfig):
         return scene
-    base_dir = None
     if scene is None:
         data = yaml.safe_load(DEFAULT_SCENE_YAML)
     elif isinstance(scene, (str, os.PathLike)):
-        path = Path(scene)
-        if not path.is_file():
-            raise SceneConfigError("scene", f"an existing scene YAML file at {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise SceneConfigError("scene", f"valid YAML in {path} ({e})") from None
-        base_dir = str(path.resolve().parent)
+        data = read_scene_file(scene)
     elif isinstance(scene, dict):
         data = scene
     else:
         raise SceneConfigError("scene", "a dict, a YAML path or None", type(scene).__name__)
-    if isinstance(data, dict) and base_dir is not None and "base_dir" not in data:
-        data = {**data, "base_dir": base_dir}
     cfg = from_dict(SceneConfig, data, "scene")
     _check_files(cfg)
     return cfg

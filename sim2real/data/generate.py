@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import yaml
 
 from sim2real.config import ConfigError, choice, rng, save_config, to_dict
 from sim2real.data import coco_writer as cw
 from sim2real.io import OutputError, atomic_write_json, check_writable
+from sim2real.paths import REPO_ROOT
 
 STATE_FILE = "generate_state.json"
 STATE_VERSION = 1
@@ -102,23 +102,12 @@ class ResumeError(ValueError):
 # Config -> scene, seeds, frame lists, fingerprint
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-def _project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def resolve_scene_file(scene_file: str) -> Path:
     """A relative ``scene_file`` is looked up in the working directory, then in the project root."""
     p = Path(scene_file).expanduser()
     if p.is_file() or p.is_absolute():
         return p
-    alt = _project_root() / p
+    alt = REPO_ROOT / p
     return alt if alt.is_file() else p
 
 
@@ -133,16 +122,16 @@ def load_scene(cfg: GenerateConfig) -> dict | None:
     path = resolve_scene_file(cfg.scene_file)
     if not path.is_file():
         raise FileNotFoundError(f"scene_file: no scene YAML at {cfg.scene_file} (looked in {Path.cwd()} "
-                                f"and {_project_root()}); set scene_file= to an existing file or '' for "
+                                f"and {REPO_ROOT}); set scene_file= to an existing file or '' for "
                                 "the env's embedded default scene")
+    # The env package's own reader, so the env reads a file and this dict alike; imported here
+    # because importing envs loads pybullet, which only rendering needs.
+    from envs.config import SceneConfigError, read_scene_file
+
     try:
-        base = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError("scene_file", f"valid YAML ({e})", source=str(path)) from None
-    if not isinstance(base, dict):
-        raise ConfigError("<root>", "a mapping of scene keys", type(base).__name__, source=str(path))
-    scene = _deep_merge(base, cfg.scene)
-    scene.setdefault("base_dir", str(path.resolve().parent))
+        scene = read_scene_file(path, cfg.scene)
+    except SceneConfigError as e:  # a key of this config, like the other config errors
+        raise ConfigError("scene_file", e.expected, e.got, source=str(path)) from None
     objects = scene.get("objects", None)
     if objects is not None and not objects:
         raise ConfigError("scene.objects", "at least one object to render", objects, source=str(path))
