@@ -6,7 +6,8 @@ skipped and counted (``reader.skipped``), and a warning is logged once the pass 
 bad frame in minutes of footage should not stop an adaptation run, but must not go unnoticed.
 
 ``frames`` restricts which frame indices may be read (``range(0, 100)``, a list, or ``None`` for
-all).  Some sequences have frames reserved for evaluation (:data:`PROTECTED_FRAMES`); reading
+all).  Some sequences have frames reserved for evaluation
+(:data:`sim2real.data.protected_frames.PROTECTED_FRAMES`); reading
 those needs ``allow_protected=True`` so they cannot leak into training by accident.
 """
 
@@ -22,15 +23,12 @@ import cv2
 import numpy as np
 
 from sim2real.data.images import ImageReadError, load_image, normalize_image
+from sim2real.data.protected_frames import PROTECTED_FRAMES, register_protected_frames
 from sim2real.data.real import RealDataError, list_images
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv")
-
-#: folder (resolved) -> frame indices that are evaluation-only and must never feed
-#: training, adaptation or tuning.  Filled by the modules that know such sequences.
-PROTECTED_FRAMES: dict[Path, range] = {}
 
 
 class FootageError(RealDataError):
@@ -66,9 +64,7 @@ def _frame_filter(frames: Collection[int] | range | tuple | None) -> Collection[
 def _check_protected(folder: Path, frames: Collection[int] | None, allow: bool) -> None:
     if allow:
         return
-    # Known sequences register their evaluation frames; imported here to avoid an import cycle.
-    from sim2real.data.real_visp import register_protected_frames
-
+    # Re-registered on every check: the sequence folders follow their environment variables.
     register_protected_frames()
     try:
         key = folder.resolve()

@@ -17,27 +17,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The sequence's location and evaluation frames live with the protected-frames registry (which
+# the footage readers check); they are part of this module's interface too.
+from sim2real.data.protected_frames import (VISP_CUBE_EVAL_FRAMES, VISP_CUBE_SUBDIR,  # noqa: F401
+                                            visp_cube_dir, visp_image_root)
 from sim2real.data.real import CocoSet, RealDataError, load_coco
-from sim2real.data.real_footage import PROTECTED_FRAMES, FrameFolderFootage
+from sim2real.data.real_footage import FrameFolderFootage
+from sim2real.paths import REPO_ROOT
 
 VISP_CUBE_DEV_FRAMES = range(0, 100)
-VISP_CUBE_EVAL_FRAMES = range(100, 218)
-VISP_CUBE_SUBDIR = "mbt/cube"
 VISP_CUBE_LABELS_NAME = "dev_frames_000_099.coco.json"
 VISP_CUBE_CLASSES = ["cube"]
 #: default splits of the 100 development frames (see sim2real.data.splits): pool 0-45, val 48-67,
 #: test 70-99, 2 guard frames between segments.
 VISP_CUBE_SPLIT_DEFAULTS = {"n_val": 20, "n_test": 30, "gap": 2}
-
-_REPO = Path(__file__).resolve().parents[2]
-
-
-def visp_image_root() -> Path:
-    return Path(os.environ.get("SIM2REAL_VISP_ROOT", "/usr/share/visp-images-data/ViSP-images"))
-
-
-def visp_cube_dir() -> Path:
-    return visp_image_root() / VISP_CUBE_SUBDIR
 
 
 def visp_cube_dev_frames() -> range:
@@ -50,23 +43,12 @@ def visp_cube_eval_frames() -> range:
     return VISP_CUBE_EVAL_FRAMES
 
 
-def register_protected_frames() -> None:
-    """Make frame readers refuse the evaluation frames (re-run if SIM2REAL_VISP_ROOT changes)."""
-    try:
-        PROTECTED_FRAMES[visp_cube_dir().resolve()] = VISP_CUBE_EVAL_FRAMES
-    except OSError:
-        pass
-
-
-register_protected_frames()
-
-
 def visp_cube_labels_path() -> Path:
     env = os.environ.get("SIM2REAL_VISP_LABELS")
     if env:
         return Path(env)
-    candidates = [_REPO / "shared" / "real" / "visp_cube" / VISP_CUBE_LABELS_NAME,
-                  _REPO.parent / "shared" / "real" / "visp_cube" / VISP_CUBE_LABELS_NAME]
+    candidates = [REPO_ROOT / "shared" / "real" / "visp_cube" / VISP_CUBE_LABELS_NAME,
+                  REPO_ROOT.parent / "shared" / "real" / "visp_cube" / VISP_CUBE_LABELS_NAME]
     for c in candidates:
         if c.is_file():
             return c
