@@ -36,25 +36,25 @@ from sim2real.adapt.l2sp import L2SP
 from sim2real.adapt.selection import RULE_TEXT, Selector, negative_transfer_warnings, selection_score
 from sim2real.adapt.unfreeze import UnfreezeSchedule
 from sim2real.config import ConfigError, to_dict
-from sim2real.data.dataset import predictions_to_original, targets_to_input
+from sim2real.data.dataset import targets_to_input
+from sim2real.eval.domain import DomainEval
+from sim2real.eval.loop import EvalBatch, run_batches, score
+from sim2real.eval.metrics import METRIC_NAMES
+from sim2real.eval.model import trained_tasks
 from sim2real.gap.distances import feature_distances
 from sim2real.gap.naming import sim_real_record
-from sim2real.gap.run import DomainEval, gap_record, write_gap_report
+from sim2real.gap.run import gap_record, write_gap_report
 from sim2real.gap.tracker import FeatureGapTracker
 from sim2real.io import atomic_write_json, check_writable
 from sim2real.models import (PerceptionModel, build_backbone, load_checkpoint, loss_weights, read_checkpoint_meta,
-                             save_checkpoint)
+                             resolve_device, save_checkpoint)
 from sim2real.runinfo import seed_everything, write_run_info
 from sim2real.tracking import TrackingConfig, make_logger
 from sim2real.train.config import TASK_PARTS
-from sim2real.train.distributed import resolve_device
-from sim2real.train.inference import trained_tasks
-from sim2real.train.metrics import perception_metrics
-from sim2real.train.trainer import decode_outputs
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("acc", "center_err_px_median", "center_err_px_mean", "box_iou_mean", "pck@0.05", "n")
+METRIC_KEYS = METRIC_NAMES + ("n",)   # the scalars a RunResult keeps per split
 
 
 class NegativeTransferWarning(UserWarning):
@@ -170,7 +170,6 @@ class AdaptSession:
         self.tasks = trained_tasks(self.meta)
         on = {p for t in self.tasks for p in TASK_PARTS.get(t, ())}
         self.loss_weights = {k: (v if k in on else 0.0) for k, v in loss_weights(self.source.head_cfg).items()}
-        self.pred_keys = {"label"} | {t for t in ("center", "box", "keypoints") if t in self.tasks}
         self.data = AdaptData(cfg, self.source.classes, self.source.num_keypoints, self.source.input_hw, self.out,
                               train_config=(self.meta.get("extra") or {}).get("train_config"))
         self.source.input_hw = tuple(self.data.pipeline.input_hw)
@@ -214,25 +213,20 @@ class AdaptSession:
         the full metrics (with ``confusion``) and a :class:`DomainEval` for gap records and the report."""
         model.eval()
         valid = np.flatnonzero(store.valid)
-        preds: list[dict] = []
-        taps, embeds = [], []
-        for s in range(0, len(valid), 64):
-            chunk = valid[s:s + 64]
-            x = {k: v.to(self.device) for k, v in store.batch(chunk).items()}
-            out = model.forward_from_cut(advance(model, x, cut))
-            taps.append(tap(out).float().cpu())
-            embeds.append(out["embed"].float().cpu().numpy())
-            if ds is not None:
-                preds.append(predictions_to_original(decode_outputs(out), store.geom[chunk], model.input_hw))
-        res: dict[str, Any] = {"tap": torch.cat(taps), "embed": np.concatenate(embeds).astype(np.float32)}
+        taps: list[torch.Tensor] = []
+        batches = (EvalBatch(store.batch(chunk), store.geom[chunk], chunk)
+                   for chunk in (valid[start:start + 64] for start in range(0, len(valid), 64)))
+        # Unlabelled frames need only the features: no decoding.
+        run = run_batches(batches, lambda x: model.forward_from_cut(advance(model, x, cut)), model.input_hw,
+                          device=self.device, decode=ds is not None,
+                          on_output=lambda out: taps.append(tap(out).float().cpu()))
+        res: dict[str, Any] = {"tap": torch.cat(taps), "embed": run.embed.astype(np.float32)}
         if ds is None:
             return res
-        pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
         true = ds.original_targets(valid)
-        metrics = perception_metrics({k: v for k, v in pred.items() if k in self.pred_keys}, true,
-                                     len(model.classes))
+        metrics = score(run, true, len(model.classes), self.tasks)
         res["metrics"] = metrics
-        res["domain"] = DomainEval(name, metrics, res["embed"], pred, true, lambda r: ds.load(int(valid[r])),
+        res["domain"] = DomainEval(name, metrics, res["embed"], run.pred, true, lambda r: ds.load(int(valid[r])),
                                    tuple(self.tasks))
         return res
 

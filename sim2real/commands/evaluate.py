@@ -7,6 +7,8 @@ import dataclasses
 import math
 from pathlib import Path
 
+from sim2real.eval.metrics import CONTRACT_METRICS, METRIC_NAMES
+
 HELP = "score a checkpoint on a labelled dataset (sim or real)"
 DESCRIPTION = """\
 Score a checkpoint on a labelled COCO dataset: classification accuracy and confusion matrix; median
@@ -63,7 +65,7 @@ def markdown_summary(result: dict) -> str:
     lines = [f"# Evaluation of {result['checkpoint']}", "", f"- data: {result['data']}",
              f"- images scored: {m['n']} (corrupt skipped: {m['num_corrupt']}, without a target: "
              f"{m['num_without_target']})", "", "| metric | value |", "|---|---|"]
-    for k in ("acc", "center_err_px_median", "center_err_px_mean", "box_iou_mean", "pck@0.05"):
+    for k in METRIC_NAMES:
         if k in m:
             lines.append(f"| {k} | {_fmt(m[k])} |")
     lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
@@ -93,7 +95,8 @@ def tracking_config(items: list[str], no_wandb: bool):
 
 def _track(args, run_dir: Path, dom, model, meta: dict, result: dict, domain: str, tracking) -> Path | None:
     """metrics.jsonl + W&B (``<domain>/<metric>``) and report.html of one evaluation."""
-    from sim2real.gap.run import checkpoint_method, task_metrics, write_gap_report
+    from sim2real.eval.metrics import task_metrics
+    from sim2real.gap.run import checkpoint_method, write_gap_report
     from sim2real.runinfo import write_run_info
     from sim2real.tracking import make_logger
 
@@ -118,9 +121,9 @@ def _track(args, run_dir: Path, dom, model, meta: dict, result: dict, domain: st
 
 def run(args: argparse.Namespace) -> int:
     from sim2real.data.dataset import CocoDataset
-    from sim2real.gap.run import evaluate_domain
+    from sim2real.eval.dataset import evaluate_domain
+    from sim2real.eval.model import load_model, trained_tasks
     from sim2real.io import atomic_write_json, atomic_write_text, check_writable
-    from sim2real.train.inference import load_model, trained_tasks
 
     tracking = tracking_config(list(args.tracking), args.no_wandb)
     model, device, meta = load_model(args.checkpoint, args.device)
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(out_dir / f"eval_{name}.json", result, indent=2)
     atomic_write_text(out_dir / f"eval_{name}.md", markdown_summary(result))
     report = _track(args, out_dir / f"eval_{name}", dom, model, meta, result, domain, tracking)
-    parts = [f"{k}={_fmt(metrics[k])}" for k in ("acc", "center_err_px_median", "box_iou_mean", "pck@0.05") if k in metrics]
+    parts = [f"{k}={_fmt(metrics[k])}" for k in CONTRACT_METRICS if k in metrics]
     print(f"{name} ({domain}): {metrics['n']} images, {', '.join(parts)} -> {out_dir / f'eval_{name}.json'}"
           + (f" ({metrics['num_corrupt']} corrupt image(s) skipped)" if metrics["num_corrupt"] else ""))
     if report is not None:

@@ -108,7 +108,9 @@ def _sources(args) -> tuple[str, Iterator[tuple[dict, np.ndarray | None]], list[
 
 def run(args: argparse.Namespace) -> int:
     from sim2real.io import atomic_path
-    from sim2real.train.inference import load_model, predict_arrays, prediction_record
+    from sim2real.eval.model import load_model
+    from sim2real.eval.predict import predict_arrays
+    from sim2real.eval.records import prediction_record
 
     model, device, _ = load_model(args.checkpoint, args.device)
     name, pairs, errors = _sources(args)

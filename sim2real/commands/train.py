@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sim2real.eval.metrics import CONTRACT_METRICS
     from sim2real.train.config import TrainConfig
     from sim2real.train.trainer import train
 
@@ -69,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if result.best_epoch < 0:
         return 0  # not rank 0 under torchrun, or nothing left to do
     best = result.best
-    parts = [f"{k}={best[k]:.4g}" for k in ("acc", "center_err_px_median", "box_iou_mean", "pck@0.05")
-             if isinstance(best.get(k), float)]
+    parts = [f"{k}={best[k]:.4g}" for k in CONTRACT_METRICS if isinstance(best.get(k), float)]
     print(f"{cfg.run_dir}: best epoch {result.best_epoch + 1}/{result.epochs_run} ({', '.join(parts)}); "
           f"best.pt, checkpoint.pt, metrics.jsonl, report.md"
           + (f"; {result.num_corrupt} corrupt image(s) skipped" if result.num_corrupt else ""))

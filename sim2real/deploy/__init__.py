@@ -15,7 +15,8 @@ Quick tour::
 
 Modules: ``sources`` (parse/open a source), ``capture`` (capture thread, latest-frame or every
 frame, reconnect backoff), ``backends`` (torch / torchscript / onnxruntime behind one call),
-``export`` and ``quantize`` (ONNX/TorchScript, parity, int8), ``predictions`` (records),
+``export`` and ``quantize`` (ONNX/TorchScript, parity, int8), ``predictions`` (records via
+:func:`sim2real.eval.records.prediction_record`),
 ``overlay`` (drawing), ``video_writer`` (always-finalized video), ``latency`` (p50/p95/p99),
 ``tta`` (BatchNorm re-estimation), ``drift`` (MMD / mean-embedding drift monitor),
 ``image_sets`` (reference/calibration images), ``loop`` (``run_live``), ``config``.

@@ -2,9 +2,9 @@
 
 The pieces are shared by every stage that reports a gap:
 
-- :func:`evaluate_domain`: metrics, per-image predictions (ORIGINAL pixels), targets and ``embed``
-  features of a labelled set in one forward pass per batch (``sim2real gap``; the trainer builds the
-  same :class:`DomainEval` from its validation pass with :func:`domain_from_validation`);
+- :func:`sim2real.eval.evaluate_domain` scores a labelled set (metrics, per-image predictions in
+  ORIGINAL pixels, targets and ``embed`` features); the trainer builds the same
+  :class:`~sim2real.eval.DomainEval` from its validation pass with :func:`domain_from_validation`;
 - :func:`gap_record`: ``sim/<m>``, ``real/<m>``, ``gap/<m>`` (positive = real worse) and
   ``gap/feat_*`` (feature distances) as one flat, loggable record;
 - :func:`write_gap_report`: ``report.html`` + PNGs (frames with predictions, t-SNE of sim vs real
@@ -17,102 +17,21 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from sim2real.config import ConfigError, choice, rng, to_dict
+from sim2real.eval.domain import DomainEval, subset_rows
+from sim2real.eval.metrics import METRIC_NAMES, task_metrics
 from sim2real.gap.naming import FEATURE_PREFIX, sim_real_record
 from sim2real.gap.tracker import FeatureGapTracker, GapTrackingConfig
 from sim2real.tracking import TrackingConfig
 
-ALL_TASKS = ("cls", "center", "box", "keypoints")
-# Per-dataset bookkeeping in a metrics dict: logged as-is, never turned into a gap.
-BOOKKEEPING = ("confusion", "n", "num_corrupt", "num_without_target")
-TABLE_ORDER = ("acc", "center_err_px_median", "center_err_px_mean", "box_iou_mean", "pck@0.05", "loss")
-
-
-@dataclass
-class DomainEval:
-    """One model on one labelled set: what the gap record and the report need.
-
-    ``rows`` index the evaluated images in ``true``/``pred``/``features`` order; ``load(row)``
-    returns that image as stored (uint8 RGB or gray), or None if it cannot be read.
-    """
-
-    name: str                                  # "sim" / "real"
-    metrics: dict                              # perception_metrics (+ loss, counts), incl. confusion
-    features: np.ndarray                       # (N, D) float32 pooled embeddings
-    pred: dict[str, np.ndarray]                # decoded outputs, ORIGINAL pixels
-    true: dict[str, np.ndarray]                # targets, ORIGINAL pixels
-    load: Callable[[int], Optional[np.ndarray]]
-    tasks: Sequence[str] = ALL_TASKS
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-
-def task_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """``metrics`` without the per-dataset bookkeeping (confusion, counts) and the per-part losses
-    (``loss/<part>``: logged with their split; the total ``loss`` stays)."""
-    return {k: v for k, v in metrics.items() if k not in BOOKKEEPING and not k.startswith("loss/")}
-
-
-def subset_rows(n: int, max_images: Optional[int]) -> np.ndarray:
-    """At most ``max_images`` of ``range(n)``, evenly spaced (a video's frames span the whole clip;
-    the same rows every call, so per-epoch values are comparable)."""
-    if max_images is None or max_images <= 0 or n <= max_images:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, max_images).round().astype(np.int64))
-
-
-def pred_keys(tasks: Sequence[str]) -> set[str]:
-    """Prediction arrays that the trained ``tasks`` make meaningful."""
-    return {"label"} | {t for t in ("center", "box", "keypoints") if t in tasks}
+TABLE_ORDER = METRIC_NAMES + ("loss",)
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
-def evaluate_domain(model, ds, name: str, tasks: Sequence[str] = ALL_TASKS, max_images: Optional[int] = None,
-                    batch_size: int = 16, device: Any = "cpu", num_workers: int = 0) -> DomainEval:
-    """Score ``model`` on (an evenly spaced subset of) the labelled ``ds`` and keep the features.
-
-    The same loop as :func:`sim2real.train.inference.evaluate_dataset` (so the same metrics), plus
-    the ``embed`` output of the same forward pass and the per-image predictions.
-    """
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
-    from sim2real.data.dataset import collate, predictions_to_original
-    from sim2real.train.metrics import perception_metrics
-    from sim2real.train.trainer import decode_outputs
-
-    ds.preprocess = model.make_preprocess()
-    rows = subset_rows(len(ds), max_images)
-    loader = DataLoader(Subset(ds, rows.tolist()), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate)
-    preds, feats, seen, skipped = [], [], [], []
-    model.eval()
-    with torch.no_grad():
-        for b in loader:
-            skipped += b["skipped"]
-            if "image" not in b:
-                continue
-            out = model(b["image"].to(device))
-            feats.append(out["embed"].float().cpu().numpy())
-            preds.append(predictions_to_original(decode_outputs(out), b["geom"].numpy(), model.input_hw))
-            seen.append(b["index"].numpy())
-    if not seen:
-        raise ValueError(f"{ds.ann_file}: no readable labelled image to evaluate ({len(skipped)} corrupt, "
-                         f"{ds.num_without_target} without a target of classes {model.classes})")
-    index = np.concatenate(seen)
-    pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
-    true = ds.original_targets(index)
-    m = perception_metrics({k: v for k, v in pred.items() if k in pred_keys(tasks)}, true, len(model.classes))
-    m.update(num_corrupt=len(skipped), num_without_target=ds.num_without_target)
-    return DomainEval(name, m, np.concatenate(feats).astype(np.float32), pred, true,
-                      lambda r: ds.load(int(index[r])), tuple(tasks))
 
 
 def domain_from_validation(name: str, metrics: dict, collected: Mapping[str, np.ndarray], pool,
@@ -151,7 +70,7 @@ def gap_record(sim: DomainEval | Mapping[str, Any], real: DomainEval | Mapping[s
 def per_image_errors(dom: DomainEval) -> dict[str, np.ndarray]:
     """Per-image localization errors in ORIGINAL pixels: centre distance, mean distance of the
     visible keypoints, and box IoU (for the report's histograms)."""
-    from sim2real.train.metrics import box_iou, center_errors
+    from sim2real.eval.metrics import box_iou, center_errors
 
     out: dict[str, np.ndarray] = {}
     p, t = dom.pred, dom.true
@@ -206,7 +125,7 @@ def write_gap_report(run_dir: str | Path, domains: Sequence[DomainEval], *, clas
     """``write_report`` with everything a :class:`DomainEval` list offers: frames with predictions,
     confusion matrices (classification trained), localization error histograms and, with
     ``features`` (``{"first epoch": (sim, real), "last epoch": ...}``), a t-SNE per stage."""
-    from sim2real.tracking import write_report
+    from sim2real.gap.report import write_report
 
     domains = [d for d in domains if d is not None and len(d)]
     tasks = set().union(*(d.tasks for d in domains)) if domains else set()
@@ -273,7 +192,7 @@ class GapConfig:
 class GapResult:
     run_dir: Path
     record: dict                 # sim/, real/, gap/, gap/feat_* (the run's summary)
-    report: Any                  # sim2real.tracking.Report
+    report: Any                  # sim2real.gap.report.Report
     sim: DomainEval
     real: DomainEval
 
@@ -318,7 +237,8 @@ def run_gap(cfg: GapConfig) -> GapResult:
     from sim2real.data.dataset import CocoDataset
     from sim2real.runinfo import seed_everything, write_run_info
     from sim2real.tracking import make_logger
-    from sim2real.train.inference import load_model, trained_tasks
+    from sim2real.eval.dataset import evaluate_domain
+    from sim2real.eval.model import load_model, trained_tasks
 
     cfg.validate()
     seed_everything(cfg.seed)

@@ -18,6 +18,8 @@ Quick tour (all names importable from ``sim2real.models``)::
                                                      # meta.box_to_input): center (B,2), box (B,4)
                                                      # xyxy, keypoints (B,K,3), class (B,), has_loc (B,)
     model.embed(x[None])                             # (B, D) pooled features
+    decode_outputs(out)                              # numpy label/score/probs/center/box/... (input px)
+    resolve_device("auto")                           # torch.device for a config's device: auto|cpu|cuda
 
 Freezing and cached features::
 
@@ -44,6 +46,8 @@ from sim2real.models.backbone import Backbone, BackboneSplitError
 from sim2real.models.checkpoint import (
     CheckpointError, load_checkpoint, read_checkpoint, read_checkpoint_meta, save_checkpoint,
 )
+from sim2real.models.decode import decode_outputs
+from sim2real.models.device import resolve_device
 from sim2real.models.heads import DENSE_LOSS_WEIGHTS, GLOBAL_LOSS_WEIGHTS, HeadConfig, loss_weights
 from sim2real.models.perception import ModelConfig, PerceptionModel, build_model
 from sim2real.models.preprocess import Preprocess, PreprocessMeta, fit_input_hw, resolve_input_hw
@@ -55,7 +59,7 @@ from sim2real.models.weights import WeightsNotFoundError
 __all__ = [
     "Backbone", "BackboneSplitError", "CheckpointError", "DEFAULT_BACKBONE", "DENSE_LOSS_WEIGHTS",
     "GLOBAL_LOSS_WEIGHTS", "HeadConfig", "ModelConfig", "PerceptionModel", "Preprocess", "PreprocessMeta",
-    "UnknownBackboneError", "WeightsNotFoundError", "build_backbone", "build_model", "fit_input_hw",
-    "list_backbones", "load_checkpoint", "loss_weights", "read_checkpoint", "read_checkpoint_meta",
-    "register_backbone", "resolve_input_hw", "save_checkpoint",
+    "UnknownBackboneError", "WeightsNotFoundError", "build_backbone", "build_model", "decode_outputs",
+    "fit_input_hw", "list_backbones", "load_checkpoint", "loss_weights", "read_checkpoint", "read_checkpoint_meta",
+    "register_backbone", "resolve_device", "resolve_input_hw", "save_checkpoint",
 ]

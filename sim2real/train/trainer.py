@@ -29,11 +29,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sim2real.config import to_dict
-from sim2real.data.dataset import CocoDataset, check_same_classes, predictions_to_original
+from sim2real.data.dataset import CocoDataset, check_same_classes
+from sim2real.eval.dataset import subset_rows
+from sim2real.eval.loop import EvalBatch, run_batches, score
+from sim2real.eval.metrics import CONTRACT_METRICS
 from sim2real.features.augment import PhotometricAugment
 from sim2real.features.cache import build_or_load, describe_entry, feature_key_parts
 from sim2real.gap.distances import subsample
-from sim2real.gap.run import domain_from_validation, gap_record, subset_rows, write_gap_report
+from sim2real.gap.run import domain_from_validation, gap_record, write_gap_report
 from sim2real.gap.tracker import FeatureGapTracker
 from sim2real.io import atomic_path, atomic_write_text, check_writable, read_jsonl
 from sim2real.models import PerceptionModel, build_model, loss_weights, save_checkpoint
@@ -41,12 +44,11 @@ from sim2real.runinfo import seed_everything, write_run_info
 from sim2real.tracking import make_logger
 from sim2real.train import distributed as D
 from sim2real.train.config import MONITORS, TASK_PARTS, TrainConfig
-from sim2real.train.metrics import perception_metrics
 from sim2real.train.sources import CachedSource, ImageSource, Pool, split_indices
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
-REPORT_METRICS = ("acc", "center_err_px_median", "box_iou_mean", "pck@0.05", "loss")
+REPORT_METRICS = CONTRACT_METRICS + ("loss",)   # the tables of report.md and compare_scratch.md
 
 
 @dataclass
@@ -250,19 +252,6 @@ def _train_epoch(net, model, source, idx, cfg, epoch, opt, sched, scaler, weight
 
 
 @torch.no_grad()
-def decode_outputs(out: dict) -> dict[str, np.ndarray]:
-    """Model outputs -> numpy predictions (model-input pixels): label, score, probs, center, box,
-    keypoints, kp_score."""
-    probs = torch.softmax(out["logits"].float(), dim=1)
-    score, label = probs.max(dim=1)
-    res = {"label": label.cpu().numpy(), "score": score.cpu().numpy(), "probs": probs.cpu().numpy()}
-    for k in ("center", "box", "keypoints", "kp_score"):
-        if k in out:
-            res[k] = out[k].float().cpu().numpy()
-    return res
-
-
-@torch.no_grad()
 def validate(model: PerceptionModel, source, pool: Pool, idx: np.ndarray, cfg: TrainConfig, weights: dict,
              device: torch.device, amp: bool = False, collect: Optional[dict] = None) -> dict:
     """Validation loss + metrics (localisation in ORIGINAL pixels) of the un-augmented images.
@@ -272,38 +261,17 @@ def validate(model: PerceptionModel, source, pool: Pool, idx: np.ndarray, cfg: T
     """
     model.eval()
     forward = model.forward_from_cut if source.cached else model
-    total_n, sums, preds, seen, embeds = 0, {}, [], [], []
-    for b in source.batches(idx, cfg.batch_size, 0, shuffle=False, augment=False):
-        if b.inputs is None:
-            continue
-        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-            out = forward(_to_device(b.inputs, device))
-            loss, parts = model.compute_loss(out, _to_device(b.targets, device), weights)
-        n = len(b.index)
-        total_n += n
-        sums["loss"] = sums.get("loss", 0.0) + float(loss) * n
-        for k, v in parts.items():
-            sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + float(v) * n
-        preds.append(predictions_to_original(decode_outputs(out), b.geom, model.input_hw))
-        seen.append(b.index)
-        if collect is not None:
-            embeds.append(out["embed"].float().cpu().numpy())
+    batches = (EvalBatch(b.inputs, b.geom, b.index, b.targets)
+               for b in source.batches(idx, cfg.batch_size, 0, shuffle=False, augment=False) if b.inputs is not None)
+    run = run_batches(batches, forward, model.input_hw, device=device, amp=amp, embed=collect is not None,
+                      loss=lambda out, targets: model.compute_loss(out, targets, weights))
     model.train()
-    if not seen:
+    if not len(run):
         raise ValueError("no readable validation image (all corrupt?)")
-    pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
-    true = pool.original_targets(np.concatenate(seen))
-    m = perception_metrics({k: v for k, v in pred.items() if k in _pred_keys(cfg.tasks)}, true, len(model.classes))
-    m.update({k: v / total_n for k, v in sums.items()})
+    m = score(run, pool.original_targets(run.index), len(model.classes), cfg.tasks)
     if collect is not None:
-        collect.update(embed=np.concatenate(embeds), pred=pred, index=np.concatenate(seen))
+        collect.update(embed=run.embed, pred=run.pred, index=run.index)
     return m
-
-
-def _pred_keys(tasks: Sequence[str]) -> set[str]:
-    keys = {"label"}
-    keys |= {t for t in ("center", "box", "keypoints") if t in tasks}
-    return keys
 
 
 # --- sim-to-real gap tracking -------------------------------------------------------------------------

@@ -15,14 +15,13 @@ from sim2real.data.real_visp import visp_cube_labels_path
 from sim2real.cli import main
 from sim2real.config import ConfigError, load_config
 from sim2real.data.dataset import CocoDataset
+from sim2real.eval import DomainEval, evaluate_dataset, evaluate_domain, subset_rows
 from sim2real.gap import FeatureGapTracker, GapTrackingConfig
-from sim2real.gap.run import (DomainEval, evaluate_domain, frame_items, gap_record, gap_table, per_image_errors,
-                              subset_rows)
+from sim2real.gap.run import frame_items, gap_record, gap_table, per_image_errors
 from sim2real.io import read_jsonl
 from sim2real.models import ModelConfig, build_model, save_checkpoint
 from sim2real.models.heads import HeadConfig
 from sim2real.train.config import TrainConfig
-from sim2real.train.inference import evaluate_dataset
 from sim2real.train.toy_data import write_shapes_dataset
 
 REAL_JSON = visp_cube_labels_path()

@@ -293,7 +293,7 @@ def test_sigint_finalizes_video_and_writes_stats(assets, tmp_path):
 def test_live_records_match_the_predict_record_layout(assets):
     """Same fields and rounding as ``sim2real predict`` (contracts.md JSONL record)."""
     from sim2real.deploy.predictions import to_records
-    from sim2real.train.inference import predict_arrays, prediction_record
+    from sim2real.eval import predict_arrays, prediction_record
 
     model = assets["model"]
     img = load_image(assets["frames"] / "image0005.pgm")

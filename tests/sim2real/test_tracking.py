@@ -162,7 +162,7 @@ def test_wandb_record_naming():
 
 
 def _tiny_run(run_dir, logger=None):
-    from sim2real.tracking import write_report
+    from sim2real.gap.report import write_report
 
     own = logger is None
     logger = logger or RunLogger(run_dir)
@@ -221,7 +221,7 @@ def test_report_html_pngs_and_gap_table(tmp_path):
 
 
 def test_report_media_reach_wandb(tmp_path):
-    from sim2real.tracking import write_report
+    from sim2real.gap.report import write_report
 
     with make_logger(tmp_path, TrackingConfig(), {}) as logger:
         logger.log({"epoch": 0, "sim/acc": 0.9, "real/acc": 0.5, "gap/acc": 0.4}, step=0)
@@ -233,7 +233,7 @@ def test_report_media_reach_wandb(tmp_path):
 
 
 def test_report_bad_inputs(tmp_path):
-    from sim2real.tracking import write_report
+    from sim2real.gap.report import write_report
 
     with pytest.raises(FileNotFoundError, match="run folder"):
         write_report(tmp_path / "missing")

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from sim2real.train.metrics import (accuracy, box_diagonal, box_iou, center_errors, confusion_matrix, pck,
-                                    perception_metrics)
+from sim2real.eval.metrics import (accuracy, box_diagonal, box_iou, center_errors, confusion_matrix, pck,
+                                   perception_metrics)
 
 
 def test_classification():

@@ -1,4 +1,5 @@
-"""Perception metrics in plain numpy, shared by training, evaluation, adaptation and gap reports.
+"""Perception metrics in plain numpy, shared by training, evaluation, adaptation and gap reports,
+and the one list of their names.
 
 All coordinates are in the same pixel frame for predictions and targets (evaluation uses ORIGINAL
 image pixels).  Boxes are ``xyxy`` with an exclusive end (``x1 = x + w`` of a COCO box).
@@ -6,9 +7,29 @@ image pixels).  Boxes are ``xyxy`` with an exclusive end (``x1 = x + w`` of a CO
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Sequence
+
 import numpy as np
 
 PCK_ALPHA = 0.05
+ALL_TASKS = ("cls", "center", "box", "keypoints")
+# Every task metric perception_metrics reports, in table order. The contract's names
+# (docs/contracts.md) are all of them but the centre-error mean, which only tables show.
+METRIC_NAMES = ("acc", "center_err_px_median", "center_err_px_mean", "box_iou_mean", f"pck@{PCK_ALPHA:g}")
+CONTRACT_METRICS = tuple(m for m in METRIC_NAMES if m != "center_err_px_mean")
+# Per-dataset bookkeeping in a metrics dict: logged as-is, never turned into a gap.
+BOOKKEEPING = ("confusion", "n", "num_corrupt", "num_without_target")
+
+
+def pred_keys(tasks: Sequence[str]) -> set[str]:
+    """Prediction arrays that the trained ``tasks`` make meaningful (the others are not scored)."""
+    return {"label"} | {t for t in ("center", "box", "keypoints") if t in tasks}
+
+
+def task_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` without the per-dataset bookkeeping (confusion, counts) and the per-part losses
+    (``loss/<part>``: logged with their split; the total ``loss`` stays)."""
+    return {k: v for k, v in metrics.items() if k not in BOOKKEEPING and not k.startswith("loss/")}
 
 
 def accuracy(pred: np.ndarray, true: np.ndarray) -> float:

@@ -29,7 +29,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sim2real.gap.naming import finite_number
-
 from sim2real.io import atomic_write_bytes, atomic_write_text, read_jsonl
 
 _BOOKKEEPING = ("step", "epoch", "time", "split", "n")

@@ -1,0 +1,67 @@
+"""Score a model on a labelled COCO set (``sim2real evaluate``, ``sim2real gap``) through the one loop.
+
+- :func:`evaluate_dataset`: the metrics dict;
+- :func:`evaluate_domain`: a :class:`DomainEval` (metrics, per-image predictions and targets in
+  ORIGINAL pixels, ``embed`` features) for gap records and the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+from torch.utils.data import DataLoader, Subset
+
+from sim2real.data.dataset import CocoDataset, collate
+from sim2real.eval.domain import DomainEval, subset_rows
+from sim2real.eval.loop import EvalBatch, ModelPass, run_batches, score
+from sim2real.eval.metrics import ALL_TASKS
+from sim2real.models import PerceptionModel
+
+
+def _coco_pass(model: PerceptionModel, ds: CocoDataset, rows: Optional[np.ndarray], tasks: Sequence[str],
+               batch_size: int, device: Any, num_workers: int, embed: bool) -> tuple[ModelPass, dict, dict]:
+    """``(pass, metrics, targets)`` over ``ds`` (or its ``rows``; ``embed``: keep the features).
+
+    The metrics add ``num_corrupt`` (images skipped) and ``num_without_target`` (images with no
+    annotation of a model class)."""
+    ds.preprocess = model.make_preprocess()
+    loader = DataLoader(ds if rows is None else Subset(ds, rows.tolist()), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=collate)
+    skipped: list[int] = []
+
+    def batches() -> Iterator[EvalBatch]:
+        for b in loader:
+            skipped.extend(b["skipped"])
+            if "image" in b:
+                yield EvalBatch(b["image"], b["geom"].numpy(), b["index"].numpy())
+
+    run = run_batches(batches(), model, model.input_hw, device=device, embed=embed)
+    if not len(run):
+        raise ValueError(f"{ds.ann_file}: no readable labelled image to evaluate ({len(skipped)} corrupt, "
+                         f"{ds.num_without_target} without a target of classes {model.classes})")
+    true = ds.original_targets(run.index)
+    m = score(run, true, len(model.classes), tasks)
+    m.update(num_corrupt=len(skipped), num_without_target=ds.num_without_target)
+    return run, m, true
+
+
+def evaluate_dataset(model: PerceptionModel, ds: CocoDataset, tasks: Sequence[str] = ALL_TASKS,
+                     batch_size: int = 16, device: Any = "cpu", num_workers: int = 0) -> dict:
+    """Metrics of ``model`` (as it is: eval mode is the caller's) on a labelled dataset, its classes
+    mapped onto the model's by name: :func:`perception_metrics`' result plus ``num_corrupt`` and
+    ``num_without_target``."""
+    return _coco_pass(model, ds, None, tasks, batch_size, device, num_workers, embed=False)[1]
+
+
+def evaluate_domain(model: PerceptionModel, ds: CocoDataset, name: str, tasks: Sequence[str] = ALL_TASKS,
+                    max_images: Optional[int] = None, batch_size: int = 16, device: Any = "cpu",
+                    num_workers: int = 0) -> DomainEval:
+    """Score ``model`` (put in eval mode) on (an evenly spaced subset of) the labelled ``ds`` and keep
+    the ``embed`` features and per-image predictions of the same forward pass."""
+    model.eval()
+    rows = subset_rows(len(ds), max_images)
+    run, m, true = _coco_pass(model, ds, rows, tasks, batch_size, device, num_workers, embed=True)
+    index = run.index
+    return DomainEval(name, m, run.embed.astype(np.float32), run.pred, true, lambda r: ds.load(int(index[r])),
+                      tuple(tasks))
