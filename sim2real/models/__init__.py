@@ -27,6 +27,8 @@ Freezing and cached features::
     feats = model.frozen_part(x)                      # {"cut": ..., <early taps>}: cache these
     out = model.forward_from_cut(feats)               # == model(x)
     model.cut_info()                                  # key the cache on this (hash, cut, input size)
+    model.frozen_digest()                             # ... and on the frozen weights as they are now
+    model.frozen_part(x, cut=2)                       # the first 2 stages, whatever is frozen
 
 Checkpoints::
 
@@ -47,6 +49,7 @@ from sim2real.models.checkpoint import (
 from sim2real.models.heads import DENSE_LOSS_WEIGHTS, GLOBAL_LOSS_WEIGHTS, HeadConfig, loss_weights
 from sim2real.models.perception import ModelConfig, PerceptionModel, build_model
 from sim2real.models.preprocess import Preprocess, PreprocessMeta, fit_input_hw, resolve_input_hw
+from sim2real.models.tasks import TASK_PARTS, task_loss_weights
 from sim2real.models.registry import (
     DEFAULT_BACKBONE, UnknownBackboneError, build_backbone, list_backbones, register_backbone,
 )
@@ -57,5 +60,5 @@ __all__ = [
     "GLOBAL_LOSS_WEIGHTS", "HeadConfig", "ModelConfig", "PerceptionModel", "Preprocess", "PreprocessMeta",
     "UnknownBackboneError", "WeightsNotFoundError", "build_backbone", "build_model", "fit_input_hw",
     "list_backbones", "load_checkpoint", "loss_weights", "read_checkpoint", "read_checkpoint_meta",
-    "register_backbone", "resolve_input_hw", "save_checkpoint",
+    "register_backbone", "resolve_input_hw", "save_checkpoint", "TASK_PARTS", "task_loss_weights",
 ]
