@@ -49,10 +49,10 @@ from sim2real.models.checkpoint import (
 from sim2real.models.heads import DENSE_LOSS_WEIGHTS, GLOBAL_LOSS_WEIGHTS, HeadConfig, loss_weights
 from sim2real.models.perception import ModelConfig, PerceptionModel, build_model
 from sim2real.models.preprocess import Preprocess, PreprocessMeta, fit_input_hw, resolve_input_hw
-from sim2real.models.tasks import TASK_PARTS, task_loss_weights
 from sim2real.models.registry import (
     DEFAULT_BACKBONE, UnknownBackboneError, build_backbone, list_backbones, register_backbone,
 )
+from sim2real.models.tasks import TASK_PARTS, task_loss_weights
 from sim2real.models.weights import WeightsNotFoundError
 
 __all__ = [

@@ -30,12 +30,12 @@ from tqdm.auto import tqdm
 
 from sim2real.config import to_dict
 from sim2real.data.dataset import CocoDataset, check_same_classes, predictions_to_original
+from sim2real.engine import BestSelector, check_fresh_run_dir, is_better, open_run
 from sim2real.features.augment import PhotometricAugment
 from sim2real.features.cache import build_or_load, describe_entry, feature_key_parts
 from sim2real.gap.distances import subsample
 from sim2real.gap.run import domain_from_validation, gap_record, subset_rows, write_gap_report
 from sim2real.gap.tracker import FeatureGapTracker
-from sim2real.engine import BestSelector, check_fresh_run_dir, is_better, open_run
 from sim2real.io import atomic_path, atomic_write_text, check_writable, read_jsonl
 from sim2real.models import PerceptionModel, build_model, save_checkpoint, task_loss_weights
 from sim2real.runinfo import seed_everything
