@@ -2,54 +2,27 @@
 
 Adaptation unfreezes the backbone from the top down, so the stages before the deepest cut the
 schedule ever reaches never change (AdaBN aside, which re-keys the cache). Their outputs are
-computed once per image (disk cache of :mod:`sim2real.features.cache` for COCO sets, memory for
-footage) and every step runs only the stages after that cut: a few cheap stride-32 blocks plus
-the heads. That is what makes adaptation a matter of minutes on two CPU cores.
+computed once per image (``model.frozen_part(x, cut)``, keyed by
+:func:`sim2real.features.cache.feature_key_parts` like sim training's cache; on disk for COCO sets,
+in memory for footage) and every step runs only the stages after that cut: a few cheap stride-32
+blocks plus the heads. That is what makes adaptation a matter of minutes on two CPU cores.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
+import functools
 import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from sim2real.data.dataset import CocoDataset, geometry_of
-from sim2real.features.cache import FeatureStore, build_or_load, cache_key, dataset_fingerprint
-from sim2real.models.backbone import state_digests
-
-FEATURE_FORMAT = "adapt-frozen-features/v1"
-
-
-def frozen_digest(model, cut: int) -> str:
-    """Hash of the weights and BatchNorm statistics of the stages before ``cut``."""
-    names = model.backbone.stage_names[:cut]
-    stages = nn.ModuleList([model.backbone.stages[n] for n in names])
-    return state_digests(stages)[0] if names else "input"
-
-
-def cut_taps(model, cut: int) -> list[str]:
-    """Head taps computed strictly before stage ``cut - 1`` (that stage's output is ``"cut"``)."""
-    names = model.backbone.stage_names
-    return [n for n in names[:max(cut - 1, 0)] if n in model.tap_names]
-
-
-def make_extractor(model, cut: int) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    taps_wanted = cut_taps(model, cut)
-
-    def extract(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        taps: dict[str, torch.Tensor] = {}
-        out = model.backbone(x, 0, cut, taps, taps_wanted)
-        return {"cut": out, **taps}
-
-    return extract
+from sim2real.features.cache import FeatureStore, build_or_load, cache_key, feature_key_parts, frames_key_parts
 
 
 def advance(model, feats: dict[str, torch.Tensor], from_cut: int) -> dict[str, torch.Tensor]:
@@ -100,14 +73,12 @@ class FeatureBank:
         self.batch_size = batch_size
         self._memo: dict[str, object] = {}
 
-    def _key(self, model, cut: int, transform, source: dict) -> dict:
-        pre = model.make_preprocess()
-        return {"purpose": FEATURE_FORMAT, "source": source, "backbone": model.backbone.name,
-                "frozen_digest": frozen_digest(model, cut), "cut": cut, "taps": cut_taps(model, cut),
-                "preprocess": pre.to_dict(), "transform": transform.describe() if transform else None}
+    @property
+    def _compute(self) -> str:
+        return f"{self.device.type}-fp32"  # features differ slightly between devices
 
     def coco(self, ds: CocoDataset, model, cut: int, transform=None, desc: str = "features") -> FeatureStore:
-        parts = self._key(model, cut, transform, {"dataset": dataset_fingerprint(ds)})
+        parts = feature_key_parts(model, ds, transform, cut=cut, compute=self._compute)
         key = cache_key(parts)
         if key in self._memo:
             return self._memo[key]  # type: ignore[return-value]
@@ -118,8 +89,8 @@ class FeatureBank:
         was_training = model.training
         model.eval()
         try:
-            store = build_or_load(d, make_extractor(model, cut), parts, self.cache_dir, self.batch_size,
-                                  self.device, progress=self.progress, desc=desc)
+            store = build_or_load(d, functools.partial(model.frozen_part, cut=cut), parts, self.cache_dir,
+                                  self.batch_size, self.device, progress=self.progress, desc=desc)
         finally:
             model.train(was_training)
         if store.num_corrupt:
@@ -131,16 +102,12 @@ class FeatureBank:
     @torch.no_grad()
     def frames(self, frames: Sequence[np.ndarray], model, cut: int, transform=None,
                source_id: str = "frames") -> MemoryStore:
-        h = hashlib.sha256()
-        for f in frames:
-            h.update(str(f.shape).encode())
-            h.update(hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=16).digest())
-        parts = self._key(model, cut, transform, {"frames": h.hexdigest(), "id": source_id})
+        parts = frames_key_parts(model, frames, source_id, transform, cut=cut, compute=self._compute)
         key = cache_key(parts)
         if key in self._memo:
             return self._memo[key]  # type: ignore[return-value]
         pre = model.make_preprocess()
-        extract = make_extractor(model, cut)
+        extract = functools.partial(model.frozen_part, cut=cut)
         was_training = model.training
         model.eval()
         chunks: dict[str, list[torch.Tensor]] = {}

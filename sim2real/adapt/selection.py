@@ -8,13 +8,14 @@ Two rules, named in every output so a reader knows what "best" meant:
   sim and real features (sim validation images vs unlabelled real frames). It measures how alike
   the domains look to the heads, not accuracy: a proxy, used only because nothing better exists
   without labels.
+
+The best epoch itself is tracked by :class:`sim2real.engine.BestSelector` (mode "min" on
+:func:`selection_score`), the same selector sim training uses.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 RULE_TEXT = {
@@ -47,43 +48,6 @@ def selection_score(rule: str, real_val: dict | None, align_distance: float | No
         d = _finite(align_distance)
         return None if d is None else (d,)
     raise ValueError(f"unknown selection rule {rule!r}; expected one of {sorted(RULE_TEXT)}")
-
-
-@dataclass
-class Selector:
-    """Keeps the best state seen so far and decides early stopping (``patience`` epochs, 0 = off)."""
-
-    rule: str
-    patience: int = 0
-    best_score: tuple | None = None
-    best_epoch: int | None = None
-    best_state: dict | None = field(default=None, repr=False)
-    best_extra: dict = field(default_factory=dict, repr=False)
-    bad_epochs: int = 0
-
-    def __post_init__(self) -> None:
-        if self.rule not in RULE_TEXT:
-            raise ValueError(f"unknown selection rule {self.rule!r}; expected one of {sorted(RULE_TEXT)}")
-
-    @property
-    def description(self) -> str:
-        return RULE_TEXT[self.rule]
-
-    def update(self, epoch: int, score: tuple | None, state: dict, extra: dict | None = None) -> bool:
-        """Record ``epoch``; True when it is the new best. ``state`` is copied only then."""
-        if score is not None and (self.best_score is None or score < self.best_score):
-            self.best_score, self.best_epoch = score, epoch
-            self.best_state = {k: v.detach().clone() if hasattr(v, "detach") else copy.deepcopy(v)
-                               for k, v in state.items()}
-            self.best_extra = dict(extra or {})
-            self.bad_epochs = 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience > 0 and self.bad_epochs >= self.patience
 
 
 def negative_transfer_warnings(adapted: dict | None, baselines: dict[str, dict | None], name: str = "adapted",

@@ -33,24 +33,24 @@ from sim2real.adapt.config import LOSS_METHODS, AdaptConfig, method_label
 from sim2real.adapt.data import AdaptData, InputTransform
 from sim2real.adapt.features import AlignTap, FeatureBank, advance
 from sim2real.adapt.l2sp import L2SP
-from sim2real.adapt.selection import RULE_TEXT, Selector, negative_transfer_warnings, selection_score
+from sim2real.adapt.selection import RULE_TEXT, negative_transfer_warnings, selection_score
 from sim2real.adapt.unfreeze import UnfreezeSchedule
 from sim2real.config import ConfigError, to_dict
-from sim2real.data.dataset import targets_to_input
+from sim2real.engine import BestSelector, check_fresh_run_dir, open_run
 from sim2real.eval.domain import DomainEval
 from sim2real.eval.loop import EvalBatch, run_batches, score
 from sim2real.eval.metrics import METRIC_NAMES
 from sim2real.eval.model import trained_tasks
+from sim2real.features.batching import gather_batch
 from sim2real.gap.distances import feature_distances
 from sim2real.gap.naming import sim_real_record
 from sim2real.gap.run import gap_record, write_gap_report
 from sim2real.gap.tracker import FeatureGapTracker
 from sim2real.io import atomic_write_json, check_writable
-from sim2real.models import (PerceptionModel, build_backbone, load_checkpoint, loss_weights, read_checkpoint_meta,
-                             resolve_device, save_checkpoint)
-from sim2real.runinfo import seed_everything, write_run_info
-from sim2real.tracking import TrackingConfig, make_logger
-from sim2real.train.config import TASK_PARTS
+from sim2real.models import (PerceptionModel, build_backbone, load_checkpoint, read_checkpoint_meta, resolve_device,
+                             save_checkpoint, task_loss_weights)
+from sim2real.runinfo import seed_everything
+from sim2real.tracking import RunLogger, TrackingConfig, make_logger
 
 log = logging.getLogger(__name__)
 
@@ -122,25 +122,37 @@ def _take(out: Any, sl: slice) -> Any:
     return out
 
 
-def _gather(stores: list, idx: np.ndarray, views: np.ndarray) -> dict[str, torch.Tensor]:
-    """Rows ``idx`` with row j taken from cached view ``views[j]``."""
-    out: dict[str, torch.Tensor] = {}
-    for v in np.unique(views):
-        sel = np.flatnonzero(views == v)
-        b = stores[int(v)].batch(idx[sel])
-        for k, t in b.items():
-            if k not in out:
-                out[k] = torch.empty((len(idx),) + tuple(t.shape[1:]))
-            out[k][torch.as_tensor(sel)] = t
-    return out
-
-
 def _check_fresh(run_dir: Path) -> Path:
     """Refuse to mix two runs' records in one metrics.jsonl."""
-    if (Path(run_dir) / "metrics.jsonl").exists():
-        raise ValueError(f"run_dir {run_dir} already holds a run (metrics.jsonl); choose another run_dir=... "
-                         "or delete the folder")
-    return check_writable(run_dir)
+    return check_fresh_run_dir(run_dir, "metrics.jsonl", "choose another run_dir=... or delete the folder")
+
+
+@dataclass
+class _Fit:
+    """One training run of :meth:`AdaptSession._fit` between its set-up, epochs and end."""
+
+    name: str
+    kind: str
+    methods: list[str]
+    run_dir: Path
+    lr: float
+    use_sim: bool
+    rule: str                            # selection rule (sim2real.adapt.selection)
+    rng: np.random.Generator             # every batch draw of _step, in a fixed order
+    logger: RunLogger
+    tracker: FeatureGapTracker
+    tap: AlignTap
+    warn_msgs: list[str] = field(default_factory=list)
+    sched: UnfreezeSchedule | None = None
+    cut: int = 0                         # features are cached after this many stages
+    adabn: bool = False
+    aligners: dict = field(default_factory=dict)
+    stores: dict = field(default_factory=dict)
+    l2sp: L2SP | None = None
+    opt: torch.optim.Optimizer | None = None
+    selector: BestSelector | None = None
+    step: int = 0
+    epochs_run: int = 0
 
 
 def _bn_eval(model: torch.nn.Module) -> None:
@@ -168,8 +180,7 @@ class AdaptSession:
         self.source = copy.deepcopy(source)  # never share modules with the pristine backbone
         # Adapt the tasks the checkpoint was trained for; the other heads' losses stay off.
         self.tasks = trained_tasks(self.meta)
-        on = {p for t in self.tasks for p in TASK_PARTS.get(t, ())}
-        self.loss_weights = {k: (v if k in on else 0.0) for k, v in loss_weights(self.source.head_cfg).items()}
+        self.loss_weights = task_loss_weights(self.source.head_cfg, self.tasks)
         self.data = AdaptData(cfg, self.source.classes, self.source.num_keypoints, self.source.input_hw, self.out,
                               train_config=(self.meta.get("extra") or {}).get("train_config"))
         self.source.input_hw = tuple(self.data.pipeline.input_hw)
@@ -361,8 +372,25 @@ class AdaptSession:
     def _fit(self, model: PerceptionModel, run_dir: Path, methods: list[str], kind: str, name: str, lr: float,
              use_sim: bool, l2sp_include: Callable[[str], bool] | None,
              tracking: TrackingConfig | None = None) -> RunResult:
-        cfg, data = self.cfg, self.data
         t0 = time.perf_counter()
+        fit = self._open_fit(model, run_dir, methods, kind, name, lr, use_sim, tracking)
+        try:
+            self._set_up_fit(fit, model, l2sp_include)
+            self._log_start(fit, model)
+            for epoch in range(1, self.cfg.epochs + 1):
+                if self._fit_epoch(fit, model, epoch):
+                    log.info("%s: early stop at epoch %d (no improvement for %d epochs)", name, epoch,
+                             self.cfg.patience)
+                    break
+            return self._end_fit(fit, model, t0)
+        finally:
+            fit.tap.close()
+            fit.logger.close()
+
+    def _open_fit(self, model: PerceptionModel, run_dir: Path, methods: list[str], kind: str, name: str, lr: float,
+                  use_sim: bool, tracking: TrackingConfig | None) -> _Fit:
+        """Fresh run folder, seeds, selection rule, run info + logger, alignment tap."""
+        cfg, data = self.cfg, self.data
         run_dir = _check_fresh(run_dir)
         seed_everything(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
@@ -371,108 +399,120 @@ class AdaptSession:
         if rule == "real_val" and "val" not in data.real:
             raise ConfigError("n_val", "> 0: selection on the real validation split needs labelled val frames",
                               cfg.n_val)
-        write_run_info(run_dir, cfg, seed=cfg.seed, run=name, kind=kind, methods=methods,
-                       data=data.describe(), selection_rule=RULE_TEXT[rule])
-        logger = make_logger(run_dir, self._tracking(tracking), {"run": name, "kind": kind, **to_dict(cfg)})
-        tracker = FeatureGapTracker(cfg.gap)
-        warn_msgs: list[str] = []
-        tap = AlignTap(model, cfg.align_features)
-        try:
-            sched = self._schedule(model)
-            atomic_write_json(run_dir / "unfreeze_schedule.json", sched.describe(cfg.epochs), indent=1)
-            cut = sched.deepest_cut
-            adabn = "adabn" in methods
-            if adabn:
-                stats = self._adabn(model)
-                logger.log({"epoch": 0, "adabn/bn_layers": stats.bn_layers, "adabn/samples": stats.samples,
-                            "adabn/mean_shift": stats.mean_shift}, step=0)
-            sched.apply(model, 0)
-            aligners = {m: build_alignment(m, tap.dim, **({"hidden": cfg.dann_hidden,
-                                                           "max_iters": cfg.epochs * cfg.steps_per_epoch}
-                                                          if m == "dann" else {})).to(self.device)
-                        for m in methods if m in LOSS_METHODS}
-            need_unl = bool(aligners) or rule == "label_free" or kind != "real_only"
-            stores = self._stores(model, cut, sim_train=use_sim, real_train=True, unlabelled=need_unl)
-            l2sp = L2SP(model, cfg.l2sp_weight, l2sp_include)
-            groups = model.param_groups(lr, cfg.backbone_lr_scale, cfg.layer_decay, cfg.weight_decay)
-            for m, a in aligners.items():
-                params = [p for p in a.parameters() if p.requires_grad]
-                if params:
-                    groups.append({"params": params, "lr": lr, "weight_decay": 0.0, "name": f"align/{m}"})
-            opt = torch.optim.AdamW(groups)
-            selector = Selector(rule, cfg.patience)
+        logger = open_run(run_dir, cfg, self._tracking(tracking), {"run": name, "kind": kind, **to_dict(cfg)},
+                          seed=cfg.seed, run=name, kind=kind, methods=methods, data=data.describe(),
+                          selection_rule=RULE_TEXT[rule])
+        return _Fit(name, kind, methods, run_dir, lr, use_sim, rule, rng, logger, FeatureGapTracker(cfg.gap),
+                    AlignTap(model, cfg.align_features))
 
-            ev0 = self._evaluate(model, stores, cut, tap)
-            rec = self._epoch_record(ev0, tracker, 0)
-            score = selection_score(rule, ev0["real_val"], ev0["align_gap"].get("mmd"))
-            selector.update(0, score, model.state_dict())
-            logger.log({"epoch": 0, "split": "val", **rec, "trainable_stages": len(sched.trainable_stages(0)),
+    def _set_up_fit(self, fit: _Fit, model: PerceptionModel, l2sp_include: Callable[[str], bool] | None) -> None:
+        """Unfreezing schedule, AdaBN, alignment losses, cached features, L2-SP, optimizer, selector."""
+        cfg = self.cfg
+        fit.sched = self._schedule(model)
+        atomic_write_json(fit.run_dir / "unfreeze_schedule.json", fit.sched.describe(cfg.epochs), indent=1)
+        fit.cut = fit.sched.deepest_cut
+        fit.adabn = "adabn" in fit.methods
+        if fit.adabn:
+            stats = self._adabn(model)
+            fit.logger.log({"epoch": 0, "adabn/bn_layers": stats.bn_layers, "adabn/samples": stats.samples,
+                            "adabn/mean_shift": stats.mean_shift}, step=0)
+        fit.sched.apply(model, 0)
+        fit.aligners = {m: build_alignment(m, fit.tap.dim, **({"hidden": cfg.dann_hidden,
+                                                               "max_iters": cfg.epochs * cfg.steps_per_epoch}
+                                                              if m == "dann" else {})).to(self.device)
+                        for m in fit.methods if m in LOSS_METHODS}
+        need_unl = bool(fit.aligners) or fit.rule == "label_free" or fit.kind != "real_only"
+        fit.stores = self._stores(model, fit.cut, sim_train=fit.use_sim, real_train=True, unlabelled=need_unl)
+        fit.l2sp = L2SP(model, cfg.l2sp_weight, l2sp_include)
+        groups = model.param_groups(fit.lr, cfg.backbone_lr_scale, cfg.layer_decay, cfg.weight_decay)
+        for m, a in fit.aligners.items():
+            params = [p for p in a.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": fit.lr, "weight_decay": 0.0, "name": f"align/{m}"})
+        fit.opt = torch.optim.AdamW(groups)
+        # Scores are tuples to minimise (sim2real.adapt.selection.selection_score).
+        fit.selector = BestSelector("min", cfg.patience)
+
+    def _log_start(self, fit: _Fit, model: PerceptionModel) -> None:
+        """Epoch 0: the starting point (after AdaBN), a candidate for selection like every epoch."""
+        ev0 = self._evaluate(model, fit.stores, fit.cut, fit.tap)
+        rec = self._epoch_record(ev0, fit.tracker, 0)
+        score = selection_score(fit.rule, ev0["real_val"], ev0["align_gap"].get("mmd"))
+        fit.selector.update(0, score, model.state_dict())
+        fit.logger.log({"epoch": 0, "split": "val", **rec, "trainable_stages": len(fit.sched.trainable_stages(0)),
                         "selection/score": score[0] if score else None}, step=0)
 
-            step, epochs_run = 0, 0
-            for epoch in range(1, cfg.epochs + 1):
-                new = sched.apply(model, epoch - 1)
-                if new:
-                    have = {g["name"] for g in opt.param_groups}
-                    for g in model.param_groups(lr, cfg.backbone_lr_scale, cfg.layer_decay, cfg.weight_decay):
-                        if g["name"] not in have:
-                            opt.add_param_group(g)
-                    log.info("%s: epoch %d unfreezes %s", name, epoch, new)
-                model.train()
-                if adabn:
-                    _bn_eval(model)  # keep the real-data statistics AdaBN estimated
-                sums: dict[str, float] = {}
-                for _ in range(cfg.steps_per_epoch):
-                    parts = self._step(model, stores, cut, tap, aligners, l2sp, opt, rng, use_sim)
-                    if parts.pop("align_without_grad", False) and not warn_msgs:
-                        warn_msgs.append(f"alignment ({cfg.align_features} features) reached no trainable parameter "
-                                         f"in epoch {epoch}: use align_features=neck or unfreeze the last stage")
-                    step += 1
-                    for k, v in parts.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                epochs_run = epoch
-                ev = self._evaluate(model, stores, cut, tap)
-                score = selection_score(rule, ev["real_val"], ev["align_gap"].get("mmd"))
-                improved = selector.update(epoch, score, model.state_dict())
-                rec = {"epoch": epoch, "split": "val", **self._epoch_record(ev, tracker, epoch),
-                       **{k: v / cfg.steps_per_epoch for k, v in sums.items()},
-                       "trainable_stages": len(sched.trainable_stages(epoch - 1)),
-                       "selection/score": score[0] if score else None, "selection/improved": improved}
-                for m, a in aligners.items():
-                    rec.update({f"align/{m}/{k}": v for k, v in a.diagnostics().items()})
-                logger.log(rec, step=step)
-                if selector.should_stop:
-                    log.info("%s: early stop at epoch %d (no improvement for %d epochs)", name, epoch, cfg.patience)
-                    break
+    def _unfreeze(self, fit: _Fit, model: PerceptionModel, epoch: int) -> None:
+        """Apply the schedule for ``epoch``; newly trainable stages join the optimizer."""
+        cfg = self.cfg
+        new = fit.sched.apply(model, epoch - 1)
+        if new:
+            have = {g["name"] for g in fit.opt.param_groups}
+            for g in model.param_groups(fit.lr, cfg.backbone_lr_scale, cfg.layer_decay, cfg.weight_decay):
+                if g["name"] not in have:
+                    fit.opt.add_param_group(g)
+            log.info("%s: epoch %d unfreezes %s", fit.name, epoch, new)
 
-            extra = {"run": name, "kind": kind, "methods": methods, "selection_rule": rule}
-            save_checkpoint(run_dir / "checkpoint.pt", model, extra={**extra, "epoch": epochs_run})
-            if selector.best_state is not None:
-                model.load_state_dict(selector.best_state)
-            best = save_checkpoint(run_dir / "best.pt", model, extra={**extra, "epoch": selector.best_epoch})
-            final = self._evaluate(model, stores, cut, tap, test=True)
-            res = RunResult(name, kind, methods, run_dir, rule, selector.best_epoch, epochs_run,
-                            real_test=final.get("real_test"), real_val=final["real_val"], sim_val=final["sim_val"],
-                            align_gap=final["align_gap"], checkpoint=best)
-            final_rec = self._final_record(final, tracker)
-            res.feature_gap = _feat_values(final_rec)
-            transfer = self._transfer_warnings(res)
-            res.warnings = warn_msgs + transfer
-            for w in warn_msgs:
-                warnings.warn(w, RuntimeWarning, stacklevel=3)
-            for w in transfer:
-                warnings.warn(w, NegativeTransferWarning, stacklevel=3)
-            res.wall_s = time.perf_counter() - t0
-            rec = res.record()
-            logger.log({"split": "test", "epoch": selector.best_epoch,
-                        **{k: v for k, v in rec.items() if not isinstance(v, str)}}, step=step)
-            logger.summary({**rec, **final_rec, "selection_rule": RULE_TEXT[rule], "warnings": res.warnings})
-            atomic_write_json(run_dir / "result.json", res.to_dict(), indent=2)
-            self._report(run_dir, res, final, logger)
-            return res
-        finally:
-            tap.close()
-            logger.close()
+    def _fit_epoch(self, fit: _Fit, model: PerceptionModel, epoch: int) -> bool:
+        """One epoch (``steps_per_epoch`` steps), its evaluation, selection and record; True = stop early."""
+        cfg = self.cfg
+        self._unfreeze(fit, model, epoch)
+        model.train()
+        if fit.adabn:
+            _bn_eval(model)  # keep the real-data statistics AdaBN estimated
+        sums: dict[str, float] = {}
+        for _ in range(cfg.steps_per_epoch):
+            parts = self._step(model, fit.stores, fit.cut, fit.tap, fit.aligners, fit.l2sp, fit.opt, fit.rng,
+                               fit.use_sim)
+            if parts.pop("align_without_grad", False) and not fit.warn_msgs:
+                fit.warn_msgs.append(f"alignment ({cfg.align_features} features) reached no trainable parameter "
+                                     f"in epoch {epoch}: use align_features=neck or unfreeze the last stage")
+            fit.step += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+        fit.epochs_run = epoch
+        ev = self._evaluate(model, fit.stores, fit.cut, fit.tap)
+        score = selection_score(fit.rule, ev["real_val"], ev["align_gap"].get("mmd"))
+        improved = fit.selector.update(epoch, score, model.state_dict())
+        rec = {"epoch": epoch, "split": "val", **self._epoch_record(ev, fit.tracker, epoch),
+               **{k: v / cfg.steps_per_epoch for k, v in sums.items()},
+               "trainable_stages": len(fit.sched.trainable_stages(epoch - 1)),
+               "selection/score": score[0] if score else None, "selection/improved": improved}
+        for m, a in fit.aligners.items():
+            rec.update({f"align/{m}/{k}": v for k, v in a.diagnostics().items()})
+        fit.logger.log(rec, step=fit.step)
+        return fit.selector.should_stop
+
+    def _end_fit(self, fit: _Fit, model: PerceptionModel, t0: float) -> RunResult:
+        """checkpoint.pt (last), best.pt (selected epoch), final evaluation with the test split,
+        warnings, summary, result.json and the report."""
+        sel = fit.selector
+        extra = {"run": fit.name, "kind": fit.kind, "methods": fit.methods, "selection_rule": fit.rule}
+        save_checkpoint(fit.run_dir / "checkpoint.pt", model, extra={**extra, "epoch": fit.epochs_run})
+        if sel.best_state is not None:
+            model.load_state_dict(sel.best_state)
+        best = save_checkpoint(fit.run_dir / "best.pt", model, extra={**extra, "epoch": sel.best_epoch})
+        final = self._evaluate(model, fit.stores, fit.cut, fit.tap, test=True)
+        res = RunResult(fit.name, fit.kind, fit.methods, fit.run_dir, fit.rule, sel.best_epoch, fit.epochs_run,
+                        real_test=final.get("real_test"), real_val=final["real_val"], sim_val=final["sim_val"],
+                        align_gap=final["align_gap"], checkpoint=best)
+        final_rec = self._final_record(final, fit.tracker)
+        res.feature_gap = _feat_values(final_rec)
+        transfer = self._transfer_warnings(res)
+        res.warnings = fit.warn_msgs + transfer
+        # stacklevel 4: the caller of adapt() / real_only() (they call _fit, which calls this).
+        for w in fit.warn_msgs:
+            warnings.warn(w, RuntimeWarning, stacklevel=4)
+        for w in transfer:
+            warnings.warn(w, NegativeTransferWarning, stacklevel=4)
+        res.wall_s = time.perf_counter() - t0
+        rec = res.record()
+        fit.logger.log({"split": "test", "epoch": sel.best_epoch,
+                        **{k: v for k, v in rec.items() if not isinstance(v, str)}}, step=fit.step)
+        fit.logger.summary({**rec, **final_rec, "selection_rule": RULE_TEXT[fit.rule], "warnings": res.warnings})
+        atomic_write_json(fit.run_dir / "result.json", res.to_dict(), indent=2)
+        self._report(fit.run_dir, res, final, fit.logger)
+        return res
 
     def _step(self, model, stores, cut, tap, aligners, l2sp, opt, rng, use_sim) -> dict[str, float]:
         cfg, d = self.cfg, self.data
@@ -492,8 +532,9 @@ class AdaptSession:
             valid = np.flatnonzero(store_views[0].valid)
             idx = valid if bs >= len(valid) else np.sort(rng.choice(valid, bs, replace=False))
             views = rng.integers(len(store_views), size=len(idx))
-            tgt = targets_to_input(ds.original_targets(idx), store_views[0].geom[idx], model.input_hw)
-            return _gather(store_views, idx, views), tgt
+            feats, tgt, _ = gather_batch([store_views], np.zeros(len(idx), np.int64), idx, views,
+                                         ds.original_targets(idx), model.input_hw)
+            return feats, tgt
 
         if use_sim:
             add("sim", *draw(stores["sim_train"], d.sim_train, cfg.batch_size_sim))

@@ -5,7 +5,8 @@ part returns (N x shape, float16, written through ``np.lib.format.open_memmap``)
 (N x 6 preprocessing geometry, to map labels to model-input pixels), ``valid.npy`` (False for
 corrupt images) and ``meta.json``.  The key hashes everything the
 features depend on: dataset content (annotation bytes + each image's size and mtime, or its bytes),
-backbone name, weight hash, cut point, preprocessing config and the augmentation view.  Change any
+backbone name, frozen weights, cut point, preprocessing config, compute device/precision and the
+augmentation view.  Change any
 of them and the key changes (a miss); nothing is ever updated in place.
 
 The entry is built in a temporary sibling folder and renamed into place in one step, so a killed
@@ -201,16 +202,39 @@ def describe_entry(store: FeatureStore) -> dict[str, Any]:
             "num_corrupt": store.num_corrupt, "build_seconds": round(store.build_seconds, 3)}
 
 
-def feature_key_parts(model, ds: CocoDataset, augment=None, content: bool = False) -> dict:
-    """Everything the frozen part's output on ``ds`` depends on (see module docstring).
+def frames_fingerprint(frames) -> str:
+    """Hash of in-memory frames (shape and bytes of each), for sets with no file to stat."""
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(str(f.shape).encode())
+        h.update(hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=16).digest())
+    return h.hexdigest()
 
-    The frozen stages' weights are hashed as they are now (not as built), so features of a
-    backbone whose frozen part was changed (e.g. by AdaBN) never pass for the original's.
-    """
-    from sim2real.models.backbone import state_digests
 
-    names = model.backbone.stage_names[:model.cut_index]
-    frozen = hashlib.sha256("".join(state_digests(model.backbone.stages[n])[0] for n in names).encode()).hexdigest()
-    return {"dataset": dataset_fingerprint(ds, content), "num_images": len(ds), "model": model.cut_info(),
-            "frozen_weights": frozen, "preprocess": model.preprocess_cfg,
-            "view": augment.describe() if augment is not None else {"view": 0}}
+def frozen_part_key(model, cut: int | None = None, compute: str | None = None) -> dict:
+    """What the frozen part's outputs depend on besides the images: the cut layout
+    (:meth:`~sim2real.models.PerceptionModel.cut_info`), the frozen weights as they are now
+    (:meth:`~sim2real.models.PerceptionModel.frozen_digest`), the preprocessing and where they
+    were computed (``compute``, e.g. ``cuda-fp16``: outputs differ slightly between devices)."""
+    return {"model": model.cut_info(cut), "frozen_weights": model.frozen_digest(cut),
+            "preprocess": model.preprocess_cfg, "compute": compute}
+
+
+def _view(augment) -> dict:
+    return augment.describe() if augment is not None else {"view": 0}
+
+
+def feature_key_parts(model, ds: CocoDataset, augment=None, content: bool = False, *, cut: int | None = None,
+                      compute: str | None = None) -> dict:
+    """Everything the frozen part's output on ``ds`` depends on (see module docstring), for
+    :func:`build_or_load`. ``augment``: the view's transform (anything with ``describe()``);
+    ``cut``: leading stages cached (default: the model's frozen ones)."""
+    return {"dataset": dataset_fingerprint(ds, content), "num_images": len(ds),
+            **frozen_part_key(model, cut, compute), "view": _view(augment)}
+
+
+def frames_key_parts(model, frames, source_id: str, augment=None, *, cut: int | None = None,
+                     compute: str | None = None) -> dict:
+    """:func:`feature_key_parts` for in-memory frames (footage) named ``source_id``."""
+    return {"frames": frames_fingerprint(frames), "frames_id": source_id, "num_images": len(frames),
+            **frozen_part_key(model, cut, compute), "view": _view(augment)}

@@ -29,6 +29,8 @@ Freezing and cached features::
     feats = model.frozen_part(x)                      # {"cut": ..., <early taps>}: cache these
     out = model.forward_from_cut(feats)               # == model(x)
     model.cut_info()                                  # key the cache on this (hash, cut, input size)
+    model.frozen_digest()                             # ... and on the frozen weights as they are now
+    model.frozen_part(x, cut=2)                       # the first 2 stages, whatever is frozen
 
 Checkpoints::
 
@@ -54,6 +56,7 @@ from sim2real.models.preprocess import Preprocess, PreprocessMeta, fit_input_hw,
 from sim2real.models.registry import (
     DEFAULT_BACKBONE, UnknownBackboneError, build_backbone, list_backbones, register_backbone,
 )
+from sim2real.models.tasks import TASK_PARTS, task_loss_weights
 from sim2real.models.weights import WeightsNotFoundError
 
 __all__ = [
@@ -61,5 +64,5 @@ __all__ = [
     "GLOBAL_LOSS_WEIGHTS", "HeadConfig", "ModelConfig", "PerceptionModel", "Preprocess", "PreprocessMeta",
     "UnknownBackboneError", "WeightsNotFoundError", "build_backbone", "build_model", "decode_outputs",
     "fit_input_hw", "list_backbones", "load_checkpoint", "loss_weights", "read_checkpoint", "read_checkpoint_meta",
-    "register_backbone", "resolve_device", "resolve_input_hw", "save_checkpoint",
+    "register_backbone", "resolve_device", "resolve_input_hw", "save_checkpoint", "TASK_PARTS", "task_loss_weights",
 ]

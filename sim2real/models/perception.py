@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sim2real.config import ConfigError, rng
-from sim2real.models.backbone import Backbone
+from sim2real.models.backbone import Backbone, state_digests
 from sim2real.models.heads import LEGACY_HEAD_DEFAULTS, HeadConfig, build_head, loss_weights
 from sim2real.models.preprocess import Preprocess, resolve_input_hw
 from sim2real.models.registry import DEFAULT_BACKBONE, build_backbone
@@ -101,33 +101,47 @@ class PerceptionModel(nn.Module):
                 return i
         return len(self.backbone.stage_names)
 
-    def cut_keys(self) -> list[str]:
-        """Keys of :meth:`frozen_part`'s dict: ``"cut"`` plus taps computed before the cut."""
-        c = self.cut_index
+    def _cut(self, cut: int | None) -> int:
+        return self.cut_index if cut is None else int(cut)
+
+    def cut_keys(self, cut: int | None = None) -> list[str]:
+        """Keys of :meth:`frozen_part`'s dict: ``"cut"`` plus taps computed before the cut
+        (``cut``: number of leading stages; default the model's frozen ones)."""
+        c = self._cut(cut)
         names = self.backbone.stage_names
         return ["cut"] + [n for n in names[:max(c - 1, 0)] if n in self.tap_names]
 
-    def cut_info(self) -> dict:
+    def cut_info(self, cut: int | None = None) -> dict:
         """Identity of the cached-feature layout: features cached under one dict fit only a model
         with the same dict (same backbone weights, cut, taps and input size)."""
         names = self.backbone.stage_names
-        c = self.cut_index
+        c = self._cut(cut)
         return {"backbone": self.backbone.name, "backbone_hash": self.backbone.weights_hash,
-                "cut_index": c, "cut_after": names[c - 1] if c else "input", "keys": self.cut_keys(),
+                "cut_index": c, "cut_after": names[c - 1] if c else "input", "keys": self.cut_keys(c),
                 "input_hw": list(self.input_hw)}
 
-    def frozen_part(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the frozen leading stages: ``{"cut": input of the first unfrozen stage, <tap>: ...}``.
+    def frozen_part(self, x: torch.Tensor, cut: int | None = None) -> dict[str, torch.Tensor]:
+        """Run the leading ``cut`` stages (default: the frozen ones):
+        ``{"cut": input of stage ``cut``, <tap>: ...}``.
 
         Together these fully determine :meth:`forward_from_cut`'s result, so a trainer can
         compute them once per image and cache them while the frozen part is unchanged.
+        Adaptation passes the deepest cut its unfreezing schedule reaches, which lies before
+        the model's current one (see :func:`sim2real.adapt.features.advance`).
         """
-        c = self.cut_index
+        c = self._cut(cut)
         taps: dict[str, torch.Tensor] = {}
-        names = self.backbone.stage_names
-        early_taps = [n for n in names[:max(c - 1, 0)] if n in self.tap_names]
-        out = self.backbone(x, 0, c, taps, early_taps)
+        out = self.backbone(x, 0, c, taps, self.cut_keys(c)[1:])
         return {"cut": out, **taps}
+
+    def frozen_digest(self, cut: int | None = None) -> str:
+        """Hash of the weights and BatchNorm statistics of the leading ``cut`` stages (default: the
+        frozen ones) as they are now, not as built: features of a frozen part changed since (e.g.
+        by AdaBN) never pass for the original's in a feature cache key."""
+        names = self.backbone.stage_names[:self._cut(cut)]
+        if not names:
+            return "input"
+        return state_digests(nn.ModuleList([self.backbone.stages[n] for n in names]))[0]
 
     def forward_from_cut(self, feats: dict[str, torch.Tensor]) -> dict:
         c = self.cut_index

@@ -7,12 +7,10 @@ from typing import Optional
 
 from sim2real.config import ConfigError, choice, rng
 from sim2real.gap.tracker import GapTrackingConfig
-from sim2real.models import ModelConfig
+from sim2real.models import TASK_PARTS, ModelConfig
 from sim2real.tracking import TrackingConfig
 
-# Which loss parts of the heads belong to which task; a task left out of ``tasks`` gets weight 0.
-TASK_PARTS = {"cls": ("cls",), "center": ("center", "offset"), "box": ("box",),
-              "keypoints": ("keypoints", "kp_vis", "kp_heatmap", "kp_offset")}
+# TASK_PARTS (task -> head loss parts) lives with the model (sim2real.models.tasks); re-exported here.
 MONITORS = {"loss": "min", "acc": "max", "center_err_px_median": "min", "box_iou_mean": "max", "pck@0.05": "max"}
 MONITOR_TASK = {"acc": "cls", "center_err_px_median": "center", "box_iou_mean": "box", "pck@0.05": "keypoints"}
 

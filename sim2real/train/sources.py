@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from sim2real.data.dataset import CocoDataset, check_same_classes, collate, targets_to_input
+from sim2real.data.dataset import CocoDataset, check_same_classes, collate
 from sim2real.features.augment import PhotometricAugment
+from sim2real.features.batching import gather_batch
 
 
 @dataclass
@@ -126,7 +127,8 @@ def drop_last_single(n: int, batch_size: int) -> bool:
 
 
 class CachedSource:
-    """Batches of cached features: ``stores[d][v]`` = FeatureStore of dataset d, view v."""
+    """Batches of cached features: ``stores[d][v]`` = FeatureStore of dataset d, view v (rows
+    assembled by :func:`sim2real.features.batching.gather_batch`, as adaptation does)."""
 
     cached = True
 
@@ -143,19 +145,7 @@ class CachedSource:
 
     def gather(self, g: np.ndarray, views: np.ndarray) -> Batch:
         di, li = self.locate(g)
-        feats: dict[str, torch.Tensor] = {}
-        geom = np.zeros((len(g), 6))
-        for d in np.unique(di):
-            for v in np.unique(views[di == d]):
-                rows = np.nonzero((di == d) & (views == v))[0]
-                store = self.stores[d][v]
-                part = store.batch(li[rows])
-                for name, t in part.items():
-                    if name not in feats:
-                        feats[name] = torch.empty((len(g),) + tuple(t.shape[1:]))
-                    feats[name][rows] = t
-                geom[rows] = store.geom[li[rows]]
-        targets = targets_to_input(self.pool.original_targets(g), geom, self.input_hw)
+        feats, targets, geom = gather_batch(self.stores, di, li, views, self.pool.original_targets(g), self.input_hw)
         return Batch(feats, targets, geom, np.asarray(g), [])
 
     def locate(self, g):

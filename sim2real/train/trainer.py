@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from sim2real.config import to_dict
 from sim2real.data.dataset import CocoDataset, check_same_classes
+from sim2real.engine import BestSelector, check_fresh_run_dir, is_better, open_run
 from sim2real.eval.dataset import subset_rows
 from sim2real.eval.loop import EvalBatch, run_batches, score
 from sim2real.eval.metrics import CONTRACT_METRICS
@@ -39,11 +40,11 @@ from sim2real.gap.distances import subsample
 from sim2real.gap.run import domain_from_validation, gap_record, write_gap_report
 from sim2real.gap.tracker import FeatureGapTracker
 from sim2real.io import atomic_path, atomic_write_text, check_writable, read_jsonl
-from sim2real.models import PerceptionModel, build_model, loss_weights, save_checkpoint
-from sim2real.runinfo import seed_everything, write_run_info
-from sim2real.tracking import make_logger
+from sim2real.models import PerceptionModel, build_model, save_checkpoint, task_loss_weights
+from sim2real.runinfo import seed_everything
+from sim2real.tracking import RunLogger
 from sim2real.train import distributed as D
-from sim2real.train.config import MONITORS, TASK_PARTS, TrainConfig
+from sim2real.train.config import MONITORS, TrainConfig
 from sim2real.train.sources import CachedSource, ImageSource, Pool, split_indices
 
 CHECKPOINT = "checkpoint.pt"
@@ -85,12 +86,6 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float) -> Call
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
     return f
-
-
-def task_weights(cfg: TrainConfig) -> dict[str, float]:
-    """Loss weights (head defaults <- model.head.loss_weights) with parts of untrained tasks at 0."""
-    on = {p for t in cfg.tasks for p in TASK_PARTS[t]}
-    return {k: (v if k in on else 0.0) for k, v in loss_weights(cfg.model.head).items()}
 
 
 def _to_device(x, device):
@@ -141,14 +136,6 @@ def load_training_checkpoint(path: Path) -> dict:
     return payload
 
 
-def _better(value: float, best: Optional[float], mode: str) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return False
-    if best is None:
-        return True
-    return value < best if mode == "min" else value > best
-
-
 # --- datasets and caches ----------------------------------------------------------------------------
 
 def _load_pools(cfg: TrainConfig, k: int) -> tuple[Pool, np.ndarray, Pool, np.ndarray]:
@@ -181,7 +168,7 @@ def _build_stores(pool: Pool, model: PerceptionModel, cfg: TrainConfig, views: i
                 aug = PhotometricAugment(cfg.augment_strength, cfg.seed, v) if v else None
                 ds.augment = aug
                 try:
-                    key = {**feature_key_parts(model, ds, aug, cfg.hash_image_content), "compute": compute}
+                    key = feature_key_parts(model, ds, aug, cfg.hash_image_content, compute=compute)
                     per_view.append(build_or_load(ds, extract, key, cfg.cache_dir, batch_size=cfg.batch_size,
                                                   device=info.device, num_workers=cfg.num_workers,
                                                   progress=cfg.progress and info.is_main,
@@ -423,13 +410,6 @@ def _write_train_report(cfg: TrainConfig, run_dir: Path, classes: Sequence[str],
 
 # --- the run ------------------------------------------------------------------------------------------
 
-def _check_fresh_run_dir(run_dir: Path) -> None:
-    if (run_dir / CHECKPOINT).exists():
-        raise ValueError(f"run_dir {run_dir} already holds a run; resume it with --resume {run_dir} or choose "
-                         f"another run_dir=...")
-    _truncate_metrics(run_dir, 0)  # a run killed before its first checkpoint starts over
-
-
 def _truncate_metrics(run_dir: Path, start_epoch: int) -> None:
     """Drop records of epochs a resumed run will redo (written after the last checkpoint)."""
     path = run_dir / "metrics.jsonl"
@@ -438,148 +418,231 @@ def _truncate_metrics(run_dir: Path, start_epoch: int) -> None:
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
-def _run(cfg: TrainConfig, info: D.DistInfo, resume: bool, callbacks: Sequence[Callable[[int, dict], None]]) -> TrainResult:
-    t_start = time.perf_counter()
+@dataclass
+class _Run:
+    """One training run between its set-up, its epochs and its end (see :func:`_run`)."""
+
+    cfg: TrainConfig
+    info: D.DistInfo
+    run_dir: Path
+    model: PerceptionModel
+    train_pool: Pool
+    train_idx: np.ndarray
+    val_pool: Pool
+    val_idx: np.ndarray
+    weights: dict
+    amp: bool
+    use_cache: bool = False
+    cache_info: list = field(default_factory=list)
+    train_src: object = None
+    val_src: object = None
+    net: Optional[nn.Module] = None
+    opt: Optional[torch.optim.Optimizer] = None
+    sched: object = None
+    scaler: object = None
+    selector: Optional[BestSelector] = None
+    start_epoch: int = 0
+    step: int = 0
+    gap: Optional["_GapTracking"] = None
+    cfg_dict: dict = field(default_factory=dict)
+    logger: Optional[RunLogger] = None
+    val_m: Optional[dict] = None          # the last epoch's validation (main process)
+    sim_col: dict = field(default_factory=dict)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+
+def _prepare_run_dir(cfg: TrainConfig, info: D.DistInfo, resume: bool) -> Path:
+    """A fresh (or, with ``resume``, checkpointed) writable run folder, checked on the main process."""
     run_dir = Path(cfg.run_dir)
     ckpt_path = run_dir / CHECKPOINT
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist")
     if info.is_main:
-        if not resume:
-            _check_fresh_run_dir(run_dir)
-        check_writable(run_dir)
-    D.barrier(info)
-    seed_everything(cfg.seed)
+        if resume:
+            check_writable(run_dir)
+        else:
+            check_fresh_run_dir(run_dir, CHECKPOINT, f"resume it with --resume {run_dir} or choose another "
+                                                     f"run_dir=...")
+            _truncate_metrics(run_dir, 0)  # a run killed before its first checkpoint starts over
+    return run_dir
 
-    k = cfg.model.head.num_keypoints
-    train_pool, train_idx, val_pool, val_idx = _load_pools(cfg, k)
+
+def _set_up_data_and_model(cfg: TrainConfig, info: D.DistInfo, run_dir: Path) -> _Run:
+    """Datasets, model and batch sources (cached features when the model has frozen stages)."""
+    train_pool, train_idx, val_pool, val_idx = _load_pools(cfg, cfg.model.head.num_keypoints)
     model = build_model(cfg.model, train_pool.classes, image_hw=train_pool.image_hw())
     model.to(info.device)
     pre = model.make_preprocess()
     train_pool.set_preprocess(pre)
     val_pool.set_preprocess(pre)
-    amp = cfg.amp and info.device.type == "cuda"
-    weights = task_weights(cfg)
-
-    use_cache = cfg.cache and model.cut_index > 0
-    cache_info: list[dict] = []
-    if use_cache:
+    run = _Run(cfg, info, run_dir, model, train_pool, train_idx, val_pool, val_idx,
+               weights=task_loss_weights(cfg.model.head, cfg.tasks), amp=cfg.amp and info.device.type == "cuda")
+    run.use_cache = cfg.cache and model.cut_index > 0
+    if run.use_cache:
         stores = _build_stores(train_pool, model, cfg, cfg.views, info)
-        train_src = CachedSource(train_pool, stores, model.input_hw, cfg.seed)
+        run.train_src = CachedSource(train_pool, stores, model.input_hw, cfg.seed)
         if val_pool is train_pool:
-            val_src = train_src
+            run.val_src = run.train_src
         else:
-            val_src = CachedSource(val_pool, _build_stores(val_pool, model, cfg, 1, info), model.input_hw, cfg.seed)
-        cache_info = [describe_entry(s) for per in stores for s in per]
+            run.val_src = CachedSource(val_pool, _build_stores(val_pool, model, cfg, 1, info), model.input_hw,
+                                       cfg.seed)
+        run.cache_info = [describe_entry(s) for per in stores for s in per]
     else:
-        train_src = ImageSource(train_pool, model.input_hw, cfg.seed, cfg.views, cfg.augment_strength, cfg.num_workers)
-        val_src = train_src if val_pool is train_pool else ImageSource(val_pool, model.input_hw, cfg.seed)
-    payload = load_training_checkpoint(ckpt_path) if resume else None
-    if payload is not None:
-        model.load_state_dict(payload["state"], strict=False)  # before DDP copies rank 0's weights
-    model.train()
+        run.train_src = ImageSource(train_pool, model.input_hw, cfg.seed, cfg.views, cfg.augment_strength,
+                                    cfg.num_workers)
+        run.val_src = (run.train_src if val_pool is train_pool
+                       else ImageSource(val_pool, model.input_hw, cfg.seed))
+    return run
 
-    net: nn.Module = _Net(model, from_cut=use_cache)
+
+def _set_up_optimization(run: _Run, payload: Optional[dict]) -> None:
+    """DDP wrapper, AdamW, warmup/cosine schedule, grad scaler, best-epoch selector; with a resume
+    ``payload`` their states, the RNG state and the metrics records are restored."""
+    cfg, info, model = run.cfg, run.info, run.model
+    run.net = _Net(model, from_cut=run.use_cache)
     if info.enabled:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        run.net = nn.parallel.DistributedDataParallel(
+            run.net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     # fused: one kernel for all parameters (about 3x faster steps on CPU, where the cached path is
     # otherwise dominated by optimizer overhead).
-    opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.model.backbone_lr_scale, cfg.model.layer_decay,
-                                               cfg.weight_decay), fused=info.device.type in ("cpu", "cuda"))
-    steps_per_epoch = max(1, train_src.num_batches(train_idx, cfg.batch_size, info.world_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(round(cfg.warmup_epochs * steps_per_epoch)),
-                                                                 cfg.epochs * steps_per_epoch, cfg.min_lr_ratio))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    run.opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.model.backbone_lr_scale, cfg.model.layer_decay,
+                                                   cfg.weight_decay), fused=info.device.type in ("cpu", "cuda"))
+    steps_per_epoch = max(1, run.train_src.num_batches(run.train_idx, cfg.batch_size, info.world_size))
+    run.sched = torch.optim.lr_scheduler.LambdaLR(
+        run.opt, warmup_cosine(int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.epochs * steps_per_epoch,
+                               cfg.min_lr_ratio))
+    run.scaler = torch.amp.GradScaler("cuda", enabled=run.amp)
+    run.selector = BestSelector(MONITORS[cfg.monitor], cfg.patience, best_epoch=-1)
+    if payload is None:
+        return
+    ts = payload["train_state"]
+    run.opt.load_state_dict(ts["optimizer"])
+    run.sched.load_state_dict(ts["scheduler"])
+    run.scaler.load_state_dict(ts["scaler"])
+    run.start_epoch, run.step = ts["epoch"] + 1, ts["step"]
+    run.selector = BestSelector(MONITORS[cfg.monitor], cfg.patience, best_score=ts["best_value"],
+                                best_epoch=ts["best_epoch"], best_extra=dict(ts["best_metrics"]),
+                                bad_epochs=ts["bad_epochs"])
+    _set_rng_state(ts["rng"])
+    if info.is_main:
+        _truncate_metrics(run.run_dir, run.start_epoch)
 
-    start_epoch, step, best_value, best_epoch, best_metrics, bad = 0, 0, None, -1, {}, 0
+
+def _set_up(cfg: TrainConfig, info: D.DistInfo, resume: bool) -> _Run:
+    """Everything before the first epoch, in a fixed order (the RNG draws of model init depend on it)."""
+    run_dir = _prepare_run_dir(cfg, info, resume)
+    D.barrier(info)
+    seed_everything(cfg.seed)
+    run = _set_up_data_and_model(cfg, info, run_dir)
+    payload = load_training_checkpoint(run.ckpt_path) if resume else None
     if payload is not None:
-        ts = payload["train_state"]
-        opt.load_state_dict(ts["optimizer"])
-        sched.load_state_dict(ts["scheduler"])
-        scaler.load_state_dict(ts["scaler"])
-        start_epoch, step, bad = ts["epoch"] + 1, ts["step"], ts["bad_epochs"]
-        best_value, best_epoch, best_metrics = ts["best_value"], ts["best_epoch"], dict(ts["best_metrics"])
-        _set_rng_state(ts["rng"])
-        if info.is_main:
-            _truncate_metrics(run_dir, start_epoch)
-
+        run.model.load_state_dict(payload["state"], strict=False)  # before DDP copies rank 0's weights
+    run.model.train()
+    _set_up_optimization(run, payload)
     if info.is_main and not resume:
         (run_dir / FIRST_FEATURES).unlink(missing_ok=True)  # left by an attempt killed before its checkpoint
-    gap = _GapTracking(cfg, model, train_pool.classes, use_cache, info, run_dir) if cfg.real_val.enabled else None
-
-    cfg_dict = to_dict(cfg)
-    logger = None
+    if cfg.real_val.enabled:
+        run.gap = _GapTracking(cfg, run.model, run.train_pool.classes, run.use_cache, info, run_dir)
+    run.cfg_dict = to_dict(cfg)
     if info.is_main:
-        write_run_info(run_dir, cfg, seed=cfg.seed, world_size=info.world_size, device=str(info.device),
-                       resumed_at_epoch=start_epoch if resume else None, feature_cache=cache_info)
-        logger = make_logger(run_dir, cfg.tracking, cfg_dict)
-    val_m, sim_col = None, {}
-    mode = MONITORS[cfg.monitor]
+        run.logger = open_run(run_dir, cfg, cfg.tracking, run.cfg_dict, seed=cfg.seed, world_size=info.world_size,
+                              device=str(info.device), resumed_at_epoch=run.start_epoch if resume else None,
+                              feature_cache=run.cache_info)
+    return run
+
+
+def _end_epoch(run: _Run, epoch: int, train_m: dict, t0: float,
+               callbacks: Sequence[Callable[[int, dict], None]]) -> bool:
+    """Main process, after an epoch's steps: validation, records, gap tracking, best.pt, the
+    resumable checkpoint, callbacks. True = stop early (patience ran out)."""
+    cfg, model, logger, sel = run.cfg, run.model, run.logger, run.selector
+    run.sim_col = {}
+    run.val_m = val_m = validate(model, run.val_src, run.val_pool, run.val_idx, cfg, run.weights, run.info.device,
+                                 run.amp, collect=run.sim_col)
+    val_log = {k: v for k, v in val_m.items() if k != "confusion"}
+    logger.log({"epoch": epoch, "split": "train", **train_m, "lr": run.opt.param_groups[0]["lr"],
+                "epoch_seconds": time.perf_counter() - t0}, step=run.step)
+    logger.log({"epoch": epoch, "split": "val", **val_log}, step=run.step)
+    gap_rec = run.gap.epoch(model, epoch, val_m, run.sim_col["embed"], run.weights, run.amp) if run.gap else None
+    if gap_rec is not None:
+        logger.log(gap_rec, step=run.step)
+    value = val_m[cfg.monitor]
+    if sel.update(epoch, value if value is None else float(value), extra=val_m):
+        save_checkpoint(run.run_dir / BEST, model, extra={"epoch": epoch, "val": sel.best_extra,
+                                                          "train_config": run.cfg_dict})
+    train_state = {"epoch": epoch, "step": run.step, "optimizer": run.opt.state_dict(),
+                   "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": _rng_state(),
+                   "best_value": sel.best_score, "best_epoch": sel.best_epoch, "best_metrics": sel.best_extra,
+                   "bad_epochs": sel.bad_epochs}
+    save_training_checkpoint(run.ckpt_path, model, {"epoch": epoch, "train_config": run.cfg_dict}, train_state)
+    for cb in callbacks:
+        cb(epoch, val_m)
+    return sel.should_stop
+
+
+def _train_epochs(run: _Run, callbacks: Sequence[Callable[[int, dict], None]]) -> tuple[int, bool, set[int]]:
+    """The epochs from ``run.start_epoch``: ``(last epoch, stopped early, corrupt images skipped)``."""
+    cfg, info = run.cfg, run.info
     skipped: set[int] = set()
-    stopped_early = stop = False
-    epoch = start_epoch - 1
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            # Dropout etc. draw from a stream fixed by (seed, epoch, rank): a resumed run - on any
-            # number of ranks - draws exactly what the uninterrupted run drew.
-            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, info.rank]).generate_state(1)[0]))
-            train_m, step, sk = _train_epoch(net, model, train_src, train_idx, cfg, epoch, opt, sched, scaler,
-                                             weights, info, step, amp)
-            skipped |= sk
-            if info.is_main:
-                sim_col = {}
-                val_m = validate(model, val_src, val_pool, val_idx, cfg, weights, info.device, amp, collect=sim_col)
-                val_log = {k: v for k, v in val_m.items() if k != "confusion"}
-                logger.log({"epoch": epoch, "split": "train", **train_m, "lr": opt.param_groups[0]["lr"],
-                            "epoch_seconds": time.perf_counter() - t0}, step=step)
-                logger.log({"epoch": epoch, "split": "val", **val_log}, step=step)
-                gap_rec = gap.epoch(model, epoch, val_m, sim_col["embed"], weights, amp) if gap else None
-                if gap_rec is not None:
-                    logger.log(gap_rec, step=step)
-                if _better(val_m[cfg.monitor], best_value, mode):
-                    best_value, best_epoch, best_metrics, bad = float(val_m[cfg.monitor]), epoch, val_m, 0
-                    save_checkpoint(run_dir / BEST, model, extra={"epoch": epoch, "val": best_metrics,
-                                                                  "train_config": cfg_dict})
-                else:
-                    bad += 1
-                stop = cfg.patience > 0 and bad >= cfg.patience
-                train_state = {"epoch": epoch, "step": step, "optimizer": opt.state_dict(),
-                               "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-                               "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
-                               "bad_epochs": bad}
-                save_training_checkpoint(ckpt_path, model, {"epoch": epoch, "train_config": cfg_dict}, train_state)
-                for cb in callbacks:
-                    cb(epoch, val_m)
-            stop = bool(D.broadcast_object(info, stop))
-            if stop:
-                stopped_early = epoch + 1 < cfg.epochs
-                break
-        num_corrupt = train_src.num_corrupt() if use_cache else len(skipped | train_pool.corrupt)
-        if val_src is not train_src:
-            num_corrupt += val_src.num_corrupt()
-        result = TrainResult(run_dir, best_epoch, best_metrics, epoch + 1, stopped_early, num_corrupt, cache_info,
-                             time.perf_counter() - t_start)
+    stop = False
+    epoch = run.start_epoch - 1
+    for epoch in range(run.start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        # Dropout etc. draw from a stream fixed by (seed, epoch, rank): a resumed run - on any
+        # number of ranks - draws exactly what the uninterrupted run drew.
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, info.rank]).generate_state(1)[0]))
+        train_m, run.step, sk = _train_epoch(run.net, run.model, run.train_src, run.train_idx, cfg, epoch, run.opt,
+                                             run.sched, run.scaler, run.weights, info, run.step, run.amp)
+        skipped |= sk
         if info.is_main:
-            summary = {f"best/{k}": v for k, v in best_metrics.items() if k != "confusion"}
-            summary.update(best_epoch=best_epoch, epochs_run=epoch + 1, stopped_early=stopped_early,
-                           num_corrupt_images=num_corrupt, train_seconds=result.seconds)
-            if gap is not None and val_m is not None:
-                if gap.last_epoch != epoch:  # the last epoch was not a tracked one: track it now
-                    gap.epoch(model, epoch, val_m, sim_col["embed"], weights, amp, force=True)
-                summary.update(gap.final(val_m, sim_col["embed"]))
-            logger.summary(summary)
-            if cfg.report:
-                _write_train_report(cfg, run_dir, train_pool.classes, val_m, sim_col, val_pool, gap, logger)
-            atomic_write_text(run_dir / "report.md", train_report(cfg, result, train_pool.classes))
-            if num_corrupt:
-                warnings.warn(f"{num_corrupt} corrupt image(s) were skipped (see {run_dir / 'report.md'})",
-                              RuntimeWarning, stacklevel=2)
+            stop = _end_epoch(run, epoch, train_m, t0, callbacks)
+        stop = bool(D.broadcast_object(info, stop))
+        if stop:
+            return epoch, epoch + 1 < cfg.epochs, skipped
+    return epoch, False, skipped
+
+
+def _end_run(run: _Run, epoch: int, stopped_early: bool, skipped: set[int], t_start: float) -> TrainResult:
+    """The result; on the main process also the summary, gap summary, reports and a corrupt-image warning."""
+    cfg, run_dir, sel = run.cfg, run.run_dir, run.selector
+    num_corrupt = run.train_src.num_corrupt() if run.use_cache else len(skipped | run.train_pool.corrupt)
+    if run.val_src is not run.train_src:
+        num_corrupt += run.val_src.num_corrupt()
+    result = TrainResult(run_dir, sel.best_epoch, sel.best_extra, epoch + 1, stopped_early, num_corrupt,
+                         run.cache_info, time.perf_counter() - t_start)
+    if not run.info.is_main:
         return result
+    val_m, sim_col, gap = run.val_m, run.sim_col, run.gap
+    summary = {f"best/{k}": v for k, v in sel.best_extra.items() if k != "confusion"}
+    summary.update(best_epoch=sel.best_epoch, epochs_run=epoch + 1, stopped_early=stopped_early,
+                   num_corrupt_images=num_corrupt, train_seconds=result.seconds)
+    if gap is not None and val_m is not None:
+        if gap.last_epoch != epoch:  # the last epoch was not a tracked one: track it now
+            gap.epoch(run.model, epoch, val_m, sim_col["embed"], run.weights, run.amp, force=True)
+        summary.update(gap.final(val_m, sim_col["embed"]))
+    run.logger.summary(summary)
+    if cfg.report:
+        _write_train_report(cfg, run_dir, run.train_pool.classes, val_m, sim_col, run.val_pool, gap, run.logger)
+    atomic_write_text(run_dir / "report.md", train_report(cfg, result, run.train_pool.classes))
+    if num_corrupt:
+        # stacklevel 3: the warning points at train() (train -> _run -> _end_run).
+        warnings.warn(f"{num_corrupt} corrupt image(s) were skipped (see {run_dir / 'report.md'})",
+                      RuntimeWarning, stacklevel=3)
+    return result
+
+
+def _run(cfg: TrainConfig, info: D.DistInfo, resume: bool, callbacks: Sequence[Callable[[int, dict], None]]) -> TrainResult:
+    t_start = time.perf_counter()
+    run = _set_up(cfg, info, resume)
+    try:
+        epoch, stopped_early, skipped = _train_epochs(run, callbacks)
+        return _end_run(run, epoch, stopped_early, skipped, t_start)
     finally:
-        if logger is not None:
-            logger.close()
+        if run.logger is not None:
+            run.logger.close()
 
 
 def train(cfg: TrainConfig, resume: bool = False,
@@ -626,7 +689,7 @@ def comparison_table(pre: TrainResult, scratch: TrainResult, monitor: str) -> st
     rows.append(f"| best epoch | {pre.best_epoch + 1} | {scratch.best_epoch + 1} |")
     rows.append(f"| train seconds | {pre.seconds:.1f} | {scratch.seconds:.1f} |")
     a, b = pre.best.get(monitor), scratch.best.get(monitor)
-    better = _better(a, b, MONITORS[monitor]) if a is not None else False
+    better = is_better(a, b, MONITORS[monitor]) if a is not None else False
     verdict = (f"Pretrained start is better on validation {monitor}." if better else
                f"WARNING: the pretrained start is NOT better than random init on validation {monitor} "
                f"({_fmt(a)} vs {_fmt(b)}): possible negative transfer; check the backbone, input size and "

@@ -10,11 +10,12 @@ import torch
 
 from sim2real.adapt.alignment import build_alignment
 from sim2real.adapt.config import AdaptConfig, parse_methods
-from sim2real.adapt.features import AlignTap, advance, make_extractor
+from sim2real.adapt.features import AlignTap, advance
 from sim2real.adapt.l2sp import L2SP
-from sim2real.adapt.selection import Selector, negative_transfer_warnings, selection_score
+from sim2real.adapt.selection import RULE_TEXT, negative_transfer_warnings, selection_score
 from sim2real.adapt.unfreeze import UnfreezeSchedule
 from sim2real.config import ConfigError, load_config
+from sim2real.engine import BestSelector
 from sim2real.models import HeadConfig, PerceptionModel, build_backbone
 
 HW = (48, 64)
@@ -90,7 +91,7 @@ def test_features_cached_at_the_deepest_cut_reproduce_the_full_forward(lite0):
     cut = sched.deepest_cut
     x = torch.randn(2, 3, *HW, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        cached = make_extractor(model, cut)(x)
+        cached = model.frozen_part(x, cut)
         for epoch in (0, 1, 2):
             sched.apply(model, epoch)
             model.eval()
@@ -122,7 +123,7 @@ def test_neck_alignment_reaches_trainable_parameters_with_a_frozen_backbone(lite
 
 
 def test_selector_keeps_the_best_state_and_stops_after_patience():
-    sel = Selector("real_val", patience=2)
+    sel = BestSelector("min", patience=2)  # what AdaptSession uses: selection scores are minimised
     w = torch.zeros(1)
     assert sel.update(0, selection_score("real_val", {"center_err_px_median": 10.0, "box_iou_mean": 0.5}, None),
                       {"w": w})
@@ -137,12 +138,12 @@ def test_selector_keeps_the_best_state_and_stops_after_patience():
     # Equal error: higher IoU wins.
     assert selection_score("real_val", {"center_err_px_median": 5, "box_iou_mean": 0.9}, None) < \
         selection_score("real_val", {"center_err_px_median": 5, "box_iou_mean": 0.1}, None)
-    lf = Selector("label_free")
+    lf = BestSelector("min")
     lf.update(0, selection_score("label_free", None, 0.3), {})
     lf.update(1, selection_score("label_free", None, 0.1), {})
-    assert lf.best_epoch == 1 and "LABEL-FREE" in lf.description
+    assert lf.best_epoch == 1 and "LABEL-FREE" in RULE_TEXT["label_free"]
     with pytest.raises(ValueError, match="unknown selection rule"):
-        Selector("best_guess")
+        selection_score("best_guess", None, 0.1)
 
 
 def test_negative_transfer_warnings_name_the_baseline_and_metric():

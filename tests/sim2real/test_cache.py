@@ -149,3 +149,33 @@ def test_cache_dir_from_environment(monkeypatch, tmp_path):
     assert C.default_cache_dir() == tmp_path / "env-cache"
     monkeypatch.delenv("SIM2REAL_CACHE")
     assert C.default_cache_dir().parts[-3:] == (".cache", "sim2real", "features")
+
+
+def test_key_covers_cut_compute_and_frames(data, backbone):
+    """One key for sim training and adaptation: explicit cut, compute device, in-memory frames."""
+    model = make_model(backbone)
+    ds = CocoDataset(data)
+    base = C.feature_key_parts(model, ds)
+    assert base == C.feature_key_parts(model, ds, cut=model.cut_index)
+    assert C.cache_key(base) != C.cache_key(C.feature_key_parts(model, ds, cut=3))
+    assert C.cache_key(base) != C.cache_key(C.feature_key_parts(model, ds, compute="cuda-fp16"))
+    frames = [np.zeros((8, 8, 3), np.uint8), np.ones((8, 8, 3), np.uint8)]
+    f = C.frames_key_parts(model, frames, "clip")
+    assert C.cache_key(f) == C.cache_key(C.frames_key_parts(model, [a.copy() for a in frames], "clip"))
+    assert C.cache_key(f) != C.cache_key(C.frames_key_parts(model, frames[::-1], "clip"))
+
+
+def test_gather_takes_each_row_from_its_dataset_and_view(tmp_path, data, backbone):
+    from sim2real.features.batching import gather_features
+
+    model = make_model(backbone)
+    views = [cached(model, CocoDataset(data), tmp_path, augment=PhotometricAugment(1.0, 0, v) if v else None)
+             for v in (0, 1)]
+    stores = [views, views[::-1]]  # dataset 1 = the same images with the views swapped
+    dataset, local, view = np.array([0, 1, 0, 1]), np.array([3, 3, 1, 0]), np.array([1, 1, 0, 0])
+    feats, geom = gather_features(stores, dataset, local, view)
+    for j in range(4):
+        want = stores[dataset[j]][view[j]].batch([local[j]])
+        for k, t in want.items():
+            assert torch.equal(feats[k][j], t[0]), (j, k)
+    np.testing.assert_array_equal(geom, views[0].geom[local])

@@ -297,3 +297,25 @@ def test_onnx_export_matches_torch(tmp_path, lite0):
         ref = wrapper(x[:1])
     for name, a, b in zip(EXPORT_OUTPUTS, got, ref):
         np.testing.assert_allclose(a, b.numpy(), atol=1e-3, rtol=1e-3, err_msg=name)
+
+
+def test_frozen_part_at_an_explicit_cut_and_its_digest(lite0):
+    """Adaptation caches at the deepest cut its schedule reaches, before the model's own cut."""
+    model = make_model(lite0, "dense", trainable=0).eval()
+    x, _ = batch()
+    cut = 5
+    with torch.no_grad():
+        feats = model.frozen_part(x, cut)
+        taps: dict = {}
+        ref = model.backbone(x, 0, cut, taps, model.cut_keys(cut)[1:])
+    assert list(feats) == model.cut_keys(cut) and torch.equal(feats["cut"], ref)
+    assert model.cut_info(cut)["cut_index"] == cut and model.cut_info()["cut_index"] == model.cut_index
+    assert model.frozen_digest(0) == "input"
+    digest = model.frozen_digest(cut)
+    assert digest == make_model(lite0, "dense").frozen_digest(cut) != model.frozen_digest(cut + 1)
+    # BatchNorm statistics changed (AdaBN) in a stage inside the cut: a different digest.
+    bn = next(m for m in model.backbone.stages[model.backbone.stage_names[cut - 1]].modules()
+              if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean += 1.0
+    assert model.frozen_digest(cut) != digest
+    assert model.frozen_digest() == model.frozen_digest(model.cut_index)
