@@ -23,7 +23,8 @@ from typing import Any
 
 from sim2real.adapt.config import AdaptConfig, method_label, parse_methods
 from sim2real.adapt.selection import RULE_TEXT
-from sim2real.adapt.trainer import AdaptSession, RunResult
+from sim2real.adapt.result import RunResult
+from sim2real.adapt.trainer import AdaptSession
 from sim2real.config import ConfigError, rng, to_dict
 from sim2real.io import atomic_write_json, atomic_write_text, check_writable
 from sim2real.runinfo import write_run_info

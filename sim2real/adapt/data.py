@@ -140,7 +140,7 @@ class AdaptData:
             return None
         if not same or (tc.get("image_root") or None) != (self.cfg.sim_image_root or None):
             return None
-        from sim2real.train.sources import Pool, split_indices
+        from sim2real.data.pool import Pool, split_indices
 
         return split_indices(len(full), float(tc["val_fraction"]), int(tc.get("seed", 0)), Pool([full]).groups())
 

@@ -33,85 +33,44 @@ from sim2real.adapt.config import LOSS_METHODS, AdaptConfig, method_label
 from sim2real.adapt.data import AdaptData, InputTransform
 from sim2real.adapt.features import AlignTap, FeatureBank, advance
 from sim2real.adapt.l2sp import L2SP
-from sim2real.adapt.selection import RULE_TEXT, negative_transfer_warnings, selection_score
+from sim2real.adapt.result import (
+    NegativeTransferWarning,
+    RunResult,
+    feature_values,
+    scalars,
+)
+from sim2real.adapt.selection import (
+    RULE_TEXT,
+    negative_transfer_warnings,
+    selection_score,
+)
 from sim2real.adapt.unfreeze import UnfreezeSchedule
 from sim2real.config import ConfigError, to_dict
 from sim2real.engine import BestSelector, check_fresh_run_dir, open_run
+from sim2real.engine.checkpoint import BEST, CHECKPOINT
 from sim2real.eval.domain import DomainEval
 from sim2real.eval.loop import EvalBatch, run_batches, score
-from sim2real.eval.metrics import METRIC_NAMES
 from sim2real.eval.model import trained_tasks
 from sim2real.features.batching import gather_batch
 from sim2real.gap.distances import feature_distances
-from sim2real.gap.naming import sim_real_record
 from sim2real.gap.run import gap_record, write_gap_report
 from sim2real.gap.tracker import FeatureGapTracker
 from sim2real.io import atomic_write_json, check_writable
-from sim2real.models import (PerceptionModel, build_backbone, load_checkpoint, read_checkpoint_meta, resolve_device,
-                             save_checkpoint, task_loss_weights)
+from sim2real.models import (
+    PerceptionModel,
+    build_backbone,
+    load_checkpoint,
+    read_checkpoint_meta,
+    resolve_device,
+    save_checkpoint,
+    task_loss_weights,
+)
 from sim2real.runinfo import seed_everything
 from sim2real.tracking import RunLogger, TrackingConfig, make_logger
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = METRIC_NAMES + ("n",)   # the scalars a RunResult keeps per split
-
-
-class NegativeTransferWarning(UserWarning):
-    """Adaptation made real metrics worse than a baseline (source-only or real-only)."""
-
-
-def _scalars(metrics: dict | None) -> dict | None:
-    if metrics is None:
-        return None
-    return {k: metrics[k] for k in METRIC_KEYS if k in metrics}
-
-
-@dataclass
-class RunResult:
-    """One row of the comparison: real/sim metrics in original pixels, selection, wall time."""
-
-    name: str
-    kind: str                      # source_only | real_only | adapted
-    methods: list[str]
-    run_dir: Path | None
-    selection: str | None = None   # rule name (see sim2real.adapt.selection)
-    best_epoch: int | None = None
-    epochs_run: int = 0
-    real_test: dict | None = None
-    real_val: dict | None = None
-    sim_val: dict | None = None
-    feature_gap: dict = field(default_factory=dict)   # embed features, final tracker values (gap/feat_*)
-    align_gap: dict = field(default_factory=dict)     # alignment-tap features vs unlabelled (align/feat_*)
-    wall_s: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    checkpoint: Path | None = None
-    note: str = ""
-
-    def record(self) -> dict:
-        """Flat ``sim/``, ``real/`` (test) and ``gap/`` record plus bookkeeping."""
-        rec: dict[str, Any] = {"method": self.name, "kind": self.kind, "selection": self.selection,
-                               "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
-                               "wall_s": round(self.wall_s, 2)}
-        rec.update(sim_real_record(self.sim_val or {}, self.real_test or {}))
-        for k, v in (self.real_val or {}).items():
-            if k != "n":
-                rec[f"real_val/{k}"] = v
-        rec.update({f"gap/feat_{k}": v for k, v in self.feature_gap.items()
-                    if not k.endswith(("_sigma", "_n_sim", "_n_real"))})
-        rec.update({f"align/feat_{k}": v for k, v in self.align_gap.items() if not k.endswith("_sigma")})
-        return rec
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "methods": self.methods,
-                "run_dir": str(self.run_dir) if self.run_dir else None, "selection": self.selection,
-                "selection_rule": RULE_TEXT.get(self.selection or "", None), "best_epoch": self.best_epoch,
-                "epochs_run": self.epochs_run, "real_test": self.real_test, "real_val": self.real_val,
-                "sim_val": self.sim_val, "feature_gap": self.feature_gap, "align_gap": self.align_gap,
-                "wall_s": self.wall_s,
-                "warnings": self.warnings, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "note": self.note}
-
+__all__ = ["AdaptSession", "NegativeTransferWarning", "RunResult"]
 
 def _take(out: Any, sl: slice) -> Any:
     """Rows ``sl`` of every tensor in a (nested) model output dict."""
@@ -249,14 +208,14 @@ class AdaptSession:
         d = self.data
         res: dict[str, Any] = {}
         sim = self._predict(model, stores["sim_val"], d.sim_val, cut, tap, "sim")
-        res["sim_val"], res["dom_sim"] = _scalars(sim["metrics"]), sim["domain"]
+        res["sim_val"], res["dom_sim"] = scalars(sim["metrics"]), sim["domain"]
         splits = [("real_val", "val")] + ([("real_test", "test")] if test else [])
         real_feats = []
         for key, split in splits:
             res[key], res[f"dom_{key}"] = None, None
             if key in stores:
                 r = self._predict(model, stores[key], d.real[split], cut, tap, "real")
-                res[key], res[f"dom_{key}"] = _scalars(r["metrics"]), r["domain"]
+                res[key], res[f"dom_{key}"] = scalars(r["metrics"]), r["domain"]
                 if key == "real_val":
                     real_feats.append(r["embed"])
         res["align_gap"] = {}
@@ -358,7 +317,7 @@ class AdaptSession:
         logger = make_logger(run_dir, tracking, {"baseline": res.kind, **to_dict(self.cfg)})
         try:
             final = self._final_record(ev, FeatureGapTracker(self.cfg.gap))
-            res.feature_gap = _feat_values(final)
+            res.feature_gap = feature_values(final)
             res.wall_s = time.perf_counter() - t0
             rec = res.record()
             logger.log({"split": "test", **{k: v for k, v in rec.items() if not isinstance(v, str)}}, step=0)
@@ -488,16 +447,16 @@ class AdaptSession:
         warnings, summary, result.json and the report."""
         sel = fit.selector
         extra = {"run": fit.name, "kind": fit.kind, "methods": fit.methods, "selection_rule": fit.rule}
-        save_checkpoint(fit.run_dir / "checkpoint.pt", model, extra={**extra, "epoch": fit.epochs_run})
+        save_checkpoint(fit.run_dir / CHECKPOINT, model, extra={**extra, "epoch": fit.epochs_run})
         if sel.best_state is not None:
             model.load_state_dict(sel.best_state)
-        best = save_checkpoint(fit.run_dir / "best.pt", model, extra={**extra, "epoch": sel.best_epoch})
+        best = save_checkpoint(fit.run_dir / BEST, model, extra={**extra, "epoch": sel.best_epoch})
         final = self._evaluate(model, fit.stores, fit.cut, fit.tap, test=True)
         res = RunResult(fit.name, fit.kind, fit.methods, fit.run_dir, fit.rule, sel.best_epoch, fit.epochs_run,
                         real_test=final.get("real_test"), real_val=final["real_val"], sim_val=final["sim_val"],
                         align_gap=final["align_gap"], checkpoint=best)
         final_rec = self._final_record(final, fit.tracker)
-        res.feature_gap = _feat_values(final_rec)
+        res.feature_gap = feature_values(final_rec)
         transfer = self._transfer_warnings(res)
         res.warnings = fit.warn_msgs + transfer
         # stacklevel 4: the caller of adapt() / real_only() (they call _fit, which calls this).
@@ -626,9 +585,3 @@ def _trackable(ev: dict) -> bool:
         log.warning("gap/feat_* skipped: %d sim val and %d real embeddings (need >= %d each)", len(ev["f_sim"]),
                     len(ev["f_real"]), MIN_FEATURE_ROWS)
     return ok
-
-
-def _feat_values(record: dict) -> dict:
-    """``gap/feat_<d>`` of a gap record as ``{<d>: value}`` (RunResult.feature_gap)."""
-    prefix = "gap/feat_"
-    return {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from sim2real.io import check_writable
+from sim2real.io import atomic_write_text, check_writable, read_jsonl
 from sim2real.runinfo import write_run_info
 from sim2real.tracking import RunLogger, make_logger
 
@@ -30,3 +31,11 @@ def open_run(run_dir: str | Path, cfg: Any, tracking: Any, logged_config: dict[s
     config W&B shows). The caller closes the logger."""
     write_run_info(run_dir, cfg, seed=seed, **run_info)
     return make_logger(run_dir, tracking, logged_config)
+
+
+def truncate_metrics(run_dir: Path, start_epoch: int) -> None:
+    """Drop records of epochs a resumed run will redo (written after the last checkpoint)."""
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        keep = [r for r in read_jsonl(path) if r.get("epoch", -1) < start_epoch]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))

@@ -17,6 +17,9 @@ ALL_TASKS = ("cls", "center", "box", "keypoints")
 # (docs/contracts.md) are all of them but the centre-error mean, which only tables show.
 METRIC_NAMES = ("acc", "center_err_px_median", "center_err_px_mean", "box_iou_mean", f"pck@{PCK_ALPHA:g}")
 CONTRACT_METRICS = tuple(m for m in METRIC_NAMES if m != "center_err_px_mean")
+# Which way is better ("max" / "min") and which trained task each metric scores.
+METRIC_GOAL = dict(zip(METRIC_NAMES, ("max", "min", "min", "max", "max")))
+METRIC_TASK = dict(zip(METRIC_NAMES, ("cls", "center", "center", "box", "keypoints")))
 # Per-dataset bookkeeping in a metrics dict: logged as-is, never turned into a gap.
 BOOKKEEPING = ("confusion", "n", "num_corrupt", "num_without_target")
 

@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from sim2real.config import ConfigError, choice, rng
+from sim2real.eval.metrics import CONTRACT_METRICS, METRIC_GOAL, METRIC_TASK
 from sim2real.gap.tracker import GapTrackingConfig
 from sim2real.models import TASK_PARTS, ModelConfig
 from sim2real.tracking import TrackingConfig
 
 # TASK_PARTS (task -> head loss parts) lives with the model (sim2real.models.tasks); re-exported here.
-MONITORS = {"loss": "min", "acc": "max", "center_err_px_median": "min", "box_iou_mean": "max", "pck@0.05": "max"}
-MONITOR_TASK = {"acc": "cls", "center_err_px_median": "center", "box_iou_mean": "box", "pck@0.05": "keypoints"}
+# Validation metrics a run can select its best epoch on (-> "min"/"max" is better), and their task.
+MONITORS = {"loss": "min", **{m: METRIC_GOAL[m] for m in CONTRACT_METRICS}}
+MONITOR_TASK = {m: METRIC_TASK[m] for m in CONTRACT_METRICS}
 
 
 @dataclass

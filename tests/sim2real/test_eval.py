@@ -11,14 +11,24 @@ import torch
 
 from sim2real.config import load_config
 from sim2real.data.dataset import CocoDataset
-from sim2real.eval import (CONTRACT_METRICS, METRIC_NAMES, EvalBatch, evaluate_dataset, evaluate_domain,
-                           predict_arrays, pred_keys, run_batches, task_metrics)
-from sim2real.models import ModelConfig, build_model
+from sim2real.data.pool import Pool
+from sim2real.eval import (
+    CONTRACT_METRICS,
+    METRIC_NAMES,
+    EvalBatch,
+    evaluate_dataset,
+    evaluate_domain,
+    pred_keys,
+    predict_arrays,
+    run_batches,
+    task_metrics,
+)
+from sim2real.models import ModelConfig, build_model, task_loss_weights
 from sim2real.models.heads import HeadConfig
 from sim2real.train.config import TrainConfig
-from sim2real.train.sources import ImageSource, Pool
+from sim2real.train.sources import ImageSource
 from sim2real.train.toy_data import write_shapes_dataset
-from sim2real.train.trainer import task_weights, validate
+from sim2real.train.trainer import validate
 
 CLASSES = ("square", "disc", "triangle")
 
@@ -47,7 +57,7 @@ def test_trainer_validation_equals_evaluate_dataset(world):
     pool.set_preprocess(model.make_preprocess())
     idx = np.arange(len(pool))
     col: dict = {}
-    val = validate(model, ImageSource(pool, model.input_hw, 0), pool, idx, cfg, task_weights(cfg), torch.device("cpu"),
+    val = validate(model, ImageSource(pool, model.input_hw, 0), pool, idx, cfg, task_loss_weights(cfg.model.head, cfg.tasks), torch.device("cpu"),
                    collect=col)
     model.eval()  # validate leaves the model in train mode
     ref = evaluate_dataset(model, CocoDataset(data, classes=list(CLASSES), num_keypoints=model.num_keypoints),

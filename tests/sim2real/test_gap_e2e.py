@@ -19,7 +19,8 @@ from sim2real.io import read_jsonl
 from sim2real.tracking import find_offline_runs, read_offline_run
 from sim2real.train.config import TrainConfig
 from sim2real.train.toy_data import write_shapes_dataset
-from sim2real.train.trainer import FIRST_FEATURES, train
+from sim2real.train.real_val import FIRST_FEATURES
+from sim2real.train.trainer import train
 
 REAL_JSON = visp_cube_labels_path()
 REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")

@@ -134,7 +134,7 @@ def test_refuses_to_overwrite_a_run(tmp_path, shapes):
 
 
 def test_two_datasets_train_as_one_pool(tmp_path):
-    from sim2real.train.sources import Pool
+    from sim2real.data.pool import Pool
 
     a = write_shapes_dataset(tmp_path / "a", num_images=6, seed=1)
     b = write_shapes_dataset(tmp_path / "b", num_images=5, seed=2)
@@ -162,7 +162,7 @@ def test_cli_train_then_resume_longer(tmp_path, shapes, capsys):
 
 
 def test_split_keeps_scene_groups_together():
-    from sim2real.train.sources import split_indices
+    from sim2real.data.pool import split_indices
 
     groups = np.repeat(np.arange(10), 4)  # 10 scenes x 4 views
     train, val = split_indices(len(groups), 0.2, seed=3, groups=groups)
