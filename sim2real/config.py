@@ -16,6 +16,7 @@ was expected.  ``save_config`` writes the resolved config next to an output (ato
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import types
 import typing
@@ -84,11 +85,19 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
         if "=" not in o or o.startswith("="):
             raise ConfigError(o, "an override of the form key=value (dotted keys for nesting)",
                               source="command-line overrides")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as e:
-        raise ConfigError(str(getattr(e, "full_key", "?")), f"a valid override ({e.msg if hasattr(e, 'msg') else e})",
-                          source="command-line overrides") from None
+    for o in overrides:  # one at a time, so a bad value is reported under its own key
+        key, _, value = o.partition("=")
+        try:
+            OmegaConf.from_dotlist([o])
+        except yaml.YAMLError as e:
+            # Values are read as YAML scalars/lists/maps; tags such as !!python/... are never constructed.
+            what = str(e).splitlines()[0]
+            raise ConfigError(key, f"a plain YAML value: a number, string, [list] or {{map}} ({what})", value,
+                              source="command-line overrides") from None
+        except OmegaConfBaseException as e:
+            raise ConfigError(key, f"a valid override ({e.msg if hasattr(e, 'msg') else e})", value,
+                              source="command-line overrides") from None
+    return OmegaConf.from_dotlist(list(overrides))
 
 
 def _field_names(schema: type) -> list[str]:
@@ -171,6 +180,19 @@ def _reformat(e: OmegaConfBaseException, schema: type, source: str, layer: Any =
     return ConfigError(key, msg, value, source=source)
 
 
+def _check_finite(value: Any, key: str, source: str) -> None:
+    """NaN and +-inf are never meaningful settings (``lr=nan`` would train to no result without a
+    word): refuse them anywhere in a config, lists and free-form maps included."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, "a finite number", value, source=source)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}", source)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]", source)
+
+
 def _check_metadata(obj: Any, prefix: str, source: str) -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
@@ -178,6 +200,7 @@ def _check_metadata(obj: Any, prefix: str, source: str) -> None:
         if dataclasses.is_dataclass(value):
             _check_metadata(value, key + ".", source)
             continue
+        _check_finite(value, key, source)
         meta = f.metadata
         if "choices" in meta and value not in meta["choices"]:
             raise ConfigError(key, f"one of {list(meta['choices'])}", value, source=source)

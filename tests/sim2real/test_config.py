@@ -133,3 +133,24 @@ def test_config_error_survives_pickling():
     e = pickle.loads(pickle.dumps(ConfigError("a.b", "an integer", "x", "f.yaml")))
     assert (e.key, e.expected, e.got, e.source) == ("a.b", "an integer", "x", "f.yaml")
     assert str(e) == "f.yaml: config key 'a.b': expected an integer, got 'x'"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.lr=nan", "optim.lr"), ("optim.lr=inf", "optim.lr"), ("optim.betas=[0.9, -.inf]", "optim.betas[1]"),
+    ("scene={light: {gain: .nan}}", "scene.light.gain"), ("name=.nan", None)])
+def test_non_finite_numbers_are_refused_everywhere(override, key):
+    if key is None:  # a string field keeps the text: "nan" is a name, not a number
+        assert isinstance(load_config(Schema, None, [override]).name, str)
+        return
+    with pytest.raises(ConfigError) as e:
+        load_config(Schema, None, [override])
+    assert e.value.key == key and "a finite number" in str(e.value)
+
+
+@pytest.mark.parametrize("override", ["num_frames=!!python/object/apply:os.system [echo pwned]", "num_frames=[1,",
+                                      "tags={a: [1, 2}"])
+def test_override_that_is_not_plain_yaml_names_its_key(override):
+    with pytest.raises(ConfigError) as e:
+        load_config(Schema, None, [override])
+    assert e.value.key == override.partition("=")[0] and "plain YAML value" in str(e.value)
+    assert "\n" not in str(e.value)
