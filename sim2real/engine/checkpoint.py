@@ -16,6 +16,7 @@ import torch
 
 from sim2real.io import atomic_path
 from sim2real.models import PerceptionModel, save_checkpoint
+from sim2real.models.safe_load import unreadable_reason
 
 CHECKPOINT = "checkpoint.pt"   # the last epoch, resumable
 BEST = "best.pt"               # the selected epoch
@@ -57,7 +58,7 @@ def load_training_checkpoint(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"cannot resume: {path} is not a readable training checkpoint ({e})") from None
+        raise ValueError(f"cannot resume: {path} is not a readable training checkpoint ({unreadable_reason(e)})") from None
     if not isinstance(payload, dict) or "train_state" not in payload or "state" not in payload:
         raise ValueError(f"cannot resume: {path} has no training state (a best.pt/model checkpoint cannot "
                          f"resume a run; use the run's {CHECKPOINT})")

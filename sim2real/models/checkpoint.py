@@ -22,6 +22,7 @@ from sim2real.io import atomic_path
 from sim2real.models.backbone import Backbone, state_digests
 from sim2real.models.perception import PerceptionModel, head_config_from_dict, head_config_to_dict
 from sim2real.models.registry import build_backbone
+from sim2real.models.safe_load import unreadable_reason
 
 FORMAT = "sim2real-model"
 VERSION = 1
@@ -73,7 +74,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise CheckpointError(f"checkpoint {path}: not a readable sim2real checkpoint ({e})") from None
+        raise CheckpointError(f"checkpoint {path}: not a readable sim2real checkpoint ({unreadable_reason(e)})") from None
     if not isinstance(payload, dict) or "meta" not in payload or "state" not in payload:
         raise CheckpointError(f"checkpoint {path}: expected keys 'meta' and 'state'")
     try:

@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from sim2real.models.safe_load import unreadable_reason
+
 
 class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights are not available offline."""
@@ -79,7 +81,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
-            raise ValueError(f"weights file {path}: not a tensors-only state dict ({e})") from None
+            raise ValueError(f"weights file {path}: not a tensors-only state dict ({unreadable_reason(e)})") from None
     for key in ("state_dict", "model", "state"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
