@@ -51,6 +51,40 @@ def mesh_vertices(path: str) -> np.ndarray:
     raise ValueError(f"cannot read vertices of {path} (OBJ or STL expected)")
 
 
+# Per-face UV box (``texture_mapping: per_face``): face normal, image-right axis, image-up axis.
+# Side faces show the image upright (its top towards +z) seen from outside; the top face shows it
+# seen from above with its top towards +y; the bottom face seen from below, its top towards -y.
+_BOX_FACES = (((1, 0, 0), (0, 1, 0), (0, 0, 1)), ((-1, 0, 0), (0, -1, 0), (0, 0, 1)),
+              ((0, 1, 0), (-1, 0, 0), (0, 0, 1)), ((0, -1, 0), (1, 0, 0), (0, 0, 1)),
+              ((0, 0, 1), (1, 0, 0), (0, 1, 0)), ((0, 0, -1), (1, 0, 0), (0, -1, 0)))
+
+
+def write_box_obj(path: str) -> str:
+    """A unit box (-0.5..0.5) OBJ whose every face maps the whole texture once (UV 0..1)."""
+    verts, uvs, norms, faces = [], [], [], []
+    for f, (n, u, v) in enumerate(_BOX_FACES):
+        n, u, v = np.array(n, float), np.array(u, float), np.array(v, float)
+        for a, b in ((0, 0), (1, 0), (1, 1), (0, 1)):
+            verts.append(0.5 * n + (a - 0.5) * u + (b - 0.5) * v)
+            uvs.append((a, b))  # OBJ: v = 0 is the image's bottom row
+        norms.append(n)
+        k = 4 * f + 1
+        faces += [(k, k + 1, k + 2, f + 1), (k, k + 2, k + 3, f + 1)]
+    lines = [f"v {x:g} {y:g} {z:g}" for x, y, z in verts]
+    lines += [f"vt {a} {b}" for a, b in uvs]
+    lines += [f"vn {x:g} {y:g} {z:g}" for x, y, z in norms]
+    lines += [" ".join(["f"] + [f"{i}/{i}/{n}" for i in (a, b, c)]) for a, b, c, n in faces]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _box_visual(client, size, box_mesh: str | None) -> int:
+    """Visual box of full ``size``: the primitive, or the per-face UV mesh when given."""
+    if box_mesh is not None:
+        return client.createVisualShape(p.GEOM_MESH, fileName=box_mesh, meshScale=list(size))
+    return client.createVisualShape(p.GEOM_BOX, halfExtents=[v / 2 for v in size])
+
+
 def _box_corners(half) -> np.ndarray:
     hx, hy, hz = half
     return np.array([[sx * hx, sy * hy, sz * hz] for sx in (-1, 1) for sy in (-1, 1)
@@ -123,11 +157,12 @@ class Spawned:
 
 
 def spawn(client, cfg: ObjectConfig, source: str, scale: float, position, orientation, *,
-          visual: bool = True, collision: bool = True) -> int:
+          visual: bool = True, collision: bool = True, box_mesh: str | None = None) -> int:
     """Create one body; ``source`` is a resolved URDF/mesh path (ignored for primitives).
 
     ``visual=False`` / ``collision=False`` leave that geometry out (the env keeps a collision-only
-    copy for physics and a visual-only copy for rendering).
+    copy for physics and a visual-only copy for rendering).  ``box_mesh``: a box's visual is that
+    per-face UV mesh (:func:`write_box_obj`) instead of pybullet's primitive.
     """
     if cfg.urdf is not None:
         flags = (0 if visual else p.URDF_IGNORE_VISUAL_SHAPES) | (
@@ -145,7 +180,7 @@ def spawn(client, cfg: ObjectConfig, source: str, scale: float, position, orient
         if collision:
             col = client.createCollisionShape(p.GEOM_BOX, halfExtents=half)
         if visual:
-            vis = client.createVisualShape(p.GEOM_BOX, halfExtents=half)
+            vis = _box_visual(client, [2 * h for h in half], box_mesh)
     elif cfg.shape == "cylinder":
         r, h = cfg.radius * scale, cfg.height * scale
         if collision:
@@ -169,15 +204,16 @@ def yaw_quaternion(yaw: float) -> list[float]:
 
 def static_box(client, size, position, yaw: float = 0.0, shape: str = "box",
                radius: float = 0.0, height: float = 0.0, *, visual: bool = True,
-               collision: bool = True) -> int:
-    """A fixed (mass 0) primitive used for the table, props and backdrop."""
+               collision: bool = True, box_mesh: str | None = None) -> int:
+    """A fixed (mass 0) primitive used for the table, props and backdrop (``box_mesh``: see
+    :func:`spawn`)."""
     col = vis = -1
     if shape == "box":
         half = [v / 2 for v in size]
         if collision:
             col = client.createCollisionShape(p.GEOM_BOX, halfExtents=half)
         if visual:
-            vis = client.createVisualShape(p.GEOM_BOX, halfExtents=half)
+            vis = _box_visual(client, size, box_mesh)
     elif shape == "cylinder":
         if collision:
             col = client.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height)
