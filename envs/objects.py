@@ -7,6 +7,7 @@ expressed in the body's base link frame (so it turns with the body).
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,8 @@ def mesh_vertices(path: str) -> np.ndarray:
         return np.array(rows, dtype=float).reshape(-1, 3)
     if suffix == ".stl":
         data = Path(path).read_bytes()
-        n = int.from_bytes(data[80:84], "little") if len(data) >= 84 else -1
-        if n >= 0 and len(data) == 84 + 50 * n:  # binary STL
+        if _is_binary_stl(data):
+            n = int.from_bytes(data[80:84], "little")
             rec = np.frombuffer(data, dtype=np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)),
                                                       ("a", "<u2")]), count=n, offset=84)
             return rec["v"].reshape(-1, 3).astype(float)
@@ -83,6 +84,27 @@ def _box_visual(client, size, box_mesh: str | None) -> int:
     if box_mesh is not None:
         return client.createVisualShape(p.GEOM_MESH, fileName=box_mesh, meshScale=list(size))
     return client.createVisualShape(p.GEOM_BOX, halfExtents=[v / 2 for v in size])
+
+
+def _is_binary_stl(data: bytes) -> bool:
+    n = int.from_bytes(data[80:84], "little") if len(data) >= 84 else -1
+    return n >= 0 and len(data) == 84 + 50 * n
+
+
+def loadable_mesh(path: str, folder: str) -> str:
+    """``path``, or for an ASCII STL a binary copy in ``folder`` (pybullet reads only binary STL;
+    an ASCII one crashed the process)."""
+    if Path(path).suffix.lower() != ".stl" or _is_binary_stl(Path(path).read_bytes()):
+        return path
+    tris = mesh_vertices(path).reshape(-1, 3, 3).astype("<f4")
+    rec = np.zeros(len(tris), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
+    rec["v"] = tris
+    normal = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
+    rec["n"] = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    digest = hashlib.sha256(path.encode()).hexdigest()[:12]
+    out = Path(folder) / f"{digest}_{Path(path).name}"
+    out.write_bytes(b"\0" * 80 + len(tris).to_bytes(4, "little") + rec.tobytes())
+    return str(out)
 
 
 def _box_corners(half) -> np.ndarray:

@@ -41,8 +41,8 @@ from envs.camera import (CalibrationNodeError, Intrinsics, depth_from_buffer, in
 from envs.config import (DEFAULT_SCENE_YAML, SceneConfig, SceneConfigError, deep_merge, load_scene,
                          resolve_file, resolve_glob)
 from envs.labels import LabelledObject, box_corners, frame_labels
-from envs.objects import (Spawned, apply_appearance, link_boxes, link_frame, local_box, spawn,
-                          static_box, write_box_obj, yaw_quaternion)
+from envs.objects import (Spawned, apply_appearance, link_boxes, link_frame, loadable_mesh,
+                          local_box, spawn, static_box, write_box_obj, yaw_quaternion)
 from envs.textures import TextureBank
 
 RENDERERS = ("tiny", "egl")
@@ -106,7 +106,9 @@ class TabletopEnv(gym.Env):
         self._post = postprocess.build(self.cfg.postprocess)
         self._urdf_files = {i: resolve_glob(o.urdf, f"scene.objects[{i}].urdf", self.cfg.base_dir)
                             for i, o in enumerate(self.cfg.objects) if o.urdf is not None}
-        self._mesh_files = {i: resolve_file(o.mesh, f"scene.objects[{i}].mesh", self.cfg.base_dir)
+        self._mesh_files = {i: loadable_mesh(resolve_file(o.mesh, f"scene.objects[{i}].mesh",
+                                                          self.cfg.base_dir),
+                                             self._textures.directory)
                             for i, o in enumerate(self.cfg.objects) if o.mesh is not None}
         self._box_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         w, h = intr.width, intr.height
