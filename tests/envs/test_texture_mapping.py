@@ -165,3 +165,21 @@ def test_mapping_keys_are_validated(tmp_path):
     sc["props"] = [{"shape": "cylinder", "appearance": {"texture_mapping": "per_face"}}]
     with pytest.raises(SceneConfigError, match=r"scene\.props\[0\]\.appearance\.texture_mapping"):
         load_scene(sc)
+
+
+def test_color_multiplies_the_texture(tmp_path):
+    """`color: [1, 0, 0, 1]` keeps the image's red channel: red and yellow quadrants look red,
+    green and blue ones black (the README's "color multiplies the texture")."""
+    tex = quad_png(tmp_path / "quad.png")
+    sc = scene(tex, 0)
+    sc["objects"][0]["appearance"]["color"] = [1, 0, 0, 1]
+    obs, info = render(sc)
+    checks = face_checks(obs, info["labels"])
+    (obj,) = info["labels"]["objects"]
+    T = np.array(obj["pose_cam_from_obj"])
+    uv, _ = project(info["labels"], T, np.array([[0, 0, SIZE / 2 + 1e-4]]) + np.array(
+        [[-SIZE / 4, SIZE / 4, 0], [SIZE / 4, SIZE / 4, 0], [-SIZE / 4, -SIZE / 4, 0],
+         [SIZE / 4, -SIZE / 4, 0]]))  # top face: red, green, blue, yellow quadrants
+    px = [obs["rgb"][int(round(y)), int(round(x))].astype(int) for x, y in uv]
+    assert checks and all(p[1] < 10 and p[2] < 10 for p in px)
+    assert px[0][0] > 100 and px[3][0] > 100 and px[1][0] < 10 and px[2][0] < 10
