@@ -22,7 +22,7 @@ import yaml
 from envs.validate import SceneConfigError, from_dict, to_dict
 
 __all__ = ["SceneConfig", "SceneConfigError", "load_scene", "read_scene_file", "deep_merge",
-           "DEFAULT_SCENE_YAML", "to_dict", "PATTERNS", "SKIMAGE_IMAGES"]
+           "DEFAULT_SCENE_YAML", "to_dict", "PATTERNS", "SKIMAGE_IMAGES", "TEXTURE_MAPPINGS"]
 
 PATTERNS = ("checker", "stripes", "noise", "blobs")
 # Real photos bundled with scikit-image (offline).
@@ -30,6 +30,9 @@ SKIMAGE_IMAGES = ("brick", "grass", "gravel", "coffee", "rocket", "astronaut", "
                   "camera", "moon", "page", "text", "coins", "clock", "immunohistochemistry",
                   "hubble_deep_field", "colorwheel", "cell")
 SHAPES = ("box", "cylinder", "sphere")
+# How an image texture maps onto a box: pybullet's own primitive UVs (one cell of a 4x4 grid of
+# the image per face), or the whole image once on every face (a generated per-face-UV mesh).
+TEXTURE_MAPPINGS = ("primitive", "per_face")
 
 
 def _pair(lo=None, hi=None, **extra):
@@ -139,6 +142,9 @@ class AppearanceConfig:
     images: list[str] = field(default_factory=list, metadata={"choices": SKIMAGE_IMAGES})
     folder: Optional[str] = None
     texture: Optional[str] = None  # a fixed image texture (used when randomize is false)
+    # [n, m]: the image repeated n times across (u) and m times down (v) the texture.
+    texture_repeat: list[int] = field(default_factory=lambda: [1, 1], metadata=_vec(2, 1, 64))
+    texture_mapping: str = field(default="primitive", metadata={"choices": TEXTURE_MAPPINGS})
 
 
 @dataclass
@@ -170,6 +176,10 @@ class ObjectConfig:
                                    sources or None)
         if self.mesh is not None and Path(self.mesh).suffix.lower() not in (".obj", ".stl"):
             raise SceneConfigError(f"{key}.mesh", "an .obj or .stl file", self.mesh)
+        if (self.appearance is not None and self.appearance.texture_mapping == "per_face"
+                and self.shape != "box"):
+            raise SceneConfigError(f"{key}.appearance.texture_mapping",
+                                   "'primitive' ('per_face' needs shape: box)", "per_face")
 
 
 @dataclass
@@ -186,6 +196,11 @@ class PropConfig:
     yaw_deg: list[float] = field(default_factory=lambda: [0.0, 0.0], metadata=_pair(-360, 360))
     appearance: AppearanceConfig = field(default_factory=lambda: AppearanceConfig(
         randomize=False, color=[0.95, 0.95, 0.95, 1.0]))
+
+    def check(self, key: str) -> None:
+        if self.appearance.texture_mapping == "per_face" and self.shape != "box":
+            raise SceneConfigError(f"{key}.appearance.texture_mapping",
+                                   "'primitive' ('per_face' needs shape: box)", "per_face")
 
 
 @dataclass

@@ -7,6 +7,7 @@ expressed in the body's base link frame (so it turns with the body).
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,8 @@ def mesh_vertices(path: str) -> np.ndarray:
         return np.array(rows, dtype=float).reshape(-1, 3)
     if suffix == ".stl":
         data = Path(path).read_bytes()
-        n = int.from_bytes(data[80:84], "little") if len(data) >= 84 else -1
-        if n >= 0 and len(data) == 84 + 50 * n:  # binary STL
+        if _is_binary_stl(data):
+            n = int.from_bytes(data[80:84], "little")
             rec = np.frombuffer(data, dtype=np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)),
                                                       ("a", "<u2")]), count=n, offset=84)
             return rec["v"].reshape(-1, 3).astype(float)
@@ -49,6 +50,61 @@ def mesh_vertices(path: str) -> np.ndarray:
                 if ln.strip().startswith("vertex")]
         return np.array(rows, dtype=float).reshape(-1, 3)
     raise ValueError(f"cannot read vertices of {path} (OBJ or STL expected)")
+
+
+# Per-face UV box (``texture_mapping: per_face``): face normal, image-right axis, image-up axis.
+# Side faces show the image upright (its top towards +z) seen from outside; the top face shows it
+# seen from above with its top towards +y; the bottom face seen from below, its top towards -y.
+_BOX_FACES = (((1, 0, 0), (0, 1, 0), (0, 0, 1)), ((-1, 0, 0), (0, -1, 0), (0, 0, 1)),
+              ((0, 1, 0), (-1, 0, 0), (0, 0, 1)), ((0, -1, 0), (1, 0, 0), (0, 0, 1)),
+              ((0, 0, 1), (1, 0, 0), (0, 1, 0)), ((0, 0, -1), (1, 0, 0), (0, -1, 0)))
+
+
+def write_box_obj(path: str) -> str:
+    """A unit box (-0.5..0.5) OBJ whose every face maps the whole texture once (UV 0..1)."""
+    verts, uvs, norms, faces = [], [], [], []
+    for f, (n, u, v) in enumerate(_BOX_FACES):
+        n, u, v = np.array(n, float), np.array(u, float), np.array(v, float)
+        for a, b in ((0, 0), (1, 0), (1, 1), (0, 1)):
+            verts.append(0.5 * n + (a - 0.5) * u + (b - 0.5) * v)
+            uvs.append((a, b))  # OBJ: v = 0 is the image's bottom row
+        norms.append(n)
+        k = 4 * f + 1
+        faces += [(k, k + 1, k + 2, f + 1), (k, k + 2, k + 3, f + 1)]
+    lines = [f"v {x:g} {y:g} {z:g}" for x, y, z in verts]
+    lines += [f"vt {a} {b}" for a, b in uvs]
+    lines += [f"vn {x:g} {y:g} {z:g}" for x, y, z in norms]
+    lines += [" ".join(["f"] + [f"{i}/{i}/{n}" for i in (a, b, c)]) for a, b, c, n in faces]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _box_visual(client, size, box_mesh: str | None) -> int:
+    """Visual box of full ``size``: the primitive, or the per-face UV mesh when given."""
+    if box_mesh is not None:
+        return client.createVisualShape(p.GEOM_MESH, fileName=box_mesh, meshScale=list(size))
+    return client.createVisualShape(p.GEOM_BOX, halfExtents=[v / 2 for v in size])
+
+
+def _is_binary_stl(data: bytes) -> bool:
+    n = int.from_bytes(data[80:84], "little") if len(data) >= 84 else -1
+    return n >= 0 and len(data) == 84 + 50 * n
+
+
+def loadable_mesh(path: str, folder: str) -> str:
+    """``path``, or for an ASCII STL a binary copy in ``folder`` (pybullet reads only binary STL;
+    an ASCII one crashed the process)."""
+    if Path(path).suffix.lower() != ".stl" or _is_binary_stl(Path(path).read_bytes()):
+        return path
+    tris = mesh_vertices(path).reshape(-1, 3, 3).astype("<f4")
+    rec = np.zeros(len(tris), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
+    rec["v"] = tris
+    normal = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
+    rec["n"] = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    digest = hashlib.sha256(path.encode()).hexdigest()[:12]
+    out = Path(folder) / f"{digest}_{Path(path).name}"
+    out.write_bytes(b"\0" * 80 + len(tris).to_bytes(4, "little") + rec.tobytes())
+    return str(out)
 
 
 def _box_corners(half) -> np.ndarray:
@@ -123,11 +179,12 @@ class Spawned:
 
 
 def spawn(client, cfg: ObjectConfig, source: str, scale: float, position, orientation, *,
-          visual: bool = True, collision: bool = True) -> int:
+          visual: bool = True, collision: bool = True, box_mesh: str | None = None) -> int:
     """Create one body; ``source`` is a resolved URDF/mesh path (ignored for primitives).
 
     ``visual=False`` / ``collision=False`` leave that geometry out (the env keeps a collision-only
-    copy for physics and a visual-only copy for rendering).
+    copy for physics and a visual-only copy for rendering).  ``box_mesh``: a box's visual is that
+    per-face UV mesh (:func:`write_box_obj`) instead of pybullet's primitive.
     """
     if cfg.urdf is not None:
         flags = (0 if visual else p.URDF_IGNORE_VISUAL_SHAPES) | (
@@ -145,7 +202,7 @@ def spawn(client, cfg: ObjectConfig, source: str, scale: float, position, orient
         if collision:
             col = client.createCollisionShape(p.GEOM_BOX, halfExtents=half)
         if visual:
-            vis = client.createVisualShape(p.GEOM_BOX, halfExtents=half)
+            vis = _box_visual(client, [2 * h for h in half], box_mesh)
     elif cfg.shape == "cylinder":
         r, h = cfg.radius * scale, cfg.height * scale
         if collision:
@@ -169,15 +226,16 @@ def yaw_quaternion(yaw: float) -> list[float]:
 
 def static_box(client, size, position, yaw: float = 0.0, shape: str = "box",
                radius: float = 0.0, height: float = 0.0, *, visual: bool = True,
-               collision: bool = True) -> int:
-    """A fixed (mass 0) primitive used for the table, props and backdrop."""
+               collision: bool = True, box_mesh: str | None = None) -> int:
+    """A fixed (mass 0) primitive used for the table, props and backdrop (``box_mesh``: see
+    :func:`spawn`)."""
     col = vis = -1
     if shape == "box":
         half = [v / 2 for v in size]
         if collision:
             col = client.createCollisionShape(p.GEOM_BOX, halfExtents=half)
         if visual:
-            vis = client.createVisualShape(p.GEOM_BOX, halfExtents=half)
+            vis = _box_visual(client, size, box_mesh)
     elif shape == "cylinder":
         if collision:
             col = client.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height)

@@ -49,7 +49,7 @@ def appearance(rng: np.random.Generator, cfg: AppearanceConfig, pool_size: int,
 
         fixed_tex = ("file", resolve_file(cfg.texture, "texture", base_dir))
     if not cfg.randomize:
-        return Appearance(list(cfg.color), fixed_tex)
+        return Appearance(list(cfg.color), _repeated(fixed_tex, cfg))
     rgba = color(rng, cfg.value_range) if cfg.random_color else list(cfg.color)
     key = fixed_tex
     if rng.random() < cfg.texture_prob:
@@ -63,7 +63,13 @@ def appearance(rng: np.random.Generator, cfg: AppearanceConfig, pool_size: int,
             key = ("pattern", src[1], int(rng.integers(pool_size))) if src[0] == "pattern" else src
             if src[0] != "pattern":  # photos keep their colours, only slightly tinted
                 rgba = [1 - 0.3 * (1 - c) for c in rgba[:3]] + [1.0]
-    return Appearance(rgba, key)
+    return Appearance(rgba, _repeated(key, cfg))
+
+
+def _repeated(key: Optional[tuple], cfg: AppearanceConfig) -> Optional[tuple]:
+    """The texture key of ``key``'s image repeated ``texture_repeat`` times (no draw)."""
+    nu, nv = cfg.texture_repeat
+    return key if key is None or (nu, nv) == (1, 1) else ("tiled", nu, nv, key)
 
 
 def intrinsics(rng: np.random.Generator, base: Intrinsics, cfg: CameraConfig) -> Intrinsics:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from typing import Any
 
 import cv2
@@ -40,8 +41,8 @@ from envs.camera import (CalibrationNodeError, Intrinsics, depth_from_buffer, in
 from envs.config import (DEFAULT_SCENE_YAML, SceneConfig, SceneConfigError, deep_merge, load_scene,
                          resolve_file, resolve_glob)
 from envs.labels import LabelledObject, box_corners, frame_labels
-from envs.objects import (Spawned, apply_appearance, link_boxes, link_frame, local_box, spawn,
-                          static_box, yaw_quaternion)
+from envs.objects import (Spawned, apply_appearance, link_boxes, link_frame, loadable_mesh,
+                          local_box, spawn, static_box, write_box_obj, yaw_quaternion)
 from envs.textures import TextureBank
 
 RENDERERS = ("tiny", "egl")
@@ -105,7 +106,9 @@ class TabletopEnv(gym.Env):
         self._post = postprocess.build(self.cfg.postprocess)
         self._urdf_files = {i: resolve_glob(o.urdf, f"scene.objects[{i}].urdf", self.cfg.base_dir)
                             for i, o in enumerate(self.cfg.objects) if o.urdf is not None}
-        self._mesh_files = {i: resolve_file(o.mesh, f"scene.objects[{i}].mesh", self.cfg.base_dir)
+        self._mesh_files = {i: loadable_mesh(resolve_file(o.mesh, f"scene.objects[{i}].mesh",
+                                                          self.cfg.base_dir),
+                                             self._textures.directory)
                             for i, o in enumerate(self.cfg.objects) if o.mesh is not None}
         self._box_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         w, h = intr.width, intr.height
@@ -157,15 +160,27 @@ class TabletopEnv(gym.Env):
         c.setAdditionalSearchPath(pybullet_data.getDataPath())
         tsx, tsy = cfg.table.size_m
         th = cfg.table.thickness_m
-        self._table = static_box(c, [tsx, tsy, th], [0, 0, -th / 2], collision=False)
+        self._table = static_box(c, [tsx, tsy, th], [0, 0, -th / 2], collision=False,
+                                 box_mesh=self._box_mesh(cfg.table.appearance))
         self._background = []  # floor and walls: never in front of an object
+        bg_mesh = self._box_mesh(cfg.background.appearance)
         for size, pos, yaw in self._background_boxes():
-            self._background.append(static_box(c, size, pos, yaw, collision=False))
+            self._background.append(static_box(c, size, pos, yaw, collision=False,
+                                               box_mesh=bg_mesh))
         self._props = [static_box(c, prop.size, _FAR_AWAY, 0.0, prop.shape, prop.radius,
-                                  prop.height, collision=False) for prop in cfg.props]
+                                  prop.height, collision=False,
+                                  box_mesh=self._box_mesh(prop.appearance))
+                       for prop in cfg.props]
         self._robot = self._load_robot_visual()
         self._robot_links = None
         self._scenery_ready = True
+
+    def _box_mesh(self, app_cfg) -> str | None:
+        """The per-face UV box mesh file when ``app_cfg`` asks for it (written once per env)."""
+        if app_cfg.texture_mapping != "per_face":
+            return None
+        path = os.path.join(self._textures.directory, "box_per_face.obj")
+        return path if os.path.isfile(path) else write_box_obj(path)
 
     def _background_boxes(self) -> list[tuple[list[float], list[float], float]]:
         """(size, position, yaw) of the floor and the four walls (none when disabled)."""
@@ -276,7 +291,8 @@ class TabletopEnv(gym.Env):
                 source = ocfg.shape
             scale = samplers.uniform(rng, ocfg.scale)
             body = spawn(self._client, ocfg, source, scale, [0, 0, 10.0 + k], [0, 0, 0, 1],
-                         collision=False)
+                         collision=False,
+                         box_mesh=self._box_mesh(ocfg.appearance or self.cfg.object_appearance))
             key = (source, round(scale, 9), ocfg.mesh_scale, tuple(ocfg.size), ocfg.radius,
                    ocfg.height)
             if key not in self._box_cache:

@@ -19,6 +19,17 @@ import numpy as np
 from PIL import Image
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tga")
+MAX_TILED_PX = 1024  # a repeated texture's longer side at most (each copy is shrunk to fit)
+
+
+def tile_image(img: Image.Image, nu: int, nv: int, max_px: int = MAX_TILED_PX) -> Image.Image:
+    """``img`` repeated ``nu`` times across and ``nv`` times down (copies shrunk to fit max_px)."""
+    w, h = img.size
+    s = min(1.0, max_px / (w * nu), max_px / (h * nv))
+    if s < 1.0:
+        img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+    arr = np.asarray(img.convert("RGB"))
+    return Image.fromarray(np.tile(arr, (nv, nu, 1)))
 
 
 def _pattern_rng(kind: str, index: int) -> np.random.Generator:
@@ -112,6 +123,7 @@ class TextureBank:
         self._size = pattern_size
         self._max_px = max_image_px
         self._dir = tempfile.mkdtemp(prefix="sim2real_tex_")
+        self.directory = self._dir  # the env's scratch folder (also holds generated meshes)
         self._files: dict[tuple, str] = {}
         self._ids: dict[tuple, int] = {}
 
@@ -121,16 +133,24 @@ class TextureBank:
             if kind == "file":
                 self._files[key] = key[1]
             else:
-                if kind == "pattern":
+                if kind == "tiled":  # ("tiled", nu, nv, inner key)
+                    with Image.open(self.file(key[3])) as im:
+                        im = im.convert("RGB")
+                        im.thumbnail((self._max_px, self._max_px))
+                        pil = tile_image(im, key[1], key[2])
+                elif kind == "pattern":
                     img = make_pattern(key[1], key[2], self._size)
                 elif kind == "skimage":
                     img = skimage_image(key[1])
                 else:
                     raise ValueError(f"unknown texture key {key!r}")
-                pil = Image.fromarray(img)
-                pil.thumbnail((self._max_px, self._max_px))  # bigger textures only cost time
+                if kind != "tiled":
+                    pil = Image.fromarray(img)
+                    pil.thumbnail((self._max_px, self._max_px))  # bigger ones only cost time
                 # BMP: pybullet reloads textures every episode; raw pixels decode fastest.
-                path = os.path.join(self._dir, "_".join(map(str, key)) + ".bmp")
+                name = hashlib.sha256(repr(key).encode()).hexdigest()[:16] if kind == "tiled" \
+                    else "_".join(map(str, key))
+                path = os.path.join(self._dir, name + ".bmp")
                 pil.save(path)
                 self._files[key] = path
         return self._files[key]
