@@ -7,8 +7,10 @@ POSIX, so a killed process leaves either the old file or the new one, never a to
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +20,21 @@ class OutputError(OSError):
     """An output location cannot be written (missing permission, disk full, ...)."""
 
 
+def check_regular_target(path: str | Path) -> Path:
+    """``path`` if it is absent or a regular file; anything else is an :class:`OutputError`.
+
+    An atomic write replaces the target by renaming a new file over it: a symlink, FIFO, device or
+    folder given as an output would silently become a regular file (or the rename would fail late).
+    """
+    path = Path(path)
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+        kind = ("a symbolic link" if path.is_symlink() else "a folder" if path.is_dir()
+                else "a FIFO" if stat.S_ISFIFO(path.stat().st_mode) else "a device or special file")
+        raise OutputError(errno.EEXIST, f"output {path} is {kind}, not a regular file: refusing to replace it "
+                                        f"(give the path of a regular file)")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
@@ -25,6 +42,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     ``suffix`` keeps the extension for writers that infer the format from it (cv2.imwrite).
     """
     path = Path(path)
+    check_regular_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")

@@ -198,7 +198,12 @@ def _prepare_run_dir(cfg: TrainConfig, info: D.DistInfo, resume: bool) -> Path:
     run_dir = Path(cfg.run_dir)
     ckpt_path = run_dir / CHECKPOINT
     if resume and not ckpt_path.is_file():
-        raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist")
+        if (run_dir / "metrics.jsonl").is_file() or (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"cannot resume: {run_dir} stopped before its first checkpoint ({CHECKPOINT} "
+                                    f"is written at the end of each epoch); start it again without --resume, "
+                                    f"same run_dir: the partial records are dropped")
+        raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist (no run in {run_dir}); start a new "
+                                f"run without --resume")
     if info.is_main:
         if resume:
             check_writable(run_dir)

@@ -133,6 +133,20 @@ def test_refuses_to_overwrite_a_run(tmp_path, shapes):
     np.testing.assert_equal(len(read_jsonl(tmp_path / "run" / "metrics.jsonl")), 2)
 
 
+def test_resume_of_a_run_killed_before_its_first_checkpoint_says_how_to_restart(tmp_path, shapes, capsys):
+    cfg = make_cfg(tmp_path, shapes, epochs=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("")  # what a run killed during its first epoch leaves
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "split": "train", "loss": 1.0}\n')
+    with pytest.raises(FileNotFoundError, match="start it again without --resume, same run_dir"):
+        train(cfg, resume=True)
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "without --resume" in capsys.readouterr().err
+    train(cfg)  # the advice works: same run_dir, no --resume
+    assert {r["epoch"] for r in read_jsonl(run / "metrics.jsonl")} == {0} and (run / "best.pt").is_file()
+
+
 def test_two_datasets_train_as_one_pool(tmp_path):
     from sim2real.data.pool import Pool
 
