@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh
 export WANDB_MODE=offline WANDB_SILENT=true OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-exec "${SIM2REAL_VENV:-.venv}/bin/python" -m pytest "$@"
+# --durations: the slowest tests are printed, so a slow one is seen when it creeps in.
+exec "${SIM2REAL_VENV:-.venv}/bin/python" -m pytest --durations=15 "$@"

@@ -109,7 +109,7 @@ def test_whole_loop_tiny(tmp_path):
     live = tmp_path / "live"
     cli("live", "--checkpoint", str(onnx_path), "--backend", "onnxruntime", "--source", str(visp_cube_dir()),
         "--max-frames", "6", "--output", str(live / "annotated.mp4"), "--jsonl", str(live / "preds.jsonl"),
-        "--stats", str(live / "stats.json"))
+        "--stats", str(live / "stats.json"), "--run-dir", str(live / "run"))
     cap = cv2.VideoCapture(str(live / "annotated.mp4"))
     frames = 0
     while cap.read()[0]:

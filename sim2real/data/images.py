@@ -15,17 +15,65 @@ normalises what cameras and renderers actually produce:
 - float images (e.g. 32-bit TIFF): values <= 1 are taken as [0, 1], otherwise clipped to [0, 255].
 - EXIF orientation is ignored (IMREAD_UNCHANGED): the pixels are used as stored.
 
-Anything unreadable raises :class:`ImageReadError` naming the file.
+Anything unreadable raises :class:`ImageReadError` naming the file, and so does a file over the size
+caps (``SIM2REAL_MAX_IMAGE_BYTES``, default 256 MiB; ``SIM2REAL_MAX_IMAGE_PIXELS``, default 100
+megapixels): the header is read first, so a "decompression bomb" (a small file claiming 40000 x 40000
+pixels) is refused before any pixel is decoded. Callers skip and count such images.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".pbm", ".bmp", ".webp")
+
+
+DEFAULT_MAX_IMAGE_BYTES = 256 * 2**20
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000   # a 100 MP frame is larger than any robot camera's
+
+
+def _limit(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}: expected a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"environment variable {name}: expected a positive integer, got {raw!r}")
+    return value
+
+
+def image_limits() -> tuple[int, int]:
+    """``(max file bytes, max pixels)`` per image, from the environment or the defaults."""
+    return (_limit("SIM2REAL_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
+            _limit("SIM2REAL_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS))
+
+
+def _header_pixels(p: Path) -> tuple[int, str] | None:
+    """``(pixel count, "WxH")`` from the file header without decoding pixels (None if PIL can't tell)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's own bomb warning: our cap is applied by the caller
+            with Image.open(p) as im:
+                w, h = im.size
+                return int(w) * int(h), f"{w}x{h}"
+    except Image.DecompressionBombError as e:
+        # PIL refuses at twice its own limit, saying "Image size (N pixels) exceeds limit ...".
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        n = int(m.group(1)) if m else 2**62
+        return n, f"{n} pixels"
+    except Exception:  # noqa: BLE001 - not PIL-readable: cv2 decides, with the cap after decoding
+        return None
 
 
 class ImageReadError(ValueError):
@@ -84,6 +132,18 @@ def load_image(path: str | Path, depth16: str = "shift") -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise ImageReadError(p, "no such file" if not p.exists() else "not a regular file")
+    max_bytes, max_pixels = image_limits()
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise ImageReadError(p, e.strerror or str(e)) from None
+    if size > max_bytes:
+        raise ImageReadError(p, f"file is {size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB cap "
+                                f"(SIM2REAL_MAX_IMAGE_BYTES)")
+    header = _header_pixels(p)
+    if header is not None and header[0] > max_pixels:
+        raise ImageReadError(p, f"its header says {header[1]}, over the cap of {max_pixels} pixels "
+                                f"(SIM2REAL_MAX_IMAGE_PIXELS)")
     try:
         # imdecode on the bytes: one read, and works for paths cv2.imread would mis-handle.
         data = np.fromfile(str(p), dtype=np.uint8)
@@ -91,7 +151,14 @@ def load_image(path: str | Path, depth16: str = "shift") -> np.ndarray:
         raise ImageReadError(p, e.strerror or str(e)) from None
     if data.size == 0:
         raise ImageReadError(p, "file is empty")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # e.g. OpenCV's own size limit on a header it cannot allocate
+        reason = next((line for line in str(e).splitlines() if "error:" in line), str(e)).strip()
+        raise ImageReadError(p, f"the decoder refused it ({reason})") from None
+    if img is not None and img.shape[0] * img.shape[1] > max_pixels:
+        raise ImageReadError(p, f"{img.shape[1]}x{img.shape[0]}, over the cap of {max_pixels} pixels "
+                                f"(SIM2REAL_MAX_IMAGE_PIXELS)")
     if img is None or img.size == 0:
         raise ImageReadError(p, "not a decodable image (corrupt, truncated or unsupported format)")
     return normalize_image(img, depth16=depth16, path=p)

@@ -83,6 +83,45 @@ def test_predict_bad_inputs(tmp_path, model_ckpt, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path / "no.pt"), "--images", str(tmp_path)]) == 2
 
 
+def _png_header_only(path, width, height):
+    """A tiny PNG whose header claims width x height gray pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                           + chunk(b"IEND", b""))
+
+
+def test_predict_skips_bombs_and_oversized_files_and_keeps_the_good_images(tmp_path, model_ckpt, capsys):
+    import resource
+
+    data = write_shapes_dataset(tmp_path / "d", num_images=2, size=(64, 48), seed=7)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"good{i}.png").write_bytes((data / "images" / f"{i:06d}.png").read_bytes())
+    _png_header_only(folder / "bomb40k.png", 40000, 40000)   # OpenCV refused it with a traceback
+    _png_header_only(folder / "bomb20k.png", 20000, 20000)   # OpenCV decoded it (+1.4 GB)
+    with open(folder / "huge.png", "wb") as fh:               # sparse: 300 MB on paper, read whole before
+        fh.truncate(300 * 2**20)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", "--checkpoint", str(model_ckpt), "--images", str(folder), "--out", str(out)]) == 0
+    grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    assert grew_mb < 200, f"peak memory grew by {grew_mb:.0f} MB"
+    recs = {r["image"]: r for r in _records(out)}
+    assert set(recs) == {"good0.png", "good1.png", "bomb40k.png", "bomb20k.png", "huge.png"}
+    assert all("class" in recs[f"good{i}.png"] for i in range(2))
+    assert "40000x40000" in recs["bomb40k.png"]["error"] or "1600000000" in recs["bomb40k.png"]["error"]
+    assert "SIM2REAL_MAX_IMAGE_PIXELS" in recs["bomb20k.png"]["error"]
+    assert "SIM2REAL_MAX_IMAGE_BYTES" in recs["huge.png"]["error"]
+    assert "3 unreadable image(s) skipped" in capsys.readouterr().out
+
+
 def test_evaluate_agrees_with_training_validation(tmp_path):
     train_set = write_shapes_dataset(tmp_path / "train", num_images=30, size=(64, 48), seed=0)
     val_set = write_shapes_dataset(tmp_path / "val", num_images=9, size=(64, 48), seed=1)
