@@ -437,6 +437,11 @@ def generate(cfg: GenerateConfig) -> dict:
     from tqdm import tqdm
 
     scene = load_scene(cfg)
+    # Validate the scene the way each worker's env will, before anything is written: a rejected
+    # key must leave no generate_state.json that would refuse the corrected re-run.
+    from envs.config import load_scene as validate_scene
+
+    validate_scene(scene)
     out = check_writable(cfg.out)
     fp = fingerprint(cfg, scene)
     with _folder_lock(out):

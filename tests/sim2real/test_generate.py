@@ -283,6 +283,15 @@ def test_refuses_to_resume_with_another_config(reference, scene_file, tmp_path):
         generate(make_cfg(out, scene_file))
 
 
+def test_rejected_scene_override_writes_nothing_and_the_fix_runs(reference, scene_file, tmp_path):
+    out = tmp_path / "fixed"
+    with pytest.raises(ValueError, match=r"scene.camera.fxx.*did you mean 'fx'"):
+        generate(make_cfg(out, scene_file, "scene.camera.fxx=3"))
+    assert not (out / "generate_state.json").exists()
+    generate(make_cfg(out, scene_file))  # the corrected re-run is not refused as "a different config"
+    assert_same_dataset(reference, out)
+
+
 def test_shards_merge_into_the_single_run_dataset(reference, scene_file, tmp_path):
     # Shards stride over scene groups ({0, 1}, {2, 3}, {4}): no scene is built by two shards.
     assert shard_frames(NUM_FRAMES, 0, 2, VIEWS) == [0, 1, 4] and shard_frames(NUM_FRAMES, 1, 2, VIEWS) == [2, 3]
