@@ -53,6 +53,9 @@ def read_coco(ann_file: str | Path) -> dict:
         data = json.loads(ann_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DatasetError(f"{ann_file}: not valid JSON ({e})") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{ann_file}: not a COCO JSON file but binary data (a video or an image?); expected a "
+                           f"dataset folder with annotations.json or a COCO .json file") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{ann_file}: expected a COCO object with images/annotations/categories")
     for key in ("images", "annotations", "categories"):

@@ -79,6 +79,10 @@ def test_bad_annotation_file(tmp_path):
     f.write_text("{not json")
     with pytest.raises(DatasetError, match="a.json"):
         CocoDataset(f)
+    video = tmp_path / "clip.avi"  # a video given where labels are expected: say so, not "utf-8 codec"
+    video.write_bytes(b"RIFF\x00\x10\x00\x00AVI LIST\xff\xfe\x80\x81")
+    with pytest.raises(DatasetError, match=r"clip.avi: not a COCO JSON file but binary data"):
+        CocoDataset(video)
 
 
 def test_class_list_mismatch_names_both():
