@@ -160,8 +160,9 @@ class CocoDataset(Dataset):
         self.labels = np.asarray(labels, np.int64)
         self.centers = np.asarray(centers, np.float32).reshape(-1, 2)
         self.boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        self.keypoints = np.asarray(kps, np.float32).reshape(-1, K, 2)
-        self.kp_vis = np.asarray(vis, np.float32).reshape(-1, K).astype(np.int64)
+        # Explicit row count: with K = 0 (labels without keypoints) "-1" could not be inferred.
+        self.keypoints = np.asarray(kps, np.float32).reshape(len(files), K, 2)
+        self.kp_vis = np.asarray(vis, np.float32).reshape(len(files), K).astype(np.int64)
         missing = [f for f in files if not (self.image_root / f).is_file()]
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""

@@ -7,13 +7,16 @@ labels (class index in the model's class list, target centre in original pixels)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from sim2real.data.images import load_image
+from sim2real.data.images import ImageReadError, load_image
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,6 +24,7 @@ class ImageSet:
     paths: list[Path]
     images: list[np.ndarray]
     labels: dict[str, np.ndarray] | None  # {"label": (N,), "center": (N, 2)} for COCO sets
+    skipped: list[str] = field(default_factory=list)   # "<file>: <reason>" of unreadable images left out
 
 
 def _evenly(n: int, k: int | None) -> np.ndarray:
@@ -53,4 +57,17 @@ def load_image_set(spec: str | Path, image_root: str | Path | None = None, max_i
             raise ValueError(f"folder {p} holds no image files")
         paths = [files[int(i)] for i in _evenly(len(files), max_images)]
         labels = None
-    return ImageSet(paths, [load_image(q) for q in paths], labels)
+    keep, images, skipped = [], [], []
+    for j, q in enumerate(paths):  # an unreadable image is left out and counted, not fatal
+        try:
+            images.append(load_image(q))
+            keep.append(j)
+        except ImageReadError as e:
+            skipped.append(f"{q}: {e.reason}")
+    if skipped:
+        log.warning("image set %s: %d unreadable image(s) skipped, e.g. %s", p, len(skipped), skipped[0])
+    if not images:
+        raise ValueError(f"image set {p}: none of its {len(paths)} image(s) is readable (e.g. {skipped[0]})")
+    if labels is not None:
+        labels = {k: v[keep] for k, v in labels.items()}
+    return ImageSet([paths[j] for j in keep], images, labels, skipped)
