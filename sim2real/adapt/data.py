@@ -52,11 +52,11 @@ class InputPipeline:
         return {"grayscale": self.grayscale, "input_hw": list(self.input_hw), "reasons": list(self.reasons),
                 "sim_brightness_shift": self.sim_brightness_shift, "applied_fixes": list(self.applied_fixes)}
 
-    def sim_transform(self, view: int = 0, strength: float = 1.0, seed: int = 0) -> "InputTransform":
+    def sim_transform(self, view: int = 0, strength: float = 1.0, seed: int = 0) -> InputTransform:
         """How sim images reach the model (the real frames' transform plus the sim-only fixes)."""
         return InputTransform(self.grayscale, view, strength, seed, brightness_shift=self.sim_brightness_shift)
 
-    def real_transform(self, view: int = 0, strength: float = 1.0, seed: int = 0) -> "InputTransform":
+    def real_transform(self, view: int = 0, strength: float = 1.0, seed: int = 0) -> InputTransform:
         return InputTransform(self.grayscale, view, strength, seed)
 
 

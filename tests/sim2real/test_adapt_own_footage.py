@@ -202,3 +202,24 @@ def test_opt_in_brightness_fix_shifts_sim_inputs_and_is_recorded(world, lite0, t
     assert any("brightness" in line for line in sess._report_notes()["Input pipeline: domain-check fixes applied"])
     with pytest.raises(ConfigError, match="apply_domain_fixes"):
         load_config(AdaptConfig, None, ["apply_domain_fixes=[contrast]"])
+
+
+def test_compare_accepts_no_progress(tmp_path, monkeypatch, capsys):
+    import sim2real.adapt.compare as compare_mod
+
+    seen = {}
+
+    def fake_run_compare(cfg):
+        seen["cfg"] = cfg
+        md = tmp_path / "compare.md"
+        md.write_text("table\n")
+        return compare_mod.CompareResult(tmp_path, [], md, md, {})
+
+    monkeypatch.setattr(compare_mod, "run_compare", fake_run_compare)
+    # compare.yaml already says progress: false; the flag must win over an explicit override
+    assert main(["compare", "--from", "x.pt", "--no-progress", f"run_dir={tmp_path}", "adapt.progress=true"]) == 0
+    cfg = seen["cfg"]
+    assert cfg.adapt.progress is False and cfg.adapt.labels_choice() == "visp"  # compare.yaml names visp
+    seen.clear()
+    assert main(["compare", "--from", "x.pt", f"run_dir={tmp_path}", "adapt.progress=true"]) == 0
+    assert seen["cfg"].adapt.progress is True
