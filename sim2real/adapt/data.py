@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -267,6 +268,7 @@ class AdaptData:
                 frames.append(img)
             self.footage_report = footage.report.to_dict()
             self.unlabelled_source = str(u.source)
+            self._check_overlap(footage, set(ids))
             if self.splits is not None:
                 # splits.json lists what was read: the footage, not the labels' pool split.
                 self.splits.ids["unlabelled"] = []
@@ -301,6 +303,35 @@ class AdaptData:
         self.unlabelled_ids = ids
         atomic_write_json(self.out / "unlabelled_footage.json",
                           {**self.footage_report, "frames": [str(i) for i in ids]}, indent=1)
+
+    def _check_overlap(self, footage, read: set) -> None:
+        """Own footage that holds labelled val/test images (the same files): recorded and warned about."""
+        self.overlap: dict[str, list] = {}
+        if self.splits is None or not hasattr(footage, "indexed"):
+            return
+        paths = {}
+        for index, path in footage.indexed:
+            if index in read:
+                try:
+                    paths[Path(path).resolve()] = index
+                except OSError:
+                    continue
+        for split in ("val", "test"):
+            hits = []
+            for i in self.splits[split]:
+                im = self.coco.image_by_id(i)
+                try:
+                    if Path(im.path).resolve() in paths:
+                        hits.append(im.frame if im.frame is not None else im.file_name)
+                except OSError:
+                    continue
+            if hits:
+                self.overlap[split] = hits
+        if self.overlap:
+            what = "; ".join(f"{len(v)} {k} frame(s)" for k, v in self.overlap.items())
+            warnings.warn(f"unlabelled footage {self.cfg.unlabelled.source} contains labelled {what}: alignment "
+                          "sees the frames that select the model / give the real metrics (optimistic numbers); "
+                          "leave them out with unlabelled.frames=[start, stop)", RuntimeWarning, stacklevel=2)
 
     def _check_same_camera(self) -> None:
         """Labels and own footage must come from one camera: same image size, same K when both have one."""
@@ -346,7 +377,8 @@ class AdaptData:
                "unlabelled": {"source": self.unlabelled_source,
                               "from": "footage" if self.cfg.unlabelled.source else "the labels' pool split",
                               "count": len(self.unlabelled), "skipped": self.footage_report.get("skipped", 0),
-                              "frames": [str(i) for i in self.unlabelled_ids]},
+                              "frames": [str(i) for i in self.unlabelled_ids],
+                              "also_labelled": getattr(self, "overlap", {})},
                "real_metrics": metrics}
         atomic_write_json(self.out / "real_frames.json", doc, indent=1)
         return doc
@@ -363,6 +395,9 @@ class AdaptData:
         u = rf["unlabelled"]
         lines.append(f"unlabelled (alignment, AdaBN): {u['count']} frame(s) from {u['source']}"
                      + (f", {u['skipped']} unreadable skipped" if u["skipped"] else ""))
+        for split, frames in (u.get("also_labelled") or {}).items():
+            lines.append(f"WARNING: the unlabelled footage also holds {len(frames)} labelled {split} frame(s) "
+                         f"({frames[:10]}{' ...' if len(frames) > 10 else ''})")
         lines.append(rf["real_metrics"][0].upper() + rf["real_metrics"][1:] + ".")
         return lines
 

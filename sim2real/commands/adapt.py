@@ -85,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
                   f"IoU {r.get('real/box_iou_mean')}, PCK {r.get('real/pck@0.05')}")
     else:
         print(meta["real_metrics"])
-    print(f"real frames: {sess.data.real_frames_lines()[-2]} (details: real_frames.json)")
+    for line in sess.data.real_frames_lines()[1:-1]:
+        print(f"real frames: {line}")
     print(f"model selection: {RULE_TEXT[res.selection]} (epoch {res.best_epoch} of {res.epochs_run})")
     for w in res.warnings:
         print(f"WARNING: {w}")
-    print(f"{sess.out}: best.pt, metrics.jsonl, report.md, real_frames.json")
+    print(f"{sess.out}: best.pt, metrics.jsonl, report.md, real_frames.json (which real frames served what)")
     return 0

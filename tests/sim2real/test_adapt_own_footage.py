@@ -107,11 +107,18 @@ def test_labels_with_own_footage_record_what_was_read(world, tmp_path):
     assert splits["unlabelled_from"]["read"] == footage["read"] == len(footage["frames"]) == 20
     rf = json.loads((out / "real_frames.json").read_text())
     assert rf["unlabelled"] == {"source": str(frames), "from": "footage", "count": 20, "skipped": 0,
-                                "frames": footage["frames"]}
+                                "frames": footage["frames"], "also_labelled": {}}
     assert rf["labelled"]["train"]["count"] == 4 and rf["labelled"]["test"]["count"] == 6
     assert rf["real_metrics"] == f"real metrics on the labelled real TEST split ({rf['labelled']['test']['frames']})"
     assert rf["labelled"]["test"]["frames"] == "frames 34–39"
     assert data.real_frames == rf
+    # footage that IS the labelled images (same files): val/test frames in the unlabelled set are named
+    same = load_config(AdaptConfig, None, [f"sim_dataset={world['sim']}",
+                                           f"real_labels={world['real'] / 'annotations.json'}",
+                                           f"unlabelled.source={world['real'] / 'images'}", *FAST])
+    with pytest.warns(RuntimeWarning, match="contains labelled 6 val frame"):
+        data = AdaptData(same, list(SHAPES), 8, HW, tmp_path / "out_same")
+    assert data.real_frames["unlabelled"]["also_labelled"]["test"] == list(range(34, 40))
 
 
 def test_cli_own_footage_k0_uses_no_label_it_was_not_given(world, tmp_path):
