@@ -7,8 +7,11 @@ Each command lives in ``sim2real/commands/<name>.py`` and is imported only when 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
+from pathlib import Path
 
 from sim2real.config import ConfigError
 from sim2real.io import OutputError
@@ -57,6 +60,38 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _ours(category: type, filename: str) -> bool:
+    """A warning sim2real raised for the user: our own category, or issued from our code."""
+    if getattr(category, "__module__", "").split(".")[0] == "sim2real":
+        return True
+    try:
+        return Path(filename).resolve().is_relative_to(_PACKAGE_DIR)
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str | None):
+    """sim2real's user-facing warnings as one clean line (``sim2real <command>: warning: ...``) instead
+    of Python's default format with the internal source line; other libraries' warnings unchanged."""
+    default = warnings.formatwarning
+
+    def fmt(message, category, filename, lineno, line=None):
+        if _ours(category, filename):
+            text = " ".join(str(message).split())
+            return f"sim2real{' ' + command if command else ''}: warning: {text}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -65,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args._run(args) or 0)
+        with one_line_warnings(args.command):
+            return int(args._run(args) or 0)
     except (ConfigError, OutputError, FileNotFoundError, ValueError) as e:
         print(f"sim2real {args.command}: error: {e}", file=sys.stderr)
         return 2

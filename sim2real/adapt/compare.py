@@ -116,20 +116,33 @@ def acceptance(rows: list[dict]) -> dict:
 
 
 def to_markdown(rows: list[dict], title: str, meta: dict) -> str:
+    labelled = meta.get("real_labelled", True)
     lines = [f"# sim2real compare: {title}", "",
-             f"Machine: {meta['machine']}; date: {meta['date']}; seed {meta['seed']}; budget: {meta['budget']}.",
-             f"Real metrics on the held-out real TEST split ({meta['test_frames']}) in original pixels "
-             f"({meta['image_size']}); sim metrics on {meta['sim_val']} sim validation images; "
-             "gap = sim vs real, positive = real worse.", "",
-             "| k | method | real centre err px (median) ↓ | real box IoU ↑ | real PCK@0.05 ↑ | "
-             "sim centre err px | sim box IoU | sim PCK@0.05 | gap centre err | gap IoU | gap PCK | "
-             "selection | best epoch | wall s |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+             f"Machine: {meta['machine']}; date: {meta['date']}; seed {meta['seed']}; budget: {meta['budget']}."]
+    if labelled:
+        lines.append(f"Real metrics on the held-out real TEST split "
+                     f"({meta['test_frames']}) in original pixels ({meta['image_size']}); sim metrics on "
+                     f"{meta['sim_val']} sim validation images; gap = sim vs real, positive = real worse.")
+        head = ("| k | method | real centre err px (median) ↓ | real box IoU ↑ | real PCK@0.05 ↑ | "
+                "sim centre err px | sim box IoU | sim PCK@0.05 | gap centre err | gap IoU | gap PCK | "
+                "selection | best epoch | wall s |")
+        rule = "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+    else:
+        lines.append(f"{meta.get('real_metrics', 'no labelled real frames: real metrics not computed')}; sim "
+                     f"metrics on {meta['sim_val']} sim validation images; align MMD = sim vs unlabelled real "
+                     "features (lower = closer).")
+        head = ("| k | method | sim centre err px | sim box IoU | sim PCK@0.05 | align MMD | "
+                "selection | best epoch | wall s |")
+        rule = "|---:|---|---:|---:|---:|---:|---|---:|---:|"
+    lines += ["", head, rule]
     for r in rows:
         cells = [str(r["k"]), r["method"]]
-        cells += [_fmt(r.get(f"real/{m}")) for m in TABLE_METRICS]
-        cells += [_fmt(r.get(f"sim/{m}")) for m in TABLE_METRICS]
-        cells += [_fmt(r.get(f"gap/{m}")) for m in TABLE_METRICS]
+        if labelled:
+            cells += [_fmt(r.get(f"real/{m}")) for m in TABLE_METRICS]
+            cells += [_fmt(r.get(f"sim/{m}")) for m in TABLE_METRICS]
+            cells += [_fmt(r.get(f"gap/{m}")) for m in TABLE_METRICS]
+        else:
+            cells += [_fmt(r.get(f"sim/{m}")) for m in TABLE_METRICS] + [_fmt(r.get("align/feat_mmd"))]
         cells += [{"real_val": "real val", "label_free": "label-free (MMD)"}.get(r.get("selection") or "", "—"),
                   _fmt(r.get("best_epoch")), _fmt(r.get("wall_s"), 4)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -137,6 +150,10 @@ def to_markdown(rows: list[dict], title: str, meta: dict) -> str:
               "source-only = the sim checkpoint as is; real-only fine-tune = ImageNet backbone + new head trained "
               "on the k labelled real frames only, same budget. Wall time of source-only includes building the "
               "shared feature caches."]
+    if meta.get("real_frames"):
+        lines += ["", "## Real frames used", ""] + [f"- {line}" for line in meta["real_frames"]]
+    if meta.get("pipeline_fixes"):
+        lines += ["", "## Input pipeline: domain-check fixes applied", ""] + [f"- {f}" for f in meta["pipeline_fixes"]]
     notes = [f"- k={r['k']} {r['method']}: {r['note']}" for r in rows if str(r.get("note", "")).startswith("not run")]
     warns = [f"- k={r['k']} {r['method']}: {r['warnings']}" for r in rows if r.get("warnings")]
     if notes:
@@ -229,10 +246,9 @@ def run_compare(cfg: CompareConfig, backbone=None) -> CompareResult:
 
 def table_meta(c: AdaptConfig, data, acc: dict, wall_s: float) -> dict:
     """Header facts of a results table: machine, date, budget, splits."""
-    test_frames = "test split"
-    if data.splits is not None and data.splits["test"] and data.coco.is_temporal:
-        frames = [data.splits.frames[i] for i in data.splits["test"]]
-        test_frames = f"frames {min(frames)}–{max(frames)}"
+    rf = data.real_frames
+    part = rf["labelled"].get("test")
+    test_frames = part["frames"] if part else "none"
     return {"machine": machine_description(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
             "seed": c.seed, "test_frames": test_frames,
             "budget": f"{c.epochs} epochs x {c.steps_per_epoch} steps, batches sim {c.batch_size_sim} / real "
@@ -240,6 +256,9 @@ def table_meta(c: AdaptConfig, data, acc: dict, wall_s: float) -> dict:
                       f"epochs {list(c.unfreeze_epochs)}, L2-SP {c.l2sp_weight:g}, λ {c.align_weight:g}, "
                       f"input {list(data.pipeline.input_hw)}{' gray' if data.pipeline.grayscale else ''}",
             "image_size": _image_size(data), "sim_val": len(data.sim_val), "acceptance": acc,
+            "real_labelled": bool(part),
+            "real_metrics": rf["real_metrics"], "real_frames": data.real_frames_lines(),
+            "pipeline_fixes": [a["change"] for a in data.pipeline.applied_fixes],
             "total_wall_s": round(wall_s, 1)}
 
 

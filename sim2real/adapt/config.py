@@ -23,6 +23,8 @@ METHODS = ("finetune", "coral", "mmd", "dann", "adabn")
 LOSS_METHODS = ("coral", "mmd", "dann")
 SELECTION_RULES = ("auto", "real_val", "label_free")
 VISP = "visp"  # real_labels value for the installed ViSP cube development labels
+AUTO = "auto"  # real_labels default: the ViSP labels for the demo (no unlabelled.source), else none
+DOMAIN_FIXES = ("brightness",)  # domain-check findings adapt can apply itself (apply_domain_fixes)
 
 
 def parse_methods(spec: str | list[str]) -> list[str]:
@@ -47,6 +49,8 @@ class UnlabelledConfig:
 
     source: Optional[str] = None   # video file or frame folder; None = the real labels' pool split
                                    # (ViSP default: pool frames 0-45 of mbt/cube)
+    camera_K: Optional[list[list[float]]] = None  # the footage camera's 3x3 intrinsics, when known:
+                                                  # checked against the labels' camera_K
     stride: int = field(default=1, metadata=rng(1, None))
     max_frames: Optional[int] = field(default=300, metadata=rng(1, None))
     frames: Optional[list[int]] = None  # [start, stop) frame range of `source`
@@ -62,7 +66,9 @@ class AdaptConfig:
     sim_val_fraction: float = field(default=0.15, metadata=rng(0.0, 0.5, lo_open=True))
     sim_val_max: int = field(default=64, metadata=rng(2, None))
     # --- real data
-    real_labels: Optional[str] = VISP         # COCO .json; "visp" = ViSP cube dev labels; null = no labels
+    # COCO .json; "visp" = ViSP cube dev labels (by name only); null = no labels; "auto" = "visp" when
+    # unlabelled.source is not given (the demo), none when it is (your own footage: give your labels)
+    real_labels: Optional[str] = AUTO
     real_image_root: Optional[str] = None     # file_name root (default: ViSP root / the labels' folder)
     class_mapping: dict[str, str] = field(default_factory=dict)  # real class name -> sim class name
     splits_file: Optional[str] = None         # stored splits (sim2real.data.splits); else made from k/seed
@@ -102,6 +108,9 @@ class AdaptConfig:
     input_hw: Optional[list[int]] = None
     domain_check: bool = True
     domain_check_samples: int = field(default=16, metadata=rng(1, None))
+    # findings of the domain check applied automatically (opt-in), e.g. [brightness]: sim images are
+    # shifted by the measured luma difference; recorded in domain_check.json, input_pipeline.json, report.md
+    apply_domain_fixes: list[str] = field(default_factory=list)
     sim_views: int = field(default=1, metadata=rng(1, 16))     # cached views: 0 clean + augmented
     real_views: int = field(default=2, metadata=rng(1, 16))
     augment_strength: float = field(default=1.0, metadata=rng(0.0, 3.0))
@@ -117,12 +126,39 @@ class AdaptConfig:
     gap: GapTrackingConfig = field(default_factory=GapTrackingConfig)  # gap/feat_* on embed features
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
+    def labels_choice(self) -> Optional[str]:
+        """The real labels actually used: ``"visp"``, a COCO file path, or None (``auto`` resolved)."""
+        if self.real_labels == AUTO:
+            return None if self.unlabelled.source else VISP
+        return self.real_labels
+
+    def own_footage_without_labels(self) -> bool:
+        return bool(self.unlabelled.source) and self.labels_choice() is None
+
     def validate(self) -> None:
         self.methods = parse_methods(self.methods)
         self.gap.validate()
-        if self.real_labels is None and self.k > 0:
+        self.apply_domain_fixes = [str(f).strip().lower() for f in self.apply_domain_fixes]
+        bad = [f for f in self.apply_domain_fixes if f not in DOMAIN_FIXES]
+        if bad:
+            raise ConfigError("apply_domain_fixes", f"a list drawn from {list(DOMAIN_FIXES)}", bad)
+        if self.domain_check is False and self.apply_domain_fixes:
+            raise ConfigError("apply_domain_fixes", "[] when domain_check=false (the fixes come from its findings)",
+                              self.apply_domain_fixes)
+        labels = self.labels_choice()
+        if labels is None and self.unlabelled.source and self.real_labels == AUTO:
+            # Own footage, no labels named: never fall back to the built-in ViSP labels.
+            how = ("give real_labels=<your COCO file> (labels of this camera's frames), or k=0 with "
+                   "selection=auto for label-free adaptation")
+            if self.k > 0:
+                raise ConfigError("k", f"0 with your own footage (unlabelled.source) and no real_labels: {how}",
+                                  self.k)
+            if self.selection == "real_val":
+                raise ConfigError("selection", f"'auto' or 'label_free' with your own footage and no real_labels: "
+                                  f"{how}", self.selection)
+        if labels is None and self.k > 0:
             raise ConfigError("k", "0 when real_labels is null (no labelled real frames)", self.k)
-        if self.real_labels is None and self.selection == "real_val":
+        if labels is None and self.selection == "real_val":
             raise ConfigError("selection", "'auto' or 'label_free' when real_labels is null", self.selection)
         if self.k == 0 and self.selection == "real_val":
             raise ConfigError("selection", "'auto' or 'label_free' with k=0 (no real labels may be used)",
@@ -134,7 +170,10 @@ class AdaptConfig:
         if self.unlabelled.frames is not None and (len(self.unlabelled.frames) != 2
                                                    or self.unlabelled.frames[0] >= self.unlabelled.frames[1]):
             raise ConfigError("unlabelled.frames", "[start, stop) with start < stop", self.unlabelled.frames)
-        if self.real_labels is None and not self.unlabelled.source:
+        K = self.unlabelled.camera_K
+        if K is not None and (len(K) != 3 or any(len(row) != 3 for row in K)):
+            raise ConfigError("unlabelled.camera_K", "a 3x3 list [[fx,0,cx],[0,fy,cy],[0,0,1]]", K)
+        if labels is None and not self.unlabelled.source:
             raise ConfigError("unlabelled.source", "a video or frame folder when real_labels is null "
                                                    "(alignment needs real frames)", self.unlabelled.source)
 

@@ -5,24 +5,28 @@
 - real labelled: the COCO labels split into the k-shot train set, val and test
   (:mod:`sim2real.data.splits`; ViSP cube default: pool 0-45, val 48-67, test 70-99), each
   exported in the synthetic layout with class names mapped onto the model's;
-- real unlabelled: footage (video / frame folder) or, by default, the pool split's frames;
-  unreadable frames are skipped and counted;
+- real unlabelled: footage (video / frame folder) or, without footage, the pool split's frames;
+  unreadable frames are skipped and counted; labels and footage of different image sizes (or
+  intrinsics) are refused: they describe different cameras;
+- which real frames serve what (``real_frames.json``: k-shot train, val, test, unlabelled);
 - the input domain check (sim vs real samples) and the pipeline decisions it leads to
-  (grayscale, input size with the camera's aspect), saved in the run folder.
+  (grayscale, input size with the camera's aspect, opt-in fixes such as a sim brightness shift),
+  saved in the run folder.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from sim2real.adapt.config import VISP, AdaptConfig
-from sim2real.adapt.domain_check import DomainReport, compare_domains
+from sim2real.adapt.config import AUTO, VISP, AdaptConfig
+from sim2real.adapt.domain_check import DomainReport, brightness_fix, compare_domains
 from sim2real.data.dataset import CocoDataset, read_coco, resolve_annotation_file
 from sim2real.data.images import ImageReadError, is_grayscale, load_image, to_gray
 from sim2real.data.real import CocoSet, RealDataError, export_coco, load_coco
@@ -42,29 +46,62 @@ class InputPipeline:
     grayscale: bool
     input_hw: tuple[int, int]
     reasons: list[str] = field(default_factory=list)
+    sim_brightness_shift: float = 0.0    # added to sim pixels (0-255) before anything else (apply_domain_fixes)
+    applied_fixes: list[dict] = field(default_factory=list)   # domain-check findings applied automatically
 
     def to_dict(self) -> dict:
-        return {"grayscale": self.grayscale, "input_hw": list(self.input_hw), "reasons": list(self.reasons)}
+        return {"grayscale": self.grayscale, "input_hw": list(self.input_hw), "reasons": list(self.reasons),
+                "sim_brightness_shift": self.sim_brightness_shift, "applied_fixes": list(self.applied_fixes)}
+
+    def sim_transform(self, view: int = 0, strength: float = 1.0, seed: int = 0) -> InputTransform:
+        """How sim images reach the model (the real frames' transform plus the sim-only fixes)."""
+        return InputTransform(self.grayscale, view, strength, seed, brightness_shift=self.sim_brightness_shift)
+
+    def real_transform(self, view: int = 0, strength: float = 1.0, seed: int = 0) -> InputTransform:
+        return InputTransform(self.grayscale, view, strength, seed)
 
 
 class InputTransform:
-    """``(img, index) -> img`` for a cached view: photometric augmentation (views > 0), then
-    grayscale when the camera is gray. Carries ``describe()`` for cache keys."""
+    """``(img, index) -> img`` for a cached view: a brightness shift (sim only, when the domain
+    check's fix is applied), photometric augmentation (views > 0), then grayscale when the camera
+    is gray. Carries ``describe()`` for cache keys."""
 
-    def __init__(self, grayscale: bool, view: int = 0, strength: float = 1.0, seed: int = 0):
+    def __init__(self, grayscale: bool, view: int = 0, strength: float = 1.0, seed: int = 0,
+                 brightness_shift: float = 0.0):
         from sim2real.features.augment import PhotometricAugment
 
         self.grayscale = bool(grayscale)
         self.view = int(view)
+        self.brightness_shift = float(brightness_shift)
         self.aug = PhotometricAugment(strength, seed, view) if view > 0 and strength > 0 else None
 
     def describe(self) -> dict:
-        return {"grayscale": self.grayscale, "augment": self.aug.describe() if self.aug else None}
+        d = {"grayscale": self.grayscale, "augment": self.aug.describe() if self.aug else None}
+        if self.brightness_shift:
+            d["brightness_shift"] = round(self.brightness_shift, 4)  # only when set: older cache keys hold
+        return d
 
     def __call__(self, img: np.ndarray, index: int) -> np.ndarray:
+        if self.brightness_shift:
+            img = shift_brightness(img, self.brightness_shift)
         if self.aug is not None:
             img = self.aug(img, index)
         return to_gray(img) if self.grayscale else img
+
+
+def shift_brightness(img: np.ndarray, shift: float) -> np.ndarray:
+    """``img`` + ``shift`` on every channel (0-255 scale; 16-bit images scaled to theirs), clipped."""
+    top = 65535.0 if img.dtype == np.uint16 else 255.0
+    out = img.astype(np.float32) + float(shift) * top / 255.0
+    return np.clip(np.rint(out), 0, top).astype(img.dtype)
+
+
+def _frame_entries(coco: CocoSet, ids: Sequence[int]) -> list[dict]:
+    out = []
+    for i in ids:
+        im = coco.image_by_id(i)
+        out.append({"id": i, "frame": im.frame, "file_name": im.file_name})
+    return out
 
 
 def _write_coco_subset(data: dict, image_ids: Sequence, path: Path, note: str) -> Path:
@@ -74,6 +111,22 @@ def _write_coco_subset(data: dict, image_ids: Sequence, path: Path, note: str) -
            "images": [im for im in data["images"] if im["id"] in keep],
            "annotations": [a for a in data["annotations"] if a.get("image_id") in keep]}
     return atomic_write_json(path, sub)
+
+
+NO_REAL_METRICS = "no labelled real frames: real metrics not computed; model selection label-free (MMD)"
+
+
+def _frame_span(entries: list[dict]) -> str:
+    """``frames 70–99`` for a contiguous run, else the frame list (or image ids without frame numbers)."""
+    if not entries:
+        return "none"
+    frames = [e["frame"] for e in entries]
+    if any(f is None for f in frames):
+        return "image ids " + ", ".join(str(e["id"]) for e in entries)
+    frames = sorted(frames)
+    if frames == list(range(frames[0], frames[-1] + 1)) and len(frames) > 2:
+        return f"frames {frames[0]}–{frames[-1]}"
+    return "frames " + ", ".join(str(f) for f in frames)
 
 
 class AdaptData:
@@ -92,8 +145,12 @@ class AdaptData:
         self._load_sim()
         self._load_real()
         self._load_unlabelled()
+        self._check_same_camera()
+        if self.splits is not None:
+            self.splits.save(self.out / "splits.json")
         self.domain_report: DomainReport | None = None
         self.pipeline = self._decide_pipeline(model_input_hw)
+        self.real_frames = self._write_real_frames()
 
     # --- sim --------------------------------------------------------------------------------
     def _load_sim(self) -> None:
@@ -150,15 +207,24 @@ class AdaptData:
         self.coco: CocoSet | None = None
         self.splits: Splits | None = None
         self.real: dict[str, CocoDataset] = {}
-        if cfg.real_labels is None:
+        labels = cfg.labels_choice()
+        if labels is None:
+            self.labels_note = ("real_labels=auto with your own footage (unlabelled.source): no labels are used "
+                                "unless named" if cfg.real_labels == AUTO else "real_labels=null")
+        elif labels == VISP:
+            self.labels_note = "the built-in ViSP cube development labels" + (
+                " (real_labels=auto without unlabelled.source: the demo)" if cfg.real_labels == AUTO else "")
+        else:
+            self.labels_note = "your labels file"
+        if labels is None:
             return
-        if cfg.real_labels == VISP:
+        if labels == VISP:
             if cfg.real_image_root:
                 coco = load_coco(visp_cube_labels_path(), cfg.real_image_root)
             else:
                 coco = load_visp_cube_dev()
         else:
-            coco = load_coco(cfg.real_labels, cfg.real_image_root)
+            coco = load_coco(labels, cfg.real_image_root)
         if not len(coco):
             raise RealDataError(f"{coco.source}: the labels file lists no images")
         coco.class_map(self.classes, cfg.class_mapping)  # ClassMappingError names both class lists
@@ -169,10 +235,9 @@ class AdaptData:
                                     f"k={cfg.k} asked for (make splits with a larger k)")
             splits.ids["train"] = splits["train"][:cfg.k]  # k-shot sets are nested: a prefix is the smaller k
         else:
-            kw = dict(VISP_CUBE_SPLIT_DEFAULTS) if cfg.real_labels == VISP else {}
+            kw = dict(VISP_CUBE_SPLIT_DEFAULTS) if labels == VISP else {}
             kw.update(n_val=cfg.n_val, n_test=cfg.n_test, gap=cfg.split_gap)
             splits = make_splits(coco, k=cfg.k, seed=cfg.split_seed, **kw)
-        splits.save(self.out / "splits.json")
         self.coco, self.splits = coco, splits
         for split in ("train", "val", "test"):
             ids = splits[split]
@@ -203,6 +268,12 @@ class AdaptData:
                 frames.append(img)
             self.footage_report = footage.report.to_dict()
             self.unlabelled_source = str(u.source)
+            self._check_overlap(footage, set(ids))
+            if self.splits is not None:
+                # splits.json lists what was read: the footage, not the labels' pool split.
+                self.splits.ids["unlabelled"] = []
+                self.splits.unlabelled_from = {"source": str(u.source), "read": len(frames),
+                                               "frames": "see unlabelled_footage.json"}
         elif self.splits is not None:
             pool = self.splits["unlabelled"][::u.stride][:u.max_frames]
             skipped = []
@@ -216,7 +287,11 @@ class AdaptData:
             if skipped:
                 log.warning("unlabelled real frames: skipped %d unreadable: %s", len(skipped), skipped[:5])
             if not frames:
-                raise FootageError(f"{self.coco.source}: no readable frame in the unlabelled (pool) split")
+                hint = ""
+                if not pool and self.splits.unlabelled_from:
+                    hint = (f" (these splits read their unlabelled frames from footage "
+                            f"{self.splits.unlabelled_from.get('source')}: give unlabelled.source=...)")
+                raise FootageError(f"{self.coco.source}: no readable frame in the unlabelled (pool) split{hint}")
             self.footage_report = {"source": f"{self.coco.source} (unlabelled split)", "read": len(frames),
                                    "skipped": len(skipped), "skipped_frames": [s for s, _ in skipped],
                                    "ended_early": None}
@@ -228,6 +303,103 @@ class AdaptData:
         self.unlabelled_ids = ids
         atomic_write_json(self.out / "unlabelled_footage.json",
                           {**self.footage_report, "frames": [str(i) for i in ids]}, indent=1)
+
+    def _check_overlap(self, footage, read: set) -> None:
+        """Own footage that holds labelled val/test images (the same files): recorded and warned about."""
+        self.overlap: dict[str, list] = {}
+        if self.splits is None or not hasattr(footage, "indexed"):
+            return
+        paths = {}
+        for index, path in footage.indexed:
+            if index in read:
+                try:
+                    paths[Path(path).resolve()] = index
+                except OSError:
+                    continue
+        for split in ("val", "test"):
+            hits = []
+            for i in self.splits[split]:
+                im = self.coco.image_by_id(i)
+                try:
+                    if Path(im.path).resolve() in paths:
+                        hits.append(im.frame if im.frame is not None else im.file_name)
+                except OSError:
+                    continue
+            if hits:
+                self.overlap[split] = hits
+        if self.overlap:
+            what = "; ".join(f"{len(v)} {k} frame(s)" for k, v in self.overlap.items())
+            warnings.warn(f"unlabelled footage {self.cfg.unlabelled.source} contains labelled {what}: alignment "
+                          "sees the frames that select the model / give the real metrics (optimistic numbers); "
+                          "leave them out with unlabelled.frames=[start, stop)", RuntimeWarning, stacklevel=2)
+
+    def _check_same_camera(self) -> None:
+        """Labels and own footage must come from one camera: same image size, same K when both have one."""
+        u = self.cfg.unlabelled
+        if self.coco is None or not u.source or not self.unlabelled:
+            return
+        label_sizes = sorted({(im.width, im.height) for im in self.coco})
+        foot_sizes = sorted({(im.shape[1], im.shape[0]) for im in self.unlabelled})
+
+        def fmt(sizes):
+            return ", ".join(f"{w}x{h}" for w, h in sizes)
+
+        if set(foot_sizes) - set(label_sizes):
+            raise RealDataError(f"real labels {self.coco.source} describe {fmt(label_sizes)} images but the footage "
+                                f"{u.source} has {fmt(foot_sizes)} frames: the labels describe a different camera; "
+                                "give labels of this footage's camera (real_labels=<COCO file>) or k=0 real_labels=null")
+        if u.camera_K is not None:
+            K = np.asarray(u.camera_K, dtype=float)
+            for im in self.coco:
+                if im.camera_K is not None and not np.allclose(im.camera_K, K, rtol=0.02, atol=0.5):
+                    raise RealDataError(f"real labels {self.coco.source} (image {im.file_name}) have camera_K "
+                                        f"{np.round(im.camera_K, 2).tolist()} but the footage {u.source} has "
+                                        f"unlabelled.camera_K {np.round(K, 2).tolist()}: the labels describe a "
+                                        "different camera")
+
+    def _write_real_frames(self) -> dict:
+        """``real_frames.json``: which real frames served what (k-shot train, val, test, unlabelled)."""
+        labelled: dict = {}
+        if self.splits is not None:
+            for split in ("train", "val", "test"):
+                entries = _frame_entries(self.coco, self.splits[split])
+                labelled[split] = {"count": len(entries), "frames": _frame_span(entries), "images": entries}
+        if self.splits is not None and self.splits["test"]:
+            metrics = f"real metrics on the labelled real TEST split ({labelled['test']['frames']})"
+        elif self.splits is not None:
+            metrics = ("no labelled real TEST frames (n_test=0): real test metrics not computed; real val metrics "
+                       "(model selection) in result.json")
+        else:
+            metrics = NO_REAL_METRICS
+        doc = {"labels": None if self.coco is None else str(self.coco.source),
+               "real_labels": self.cfg.real_labels, "labels_used": self.labels_note,
+               "labelled": labelled,
+               "unlabelled": {"source": self.unlabelled_source,
+                              "from": "footage" if self.cfg.unlabelled.source else "the labels' pool split",
+                              "count": len(self.unlabelled), "skipped": self.footage_report.get("skipped", 0),
+                              "frames": [str(i) for i in self.unlabelled_ids],
+                              "also_labelled": getattr(self, "overlap", {})},
+               "real_metrics": metrics}
+        atomic_write_json(self.out / "real_frames.json", doc, indent=1)
+        return doc
+
+    def real_frames_lines(self) -> list[str]:
+        """The report's "Real frames used" lines (from ``real_frames.json``)."""
+        rf = self.real_frames
+        lines = [f"Real labels: {rf['labels'] or 'none'} ({rf['labels_used']})."]
+        for split, what in (("train", "labelled train (k-shot)"), ("val", "labelled val (model selection)"),
+                            ("test", "labelled test (real metrics)")):
+            part = rf["labelled"].get(split)
+            if part:
+                lines.append(f"{what}: {part['count']} frame(s), {part['frames']}")
+        u = rf["unlabelled"]
+        lines.append(f"unlabelled (alignment, AdaBN): {u['count']} frame(s) from {u['source']}"
+                     + (f", {u['skipped']} unreadable skipped" if u["skipped"] else ""))
+        for split, frames in (u.get("also_labelled") or {}).items():
+            lines.append(f"WARNING: the unlabelled footage also holds {len(frames)} labelled {split} frame(s) "
+                         f"({frames[:10]}{' ...' if len(frames) > 10 else ''})")
+        lines.append(rf["real_metrics"][0].upper() + rf["real_metrics"][1:] + ".")
+        return lines
 
     def real_images_for_stats(self) -> list[np.ndarray]:
         """Unlabelled frames plus the labelled k-shot frames (AdaBN, domain check)."""
@@ -252,14 +424,29 @@ class AdaptData:
         real_sample = self._sample(self.unlabelled, cfg.domain_check_samples)
         real_gray = float(np.mean([is_grayscale(im) for im in real_sample])) >= 0.9
         real_aspect = float(np.median([im.shape[1] / im.shape[0] for im in real_sample]))
+        shift, applied = 0.0, []
         if cfg.domain_check:
             sim_sample = self._sample(self.sim_train, cfg.domain_check_samples)
             report = compare_domains(sim_sample, real_sample, input_short=min(hw), warn=False)
+            fixed: set[str] = set()
+            if "brightness" in cfg.apply_domain_fixes:
+                fix = brightness_fix(report)
+                if fix is not None:
+                    shift = fix
+                    fixed.add("brightness")
+                    applied.append({"key": "brightness", "sim_brightness_shift": round(shift, 3),
+                                    "sim_brightness": report.sim.brightness,
+                                    "real_brightness": report.real.brightness,
+                                    "change": f"brightness: sim images shifted by {shift:+.1f} (0-255) towards the camera's "
+                                              "mean luma"})
+                    reasons.append(f"apply_domain_fixes=[brightness]: sim images shifted by {shift:+.1f} (0-255) "
+                                   f"(mean luma sim {report.sim.brightness:.0f} vs real {report.real.brightness:.0f})")
+            report.applied = list(applied)
             report.save(self.out, "domain_check")
-            report.warn()  # DomainMismatchWarning per finding of severity "warning"
+            report.warn(skip=fixed)  # DomainMismatchWarning per finding of severity "warning" not applied
             self.domain_report = report
             self.domain_warnings = [f"domain check [{f.key}]: {f.message} -> {f.action}"
-                                    for f in report.findings if f.severity == "warning"]
+                                    for f in report.findings if f.severity == "warning" and f.key not in fixed]
         else:
             self.domain_warnings = []
         if cfg.grayscale is None:
@@ -281,7 +468,7 @@ class AdaptData:
                            f"{real_aspect:.3f}: input_hw={list(new_hw)} (same short side) so real frames are "
                            "scaled, not squashed or letterboxed")
             hw = new_hw
-        pipe = InputPipeline(grayscale, hw, reasons)
+        pipe = InputPipeline(grayscale, hw, reasons, shift, applied)
         atomic_write_json(self.out / "input_pipeline.json", {**pipe.to_dict(),
                                                              "domain_warnings": self.domain_warnings}, indent=2)
         for r in reasons:
@@ -297,4 +484,4 @@ class AdaptData:
                 [self.splits.frames.get(i) for i in self.splits["train"]],
                 "unlabelled_source": self.unlabelled_source, "unlabelled_frames": len(self.unlabelled),
                 "unlabelled_skipped": self.footage_report.get("skipped", 0),
-                "input_pipeline": self.pipeline.to_dict()}
+                "input_pipeline": self.pipeline.to_dict(), "real_metrics": self.real_frames["real_metrics"]}

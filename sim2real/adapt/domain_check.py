@@ -98,6 +98,7 @@ class DomainReport:
     real: DomainStats
     findings: list[Finding]
     recommended_input_hw: list[int]
+    applied: list[dict] = field(default_factory=list)   # fixes a caller applied automatically (recorded)
 
     @property
     def overrides(self) -> dict:
@@ -110,11 +111,16 @@ class DomainReport:
     def to_dict(self) -> dict:
         return {"sim": dataclasses.asdict(self.sim), "real": dataclasses.asdict(self.real),
                 "findings": [dataclasses.asdict(f) for f in self.findings],
-                "overrides": self.overrides, "recommended_input_hw": self.recommended_input_hw}
+                "overrides": self.overrides, "recommended_input_hw": self.recommended_input_hw,
+                "applied": list(self.applied)}
 
-    def warn(self) -> None:
+    def warn(self, skip: Iterable[str] = ()) -> None:
+        """A :class:`DomainMismatchWarning` per "warning" finding (except the ``skip`` keys, already fixed)."""
+        skip = set(skip)
         for f in self.findings:
-            if f.severity == "warning":
+            if f.key in skip:
+                log.info("domain check [%s]: %s -> applied automatically", f.key, f.message)
+            elif f.severity == "warning":
                 warnings.warn(f"domain check [{f.key}]: {f.message} -> {f.action}", DomainMismatchWarning,
                               stacklevel=3)
             else:
@@ -155,6 +161,9 @@ class DomainReport:
         else:
             lines.append("None needed.")
         lines.append(f"\nInput size keeping the camera aspect: `input_hw={list(self.recommended_input_hw)}`.")
+        if self.applied:
+            lines += ["", "## Applied automatically (apply_domain_fixes)", ""]
+            lines += [f"- **{a['key']}**: {a.get('change', a)}" for a in self.applied]
         return "\n".join(lines) + "\n"
 
     def save(self, out_dir: str | Path, name: str = "domain_check") -> tuple[Path, Path]:
@@ -318,6 +327,14 @@ def compare_stats(sim: DomainStats, real: DomainStats, input_short: int = 240,
                           f"sim images are noisier than the camera (sigma {sim.noise:.1f} vs {real.noise:.1f})",
                           "reduce noise augmentation towards the camera's level", sim.noise, real.noise))
     return DomainReport(sim, real, fs, hw)
+
+
+def brightness_fix(report: DomainReport) -> float | None:
+    """The luma shift (0-255) that moves sim images onto the camera's mean brightness, when the
+    report has a brightness finding (the fix its action describes), else None."""
+    if not any(f.key == "brightness" for f in report.findings):
+        return None
+    return float(report.real.brightness - report.sim.brightness)
 
 
 def compare_domains(sim_images: Sequence[np.ndarray], real_images: Sequence[np.ndarray], *,

@@ -30,7 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from sim2real.adapt.alignment import adapt_bn, build_alignment
 from sim2real.adapt.config import LOSS_METHODS, AdaptConfig, method_label
-from sim2real.adapt.data import AdaptData, InputTransform
+from sim2real.adapt.data import AdaptData
 from sim2real.adapt.features import AlignTap, FeatureBank, advance
 from sim2real.adapt.l2sp import L2SP
 from sim2real.adapt.result import (
@@ -159,18 +159,18 @@ class AdaptSession:
 
     def _stores(self, model: PerceptionModel, cut: int, *, sim_train: bool, real_train: bool, unlabelled: bool) -> dict:
         c, d, pipe = self.cfg, self.data, self.data.pipeline
-        clean = InputTransform(pipe.grayscale)
-        s: dict[str, Any] = {"sim_val": self.bank.coco(d.sim_val, model, cut, clean, "sim val features")}
+        clean = pipe.real_transform()
+        s: dict[str, Any] = {"sim_val": self.bank.coco(d.sim_val, model, cut, pipe.sim_transform(),
+                                                       "sim val features")}
         if sim_train:
-            s["sim_train"] = [self.bank.coco(d.sim_train, model, cut,
-                                             InputTransform(pipe.grayscale, v, c.augment_strength, c.seed),
+            s["sim_train"] = [self.bank.coco(d.sim_train, model, cut, pipe.sim_transform(v, c.augment_strength, c.seed),
                                              f"sim features (view {v})") for v in range(c.sim_views)]
         for split in ("val", "test"):
             if split in d.real:
                 s[f"real_{split}"] = self.bank.coco(d.real[split], model, cut, clean, f"real {split} features")
         if real_train and "train" in d.real:
             s["real_train"] = [self.bank.coco(d.real["train"], model, cut,
-                                              InputTransform(pipe.grayscale, v, c.augment_strength, c.seed + 1),
+                                              pipe.real_transform(v, c.augment_strength, c.seed + 1),
                                               f"real k-shot features (view {v})") for v in range(c.real_views)]
         if unlabelled:
             s["unlabelled"] = self.bank.frames(d.unlabelled, model, cut, clean, d.unlabelled_source)
@@ -321,11 +321,11 @@ class AdaptSession:
             res.wall_s = time.perf_counter() - t0
             rec = res.record()
             logger.log({"split": "test", **{k: v for k, v in rec.items() if not isinstance(v, str)}}, step=0)
-            logger.summary({**rec, **final, "note": res.note})
+            logger.summary({**rec, **final, "note": res.note, "real_metrics": self.data.real_frames["real_metrics"]})
             self._report(run_dir, res, ev, logger)
         finally:
             logger.close()
-        atomic_write_json(run_dir / "result.json", res.to_dict(), indent=2)
+        atomic_write_json(run_dir / "result.json", self._result_doc(res), indent=2)
 
     # --- the loop -------------------------------------------------------------------------------
     def _fit(self, model: PerceptionModel, run_dir: Path, methods: list[str], kind: str, name: str, lr: float,
@@ -468,8 +468,9 @@ class AdaptSession:
         rec = res.record()
         fit.logger.log({"split": "test", "epoch": sel.best_epoch,
                         **{k: v for k, v in rec.items() if not isinstance(v, str)}}, step=fit.step)
-        fit.logger.summary({**rec, **final_rec, "selection_rule": RULE_TEXT[fit.rule], "warnings": res.warnings})
-        atomic_write_json(fit.run_dir / "result.json", res.to_dict(), indent=2)
+        fit.logger.summary({**rec, **final_rec, "selection_rule": RULE_TEXT[fit.rule], "warnings": res.warnings,
+                            "real_metrics": self.data.real_frames["real_metrics"]})
+        atomic_write_json(fit.run_dir / "result.json", self._result_doc(res), indent=2)
         self._report(fit.run_dir, res, final, fit.logger)
         return res
 
@@ -536,7 +537,7 @@ class AdaptSession:
     def _adabn(self, model: PerceptionModel):
         """Re-estimate every BatchNorm's statistics on the real frames (unlabelled + k-shot)."""
         pre = model.make_preprocess()
-        clean = InputTransform(self.data.pipeline.grayscale)
+        clean = self.data.pipeline.real_transform()
         imgs = self.data.real_images_for_stats()
         xs = torch.stack([pre(clean(im, i))[0] for i, im in enumerate(imgs)])
         bs = max(2, self.cfg.batch_size_unlabelled)
@@ -544,6 +545,14 @@ class AdaptSession:
         return adapt_bn(model, batches)
 
     # --- reporting ------------------------------------------------------------------------------
+    def _result_doc(self, res: RunResult) -> dict:
+        """result.json: the result plus which real frames it was scored on (``real_frames.json``)."""
+        rf = self.data.real_frames
+        return {**res.to_dict(), "real_metrics": rf["real_metrics"],
+                "real_frames": {"labels": rf["labels"], "unlabelled_source": rf["unlabelled"]["source"],
+                                "unlabelled_count": rf["unlabelled"]["count"],
+                                **{split: part["frames"] for split, part in rf["labelled"].items()}}}
+
     def _transfer_warnings(self, res: RunResult) -> list[str]:
         if res.kind != "adapted":
             return []
@@ -553,6 +562,13 @@ class AdaptSession:
             if r is not None and r.real_test:
                 base[label] = r.real_test
         return negative_transfer_warnings(res.real_test, base, name=f"adapted ({res.name})")
+
+    def _report_notes(self) -> dict[str, list[str]]:
+        notes = {"Real frames used": self.data.real_frames_lines()}
+        fixes = [a["change"] for a in self.data.pipeline.applied_fixes]
+        if fixes:
+            notes["Input pipeline: domain-check fixes applied"] = fixes
+        return notes
 
     def _report(self, run_dir: Path, res: RunResult, ev: dict, logger) -> None:
         """report.html (+ W&B media): frames with predictions, confusion, error histograms and the
@@ -570,7 +586,7 @@ class AdaptSession:
         try:
             write_gap_report(run_dir, [d for d in domains if d is not None], classes=self.source.classes,
                              features=feats or None, method=res.name, title=f"sim2real adapt: {res.name}",
-                             logger=logger, seed=self.cfg.seed)
+                             logger=logger, seed=self.cfg.seed, notes=self._report_notes())
         except Exception as e:  # noqa: BLE001 - a plotting failure must not lose a finished run
             warnings.warn(f"report.html could not be written ({type(e).__name__}: {e})", RuntimeWarning, stacklevel=2)
 

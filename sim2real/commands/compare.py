@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sim-trained checkpoint (config key adapt.checkpoint)")
     add_config_arguments(p, "configs/compare.yaml")
     p.add_argument("--run-dir", help="output folder (config key run_dir)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (adapt.progress=false)")
     p.add_argument("--no-wandb", action="store_true", help="no W&B runs (adapt.tracking.mode=disabled)")
 
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     extra = flag_overrides(args, {"checkpoint": "adapt.checkpoint", "run_dir": "run_dir"},
-                           {"no_wandb": "adapt.tracking.mode=disabled"})
+                           {"no_wandb": "adapt.tracking.mode=disabled", "no_progress": "adapt.progress=false"})
     cfg = config_from_args(CompareConfig, args, extra)
     res = run_compare(cfg)
     print(res.markdown.read_text())

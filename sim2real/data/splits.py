@@ -62,6 +62,9 @@ class Splits:
     ids: dict[str, list[int]]
     file_names: dict[int, str] = field(repr=False)
     frames: dict[int, int | None] = field(repr=False)
+    # Set when adaptation read its unlabelled frames from footage instead of the pool split
+    # (``ids["unlabelled"]`` is then empty): {"source", "read", ...}.
+    unlabelled_from: dict | None = field(default=None, repr=False)
 
     def __getitem__(self, split: str) -> list[int]:
         if split not in self.ids:
@@ -83,7 +86,7 @@ class Splits:
     def to_dict(self) -> dict:
         def entries(split):
             return [{"id": i, "file_name": self.file_names[i], "frame": self.frames[i]} for i in self.ids[split]]
-        return {
+        d = {
             "format": FORMAT,
             "source": {"file": self.source, "sha256": self.source_sha256},
             "params": {"seed": self.seed, "k": self.k, "n_val": self.n_val, "n_test": self.n_test,
@@ -91,6 +94,9 @@ class Splits:
             "counts": {s: len(self.ids[s]) for s in SPLIT_NAMES},
             "splits": {s: entries(s) for s in SPLIT_NAMES},
         }
+        if self.unlabelled_from is not None:
+            d["unlabelled_from"] = self.unlabelled_from
+        return d
 
     def save(self, path: str | Path) -> Path:
         # Deterministic bytes: fixed key order, no time stamps.
@@ -203,7 +209,8 @@ def load_splits(path: str | Path, coco: CocoSet | None = None) -> Splits:
                 file_names[int(e["id"])] = str(e["file_name"])
                 frames[int(e["id"])] = e.get("frame")
         splits = Splits(str(src["file"]), str(src["sha256"]), int(prm["seed"]), int(prm["k"]), int(prm["n_val"]),
-                        int(prm["n_test"]), str(prm["strategy"]), int(prm["gap"]), ids, file_names, frames)
+                        int(prm["n_test"]), str(prm["strategy"]), int(prm["gap"]), ids, file_names, frames,
+                        d.get("unlabelled_from"))
     except json.JSONDecodeError as e:
         raise SplitsError(f"{p}: not valid JSON ({e})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -375,7 +375,8 @@ th{background:#f2f2f2}td:first-child{text-align:left}img{max-width:100%;margin:0
 .note{color:#666;font-size:0.9em}"""
 
 
-def _html(title: str, method: str, rows: list[dict], images: dict[str, bytes]) -> str:
+def _html(title: str, method: str, rows: list[dict], images: dict[str, bytes],
+          notes: Mapping[str, Sequence[str]] | None = None) -> str:
     table = ["<table><tr><th>metric</th><th>sim</th><th>real</th><th>gap (+ = real worse)</th></tr>"]
     for row in rows:
         table.append(f"<tr><td>{html.escape(row['metric'])}</td><td>{_fmt(row['sim'])}</td>"
@@ -386,6 +387,9 @@ def _html(title: str, method: str, rows: list[dict], images: dict[str, bytes]) -
              f"<p>method: <b>{html.escape(method)}</b></p>", "<h2>Sim vs real</h2>", *table,
              "<p class='note'>gap/&lt;metric&gt; = sim − real for accuracy/IoU/PCK, real − sim for errors "
              "and losses; feature rows are distances between sim and real embeddings (0 = same).</p>"]
+    for heading, lines in (notes or {}).items():
+        parts.append(f"<h2>{html.escape(heading)}</h2><ul>"
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
     for name, data in images.items():
         b64 = base64.b64encode(data).decode("ascii")
         parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>"
@@ -401,7 +405,8 @@ def write_report(run_dir: str | Path, *, title: str | None = None, method: str |
                  loc_errors: Mapping[str, Any] | None = None,
                  frames: Mapping[str, Sequence[tuple]] | None = None,
                  logger: Any = None, seed: int = 0, max_points: int = 300, max_frames: int = 6,
-                 compute_feature_gaps: bool = True) -> Report:
+                 compute_feature_gaps: bool = True,
+                 notes: Mapping[str, Sequence[str]] | None = None) -> Report:
     """Write ``<run_dir>/report.html`` and ``<run_dir>/report/*.png``; returns what was written.
 
     - ``features``: ``{"before": (sim (N, D), real (M, D)), "after": (...)}`` (any stage names;
@@ -414,6 +419,7 @@ def write_report(run_dir: str | Path, *, title: str | None = None, method: str |
       file path, ``pred`` a predict record (``box`` xyxy, ``center``, ``keypoints``, ``class``,
       ``score``), ``label`` a COCO annotation (``bbox`` xywh, ``center_px``, ``keypoints``); both
       in the image's pixels, either may be None.
+    - ``notes``: ``{heading: [line, ...]}`` plain-text sections shown after the table.
     - ``logger``: a RunLogger; every PNG is sent with ``log_media("report/<name>", png)`` and the HTML
       with kind ``"html"``.
     """
@@ -455,7 +461,7 @@ def write_report(run_dir: str | Path, *, title: str | None = None, method: str |
         add("frames", _plot_frames(frames, out_dir / "frames.png", max_frames))
 
     html_path = atomic_write_text(run_dir / "report.html", _html(title or f"sim2real report: {run_dir.name}",
-                                                                 method, rows, images))
+                                                                 method, rows, images, notes))
     if logger is not None:
         for name, path in paths.items():
             logger.log_media(f"report/{name}", path, kind="image")

@@ -121,10 +121,12 @@ def frame_items(dom: DomainEval, classes: Sequence[str], n: int = 6) -> list[tup
 
 def write_gap_report(run_dir: str | Path, domains: Sequence[DomainEval], *, classes: Sequence[str],
                      features: Mapping[str, tuple[Any, Any]] | None = None, method: str | None = None,
-                     title: str | None = None, logger: Any = None, seed: int = 0, num_frames: int = 6):
+                     title: str | None = None, logger: Any = None, seed: int = 0, num_frames: int = 6,
+                     notes: Mapping[str, Sequence[str]] | None = None):
     """``write_report`` with everything a :class:`DomainEval` list offers: frames with predictions,
     confusion matrices (classification trained), localization error histograms and, with
-    ``features`` (``{"first epoch": (sim, real), "last epoch": ...}``), a t-SNE per stage."""
+    ``features`` (``{"first epoch": (sim, real), "last epoch": ...}``), a t-SNE per stage;
+    ``notes``: ``{heading: [lines]}`` sections of plain text (e.g. which real frames were used)."""
     from sim2real.gap.report import write_report
 
     domains = [d for d in domains if d is not None and len(d)]
@@ -137,7 +139,8 @@ def write_gap_report(run_dir: str | Path, domains: Sequence[DomainEval], *, clas
     several = bool(features) and len(features) > 1
     return write_report(run_dir, title=title, method=method, features=features or None,
                         confusion=confusion or None, classes=classes, loc_errors=loc or None,
-                        frames=frames or None, logger=logger, seed=seed, compute_feature_gaps=several)
+                        frames=frames or None, logger=logger, seed=seed, compute_feature_gaps=several,
+                        notes=notes)
 
 
 def gap_table(record: Mapping[str, Any]) -> str:
