@@ -31,13 +31,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from sim2real.adapt.alignment import adapt_bn, build_alignment
 from sim2real.adapt.config import LOSS_METHODS, AdaptConfig, method_label
 from sim2real.adapt.data import AdaptData
+from sim2real.adapt.evaluation import epoch_record, evaluate_splits, final_record, trackable
 from sim2real.adapt.features import AlignTap, FeatureBank, advance
 from sim2real.adapt.l2sp import L2SP
 from sim2real.adapt.result import (
     NegativeTransferWarning,
     RunResult,
     feature_values,
-    scalars,
 )
 from sim2real.adapt.selection import (
     RULE_TEXT,
@@ -48,12 +48,9 @@ from sim2real.adapt.unfreeze import UnfreezeSchedule
 from sim2real.config import ConfigError, to_dict
 from sim2real.engine import BestSelector, check_fresh_run_dir, open_run
 from sim2real.engine.checkpoint import BEST, CHECKPOINT
-from sim2real.eval.domain import DomainEval
-from sim2real.eval.loop import EvalBatch, run_batches, score
 from sim2real.eval.model import trained_tasks
 from sim2real.features.batching import gather_batch
-from sim2real.gap.distances import feature_distances
-from sim2real.gap.run import gap_record, write_gap_report
+from sim2real.gap.run import write_gap_report
 from sim2real.gap.tracker import FeatureGapTracker
 from sim2real.io import atomic_write_json, check_writable
 from sim2real.models import (
@@ -177,81 +174,6 @@ class AdaptSession:
         return s
 
     # --- evaluation -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def _predict(self, model: PerceptionModel, store, ds, cut: int, tap: AlignTap, name: str = "") -> dict:
-        """One pass over a cached set: alignment-tap and ``embed`` features and, for a labelled ``ds``,
-        the full metrics (with ``confusion``) and a :class:`DomainEval` for gap records and the report."""
-        model.eval()
-        valid = np.flatnonzero(store.valid)
-        taps: list[torch.Tensor] = []
-        batches = (EvalBatch(store.batch(chunk), store.geom[chunk], chunk)
-                   for chunk in (valid[start:start + 64] for start in range(0, len(valid), 64)))
-        # Unlabelled frames need only the features: no decoding.
-        run = run_batches(batches, lambda x: model.forward_from_cut(advance(model, x, cut)), model.input_hw,
-                          device=self.device, decode=ds is not None,
-                          on_output=lambda out: taps.append(tap(out).float().cpu()))
-        res: dict[str, Any] = {"tap": torch.cat(taps), "embed": run.embed.astype(np.float32)}
-        if ds is None:
-            return res
-        true = ds.original_targets(valid)
-        metrics = score(run, true, len(model.classes), self.tasks)
-        res["metrics"] = metrics
-        res["domain"] = DomainEval(name, metrics, res["embed"], run.pred, true, lambda r: ds.load(int(valid[r])),
-                                   tuple(self.tasks))
-        return res
-
-    def _evaluate(self, model, stores: dict, cut: int, tap: AlignTap, test: bool = False) -> dict:
-        """Scalar metrics per split (``sim_val``, ``real_val``, ``real_test``), their
-        :class:`DomainEval` (``dom_*``), the alignment-tap distances to the unlabelled frames
-        (``align_gap``) and the ``embed`` features the gap tracker compares (``f_sim``, ``f_real``:
-        labelled real val + unlabelled frames, like the sim trainer's real side)."""
-        d = self.data
-        res: dict[str, Any] = {}
-        sim = self._predict(model, stores["sim_val"], d.sim_val, cut, tap, "sim")
-        res["sim_val"], res["dom_sim"] = scalars(sim["metrics"]), sim["domain"]
-        splits = [("real_val", "val")] + ([("real_test", "test")] if test else [])
-        real_feats = []
-        for key, split in splits:
-            res[key], res[f"dom_{key}"] = None, None
-            if key in stores:
-                r = self._predict(model, stores[key], d.real[split], cut, tap, "real")
-                res[key], res[f"dom_{key}"] = scalars(r["metrics"]), r["domain"]
-                if key == "real_val":
-                    real_feats.append(r["embed"])
-        res["align_gap"] = {}
-        if "unlabelled" in stores:
-            unl = self._predict(model, stores["unlabelled"], None, cut, tap)
-            res["align_gap"] = feature_distances(sim["tap"], unl["tap"], ("mmd", "coral"), max_samples=256,
-                                                 seed=self.cfg.seed)
-            real_feats.append(unl["embed"])
-        res["f_sim"] = sim["embed"]
-        res["f_real"] = np.concatenate(real_feats) if real_feats else None
-        return res
-
-    @staticmethod
-    def _full(ev: dict, key: str) -> dict:
-        dom = ev.get(f"dom_{key}")
-        return dom.metrics if dom is not None else {}
-
-    def _epoch_record(self, ev: dict, tracker: FeatureGapTracker, epoch: int) -> dict:
-        """``sim/``, ``real/``, ``gap/<m>`` (real val), ``gap/feat_*`` (embed, tracker) and
-        ``align/feat_*`` (alignment tap vs unlabelled frames)."""
-        rec = gap_record(self._full(ev, "sim"), self._full(ev, "real_val"))
-        if _trackable(ev):
-            # The MMD bandwidth goes to the summary only, as in the sim trainer.
-            rec.update({k: v for k, v in tracker(ev["f_sim"], ev["f_real"], epoch=epoch).items()
-                        if not k.endswith("_sigma")})
-        rec.update({f"align/feat_{k}": v for k, v in ev["align_gap"].items() if not k.endswith("_sigma")})
-        return rec
-
-    def _final_record(self, ev: dict, tracker: FeatureGapTracker) -> dict:
-        """The run's summary gap: sim val vs real test (else real val), all feature distances."""
-        real = self._full(ev, "real_test") or self._full(ev, "real_val")
-        if not _trackable(ev):
-            return gap_record(self._full(ev, "sim"), real)
-        return gap_record(self._full(ev, "sim"), real, tracker, final=True, sim_features=ev["f_sim"],
-                          real_features=ev["f_real"])
-
     def _source_eval(self) -> dict:
         """The sim checkpoint, unchanged, on every split (once per session): the source-only
         baseline and the "before" t-SNE of every run's report."""
@@ -263,7 +185,7 @@ class AdaptSession:
             stores = self._stores(model, cut, sim_train=False, real_train=False, unlabelled=True)
             tap = AlignTap(model, self.cfg.align_features)
             try:
-                self._source_ev = self._evaluate(model, stores, cut, tap, test=True)
+                self._source_ev = evaluate_splits(model, stores, self.data, cut, tap, self.tasks, self.device, self.cfg.seed, test=True)
             finally:
                 tap.close()
         return self._source_ev
@@ -316,7 +238,7 @@ class AdaptSession:
     def _write_baseline(self, res: RunResult, run_dir: Path, ev: dict, tracking: TrackingConfig, t0: float) -> None:
         logger = make_logger(run_dir, tracking, {"baseline": res.kind, **to_dict(self.cfg)})
         try:
-            final = self._final_record(ev, FeatureGapTracker(self.cfg.gap))
+            final = final_record(ev, FeatureGapTracker(self.cfg.gap))
             res.feature_gap = feature_values(final)
             res.wall_s = time.perf_counter() - t0
             rec = res.record()
@@ -394,8 +316,8 @@ class AdaptSession:
 
     def _log_start(self, fit: _Fit, model: PerceptionModel) -> None:
         """Epoch 0: the starting point (after AdaBN), a candidate for selection like every epoch."""
-        ev0 = self._evaluate(model, fit.stores, fit.cut, fit.tap)
-        rec = self._epoch_record(ev0, fit.tracker, 0)
+        ev0 = evaluate_splits(model, fit.stores, self.data, fit.cut, fit.tap, self.tasks, self.device, self.cfg.seed)
+        rec = epoch_record(ev0, fit.tracker, 0)
         score = selection_score(fit.rule, ev0["real_val"], ev0["align_gap"].get("mmd"))
         fit.selector.update(0, score, model.state_dict())
         fit.logger.log({"epoch": 0, "split": "val", **rec, "trainable_stages": len(fit.sched.trainable_stages(0)),
@@ -430,10 +352,10 @@ class AdaptSession:
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
         fit.epochs_run = epoch
-        ev = self._evaluate(model, fit.stores, fit.cut, fit.tap)
+        ev = evaluate_splits(model, fit.stores, self.data, fit.cut, fit.tap, self.tasks, self.device, self.cfg.seed)
         score = selection_score(fit.rule, ev["real_val"], ev["align_gap"].get("mmd"))
         improved = fit.selector.update(epoch, score, model.state_dict())
-        rec = {"epoch": epoch, "split": "val", **self._epoch_record(ev, fit.tracker, epoch),
+        rec = {"epoch": epoch, "split": "val", **epoch_record(ev, fit.tracker, epoch),
                **{k: v / cfg.steps_per_epoch for k, v in sums.items()},
                "trainable_stages": len(fit.sched.trainable_stages(epoch - 1)),
                "selection/score": score[0] if score else None, "selection/improved": improved}
@@ -451,11 +373,12 @@ class AdaptSession:
         if sel.best_state is not None:
             model.load_state_dict(sel.best_state)
         best = save_checkpoint(fit.run_dir / BEST, model, extra={**extra, "epoch": sel.best_epoch})
-        final = self._evaluate(model, fit.stores, fit.cut, fit.tap, test=True)
+        final = evaluate_splits(model, fit.stores, self.data, fit.cut, fit.tap, self.tasks, self.device, self.cfg.seed,
+                                test=True)
         res = RunResult(fit.name, fit.kind, fit.methods, fit.run_dir, fit.rule, sel.best_epoch, fit.epochs_run,
                         real_test=final.get("real_test"), real_val=final["real_val"], sim_val=final["sim_val"],
                         align_gap=final["align_gap"], checkpoint=best)
-        final_rec = self._final_record(final, fit.tracker)
+        final_rec = final_record(final, fit.tracker)
         res.feature_gap = feature_values(final_rec)
         transfer = self._transfer_warnings(res)
         res.warnings = fit.warn_msgs + transfer
@@ -577,11 +500,11 @@ class AdaptSession:
         before, after = self._source_eval(), ev
         feats = {}
         if res.kind == "source_only":
-            if _trackable(ev):
+            if trackable(ev):
                 feats["source checkpoint"] = (ev["f_sim"], ev["f_real"])
         else:
             for label, e in (("before (source checkpoint)", before), (f"after ({res.name})", after)):
-                if _trackable(e):
+                if trackable(e):
                     feats[label] = (e["f_sim"], e["f_real"])
         try:
             write_gap_report(run_dir, [d for d in domains if d is not None], classes=self.source.classes,
@@ -589,15 +512,3 @@ class AdaptSession:
                              logger=logger, seed=self.cfg.seed, notes=self._report_notes())
         except Exception as e:  # noqa: BLE001 - a plotting failure must not lose a finished run
             warnings.warn(f"report.html could not be written ({type(e).__name__}: {e})", RuntimeWarning, stacklevel=2)
-
-
-MIN_FEATURE_ROWS = 4  # the feature distances (proxy A-distance most) need a few samples per domain
-
-
-def _trackable(ev: dict) -> bool:
-    """Whether both domains have enough ``embed`` rows for gap/feat_* (tiny val sets may not)."""
-    ok = ev["f_real"] is not None and min(len(ev["f_sim"]), len(ev["f_real"])) >= MIN_FEATURE_ROWS
-    if not ok and ev["f_real"] is not None:
-        log.warning("gap/feat_* skipped: %d sim val and %d real embeddings (need >= %d each)", len(ev["f_sim"]),
-                    len(ev["f_real"]), MIN_FEATURE_ROWS)
-    return ok

@@ -17,6 +17,7 @@ from sim2real.adapt.unfreeze import UnfreezeSchedule
 from sim2real.config import ConfigError, load_config
 from sim2real.engine import BestSelector
 from sim2real.models import HeadConfig, PerceptionModel, build_backbone
+from sim2real.paths import REPO_ROOT
 
 HW = (48, 64)
 
@@ -171,4 +172,4 @@ def test_config_methods_combine_and_bad_values_name_the_key(tmp_path):
         with pytest.raises(ConfigError, match=key):
             load_config(AdaptConfig, None, overrides)
     # the shipped YAML loads as is
-    load_config(AdaptConfig, "configs/adapt.yaml")
+    load_config(AdaptConfig, str(REPO_ROOT / "configs/adapt.yaml"))

@@ -52,12 +52,12 @@ def _broken_visp(tmp_path, monkeypatch) -> None:
 def test_own_footage_without_labels_refuses_k_or_real_val_with_a_hint(tmp_path):
     for extra, key in ((["k=5"], "'k'"), (["k=0", "selection=real_val"], "'selection'")):
         with pytest.raises(ConfigError, match=key) as e:
-            load_config(AdaptConfig, "configs/adapt.yaml", [f"unlabelled.source={tmp_path}", *extra])
+            load_config(AdaptConfig, str(REPO / "configs/adapt.yaml"), [f"unlabelled.source={tmp_path}", *extra])
         assert "real_labels=<your COCO file>" in str(e.value) and "\n" not in str(e.value)
-    cfg = load_config(AdaptConfig, "configs/adapt.yaml", [f"unlabelled.source={tmp_path}", "k=0"])
+    cfg = load_config(AdaptConfig, str(REPO / "configs/adapt.yaml"), [f"unlabelled.source={tmp_path}", "k=0"])
     assert cfg.real_labels == "auto" and cfg.labels_choice() is None
     # the demo (no footage named) keeps the ViSP labels; asking for them by name always works
-    assert load_config(AdaptConfig, "configs/adapt.yaml").labels_choice() == "visp"
+    assert load_config(AdaptConfig, str(REPO / "configs/adapt.yaml")).labels_choice() == "visp"
     named = load_config(AdaptConfig, None, [f"unlabelled.source={tmp_path}", "real_labels=visp"])
     assert named.labels_choice() == "visp" and named.k == 10
 
@@ -65,7 +65,7 @@ def test_own_footage_without_labels_refuses_k_or_real_val_with_a_hint(tmp_path):
 def test_cli_own_footage_k_without_labels_is_a_one_line_error(world, tmp_path, capsys, monkeypatch):
     _broken_visp(tmp_path, monkeypatch)
     frames = _frames(world, tmp_path)
-    code = main(["adapt", "--from", str(world["ckpt"]), "--config", "configs/adapt.yaml",
+    code = main(["adapt", "--from", str(world["ckpt"]), "--config", str(REPO / "configs/adapt.yaml"),
                  f"sim_dataset={world['sim']}", f"unlabelled.source={frames}", f"run_dir={tmp_path / 'r'}"])
     err = capsys.readouterr().err
     assert code == 2
@@ -132,7 +132,7 @@ def test_cli_own_footage_k0_uses_no_label_it_was_not_given(world, tmp_path):
            "SIM2REAL_VISP_ROOT": str(tmp_path / "no_visp_here"), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     env.pop("PYTHONWARNINGS", None)
     args = [sys.executable, "-m", "sim2real", "adapt", "--from", str(world["ckpt"]), "--config",
-            "configs/adapt.yaml", "--run-dir", str(run_dir), "--no-progress", "--no-wandb", "--no-baselines",
+            str(REPO / "configs/adapt.yaml"), "--run-dir", str(run_dir), "--no-progress", "--no-wandb", "--no-baselines",
             f"sim_dataset={world['sim']}", f"unlabelled.source={frames}", "k=0", "methods=[adabn]",
             f"cache_dir={world['root'] / 'cache'}", *FAST_NO_K, "epochs=1", "steps_per_epoch=1"]
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -14,6 +14,7 @@ from sim2real.config import ConfigError, load_config
 from sim2real.io import read_jsonl
 from sim2real.models import HeadConfig, PerceptionModel, build_backbone, save_checkpoint
 from sim2real.train.toy_data import SHAPES, write_shapes_dataset
+from sim2real.paths import REPO_ROOT
 
 METHODS = ["finetune", "coral", "mmd", "dann", "adabn", "adabn+coral"]
 
@@ -110,7 +111,7 @@ def test_compare_config_rejects_unknown_methods():
         load_config(CompareConfig, None, ["methods=[coral,magic]"])
     with pytest.raises(ConfigError, match="methods"):
         load_config(CompareConfig, None, ["methods=[coral,coral]"])
-    cfg = load_config(CompareConfig, "configs/compare.yaml")
+    cfg = load_config(CompareConfig, str(REPO_ROOT / "configs/compare.yaml"))
     assert cfg.k_values() == [5, 10, 20] and set(cfg.methods) == {"finetune", "coral", "mmd", "dann", "adabn"}
 
 
