@@ -1,0 +1,208 @@
+"""Hostile inputs replayed through the command line, as a careful user or an attacker would run them.
+
+Every case asserts: the exit code (2 = a clear one-line error, 0 = the bad item skipped and counted),
+no "Traceback" on stderr, the error names what it should, the good items' outputs are present, special
+files are left untouched, and (for decompression bombs) the process's peak memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from sim2real.models import ModelConfig, build_model, save_checkpoint
+from sim2real.models.heads import HeadConfig
+from sim2real.train.toy_data import write_shapes_dataset
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Ran:
+    rc: int
+    out: str
+    err: str
+    max_rss_mb: float
+
+
+_BOOT = ("import atexit, os, resource, runpy, sys\n"
+         "atexit.register(lambda: open(os.environ['RSS_FILE'], 'w').write("
+         "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n"
+         "sys.argv = ['sim2real', *sys.argv[1:]]\n"
+         "runpy.run_module('sim2real', run_name='__main__', alter_sys=True)\n")
+
+
+def sim2real(*args: str, cwd: Path) -> Ran:
+    """``python -m sim2real ARGS`` in ``cwd`` (never the checkout), with the process's own peak memory."""
+    rss_file = cwd / ".peak_rss_kb"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
+           "RSS_FILE": str(rss_file)}
+    proc = subprocess.run([sys.executable, "-c", _BOOT, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+    rss = int(rss_file.read_text()) / 1024 if rss_file.is_file() else float("nan")
+    return Ran(proc.returncode, proc.stdout, proc.stderr, rss)
+
+
+def _png(path: Path, width: int, height: int, color_type: int = 0, full: bool = False) -> None:
+    """A PNG of black pixels, gray (0) or RGB (2). ``full=False``: only the header claims the size (one
+    tiny IDAT); ``full=True``: every row is there, zlib-compressed (a real decompression bomb: a few MB
+    on disk, width x height x channels bytes once decoded)."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    if full:
+        z, row, parts = zlib.compressobj(9), b"\0" * (1 + width * (3 if color_type == 2 else 1)), []
+        for _ in range(height):
+            parts.append(z.compress(row))
+        idat = b"".join(parts) + z.flush()
+    else:
+        idat = zlib.compress(b"\0" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+class _Pickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):  # loading this would create the marker folder
+        return (os.mkdir, (str(self.marker),))
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    data = write_shapes_dataset(root / "shapes", num_images=4, size=(64, 48), seed=11)
+    model = build_model(ModelConfig(input_hw=[48, 64], head=HeadConfig(type="dense")), ["square", "disc", "triangle"])
+    ckpt = save_checkpoint(root / "model.pt", model)
+    _png(root / "bomb20k.png", 20000, 20000, color_type=2, full=True)
+    evil = root / "evil.pt"
+    torch.save({"meta": "{}", "state": {}, "x": _Pickled(root / "executed")}, evil)
+    return {"root": root, "data": data, "ckpt": ckpt, "evil": evil, "bomb20k": root / "bomb20k.png"}
+
+
+@dataclass
+class Case:
+    name: str
+    argv: Callable[[dict, Path], list[str]]       # (assets, tmp) -> command line
+    rc: int = 2
+    says: tuple[str, ...] = ()                    # substrings the error (stderr) or summary (stdout) holds
+    check: Callable[[dict, Path, Ran], None] | None = None
+    max_rss_mb: float | None = None
+    marks: tuple = field(default_factory=tuple)
+
+
+def _train(a, t, *over):
+    return ["train", f"datasets=[{a['data']}]", f"run_dir={t / 'run'}", "epochs=1", "batch_size=4",
+            "model.input_hw=[48,64]", "tracking.mode=disabled", "progress=false", f"cache_dir={t / 'cache'}", *over]
+
+
+def _bomb_folder(a, t):
+    folder = t / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"good{i}.png").write_bytes((a["data"] / "images" / f"{i:06d}.png").read_bytes())
+    _png(folder / "bomb40k.png", 40000, 40000)                         # OpenCV's own limit: a traceback
+    (folder / "bomb20k.png").write_bytes(a["bomb20k"].read_bytes())    # decoded whole: +1.2 GB
+    with open(folder / "huge.png", "wb") as fh:   # sparse: 1 GB on paper
+        fh.truncate(2**30)
+    return ["predict", "--checkpoint", str(a["ckpt"]), "--images", str(folder), "--out", str(t / "p.jsonl")]
+
+
+def _check_bombs(a, t, r):
+    recs = {rec["image"]: rec for rec in map(json.loads, (t / "p.jsonl").read_text().splitlines())}
+    assert all("class" in recs[f"good{i}.png"] for i in range(2)), recs
+    assert all("error" in recs[n] for n in ("bomb40k.png", "bomb20k.png", "huge.png")), recs
+
+
+def _fifo_out(a, t):
+    os.mkfifo(t / "out.jsonl")
+    return ["predict", "--checkpoint", str(a["ckpt"]), "--images", str(a["data"]), "--out", str(t / "out.jsonl")]
+
+
+def _check_fifo(a, t, r):
+    import stat
+
+    assert stat.S_ISFIFO(os.lstat(t / "out.jsonl").st_mode)
+
+
+def _video_as_labels(a, t):
+    video = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+    if not video.is_file():  # any binary file shows the same path through the reader
+        video = t / "clip.avi"
+        video.write_bytes(b"RIFF\x00\x10\x00\x00AVI LIST\xff\xfe\x80\x81" * 64)
+    return ["evaluate", "--checkpoint", str(a["ckpt"]), "--data", str(video), "--no-wandb"]
+
+
+def _resume_killed(a, t):
+    (t / "run").mkdir()
+    (t / "run" / "config.yaml").write_text(f"datasets: [{a['data']}]\nrun_dir: {t / 'run'}\n")
+    (t / "run" / "metrics.jsonl").write_text('{"epoch": 0, "split": "train", "loss": 1.0}\n')
+    return ["train", "--resume", str(t / "run")]
+
+
+def _scene_typo(a, t):
+    return ["generate", "--no-progress", "num_frames=2", f"out={t / 'gen'}", "scene.camera.scale=0.25",
+            "scene.camera.fxx=3"]
+
+
+def _check_no_state(a, t, r):
+    assert not (t / "gen" / "generate_state.json").exists()
+
+
+def _yaml_tag_in_file(a, t):
+    cfg = t / "evil.yaml"
+    cfg.write_text("epochs: !!python/object/apply:os.system ['touch pwned']\n")
+    return ["train", "--config", str(cfg), f"datasets=[{a['data']}]", f"run_dir={t / 'run'}"]
+
+
+def _check_not_executed(a, t, r):
+    assert not (t / "pwned").exists() and not (a["root"] / "executed").exists()
+
+
+CASES = [
+    Case("override: python tag", lambda a, t: _train(a, t, "seed=!!python/object/apply:os.system [touch pwned]"),
+         says=("'seed'", "plain YAML value"), check=_check_not_executed),
+    Case("override: unclosed list", lambda a, t: _train(a, t, "seed=[1,"), says=("'seed'",)),
+    Case("override: lr=nan", lambda a, t: _train(a, t, "lr=nan"), says=("'lr'", "finite number")),
+    Case("override: lr=inf", lambda a, t: _train(a, t, "lr=inf"), says=("'lr'", "finite number")),
+    Case("config file: python tag", _yaml_tag_in_file, says=("evil.yaml",), check=_check_not_executed),
+    Case("checkpoint with pickled code", lambda a, t: ["evaluate", "--checkpoint", str(a["evil"]), "--data",
+                                                       str(a["data"]), "--no-wandb"],
+         says=("evil.pt", "Python objects"), check=_check_not_executed),
+    Case("decompression bombs and a 1 GB .png among good images", _bomb_folder, rc=0,
+         says=("3 unreadable image(s) skipped",), check=_check_bombs, max_rss_mb=1500),
+    Case("a FIFO as --out", _fifo_out, says=("out.jsonl", "not a regular file"), check=_check_fifo),
+    Case("a video as evaluate --data", _video_as_labels, says=("not a COCO JSON file",)),
+    Case("resume of a run killed before its first checkpoint", _resume_killed, says=("without --resume",)),
+    Case("scene override typo", _scene_typo, says=("scene.camera.fxx", "did you mean 'fx'"), check=_check_no_state),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_input(case: Case, assets, tmp_path):
+    r = sim2real(*case.argv(assets, tmp_path), cwd=tmp_path)
+    assert "Traceback" not in r.err, r.err[-3000:]
+    assert r.rc == case.rc, f"rc {r.rc}\n{r.out[-2000:]}\n{r.err[-2000:]}"
+    if case.max_rss_mb is not None:
+        assert r.max_rss_mb < case.max_rss_mb, f"peak memory {r.max_rss_mb:.0f} MB"
+    if case.rc == 2:
+        errors = [line for line in r.err.splitlines() if ": error: " in line]
+        assert len(errors) == 1, r.err[-2000:]
+    for s in case.says:
+        assert s in r.err + r.out, f"{s!r} not in:\n{r.out[-2000:]}\n{r.err[-2000:]}"
+    if case.check is not None:
+        case.check(assets, tmp_path, r)
