@@ -82,9 +82,9 @@ def bench_stages(cfg: GenerateConfig) -> dict[str, float]:
     """
     import functools
 
-    import envs.postprocess as pp
-    import envs.tabletop as tt
     import sim2real.data.coco_writer as cw
+    import sim2real_envs.postprocess as pp
+    import sim2real_envs.tabletop as tt
     from sim2real.data.generate import FrameRenderer, RenderJob
 
     stages = {

@@ -12,7 +12,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 stamp="$VENV/.sim2real-stamp"
-want=$(cat pyproject.toml launch/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml setup.py launch/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing python packages (first run takes a few minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip

@@ -49,7 +49,7 @@ def seed_everything(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
-    except ImportError:  # envs-only use
+    except ImportError:  # sim2real_envs-only use
         pass
 
 

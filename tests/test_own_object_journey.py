@@ -1,6 +1,6 @@
 """The README's own-object journey, run as documented so the documented path cannot rot.
 
-The scene is the worked example of envs/README.md ("my object is a cube with a printed pattern"),
+The scene is the worked example of sim2real_envs/README.md ("my object is a cube with a printed pattern"),
 written with its assets into a temporary folder outside configs/ (and outside the checkout); the
 commands are README.md's "Your own scene and camera" block, run from that folder. Only sizes are
 shrunk (frames, camera scale, epochs, input size) and progress/W&B switched off, so it runs in well
@@ -81,7 +81,7 @@ def make_project(root: Path) -> Path:
     """my_cube/ with the worked example's scene.yaml, print.png and desk/ photos."""
     proj = root / "my_cube"
     (proj / "desk").mkdir(parents=True)
-    (proj / "scene.yaml").write_text(marked_block(REPO / "envs" / "README.md", "own-object-scene"))
+    (proj / "scene.yaml").write_text(marked_block(REPO / "sim2real_envs" / "README.md", "own-object-scene"))
     make_print(proj / "print.png")
     rng = np.random.default_rng(0)
     for i in range(2):  # wood-ish noise

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sim2real.config import load_config
-from sim2real.paths import REPO_ROOT
+from sim2real.paths import bundled_config
 
 T = TypeVar("T")
 
@@ -21,9 +21,12 @@ def add_config_arguments(p: argparse.ArgumentParser, default_config: str | None)
 
 
 def resolve_default_config(path: str | None, default: str | None) -> str | None:
-    """A relative default config missing from the working folder is taken from the checkout."""
-    if path and path == default and not Path(path).exists() and (REPO_ROOT / path).is_file():
-        return str(REPO_ROOT / path)
+    """A relative default config missing from the working folder is taken from the checkout, or
+    from the configs shipped inside the package when it is installed from a wheel."""
+    if path and path == default and not Path(path).exists():
+        shipped = bundled_config(path)  # <checkout>/configs/... or <site-packages>/sim2real/_configs/...
+        if shipped is not None:
+            return str(shipped)
     return path
 
 

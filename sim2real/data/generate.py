@@ -41,7 +41,7 @@ import numpy as np
 from sim2real.config import ConfigError, choice, rng, save_config, to_dict
 from sim2real.data import coco_writer as cw
 from sim2real.io import OutputError, atomic_write_json, check_writable
-from sim2real.paths import REPO_ROOT
+from sim2real.paths import REPO_ROOT, bundled_config
 
 STATE_FILE = "generate_state.json"
 STATE_VERSION = 1
@@ -67,7 +67,7 @@ class GenerateConfig:
     image_format: str = field(default="png", metadata=choice("png", "jpg"))
     jpeg_quality: int = field(default=95, metadata=rng(1, 100))
     png_compression: int = field(default=1, metadata=rng(0, 9))
-    env_id: str = "envs:sim2real/Tabletop-v0"
+    env_id: str = "sim2real_envs:sim2real/Tabletop-v0"
     renderer: str = field(default="tiny", metadata=choice("tiny", "egl"))
     # Scene YAML ("" = the env's embedded default scene); ``scene`` keys are merged on top,
     # so ``scene.camera.width=128`` works on the command line.
@@ -92,6 +92,7 @@ class GenerateConfig:
                                             f"= {groups}", self.num_shards)
         if not self.out:
             raise ConfigError("out", "an output folder")
+        self.env_id = canonical_env_id(self.env_id)
 
 
 class ResumeError(ValueError):
@@ -102,13 +103,26 @@ class ResumeError(ValueError):
 # Config -> scene, seeds, frame lists, fingerprint
 
 
+ENV_MODULE = "sim2real_envs"
+_OLD_ENV_MODULE = "envs"  # its old name (generic: another PyPI distribution installs a module `envs`)
+
+
+def canonical_env_id(env_id: str) -> str:
+    """``envs:<id>`` (the package's old module name, still in older configs) -> ``sim2real_envs:<id>``."""
+    module, sep, rest = env_id.partition(":")
+    return f"{ENV_MODULE}:{rest}" if sep and module == _OLD_ENV_MODULE else env_id
+
+
 def resolve_scene_file(scene_file: str) -> Path:
-    """A relative ``scene_file`` is looked up in the working directory, then in the project root."""
+    """A relative ``scene_file`` is looked up in the working directory, then in the project root,
+    then among the configs shipped inside the package (``configs/scenes/...`` after a wheel install)."""
     p = Path(scene_file).expanduser()
     if p.is_file() or p.is_absolute():
         return p
     alt = REPO_ROOT / p
-    return alt if alt.is_file() else p
+    if alt.is_file():
+        return alt
+    return bundled_config(scene_file) or p
 
 
 def load_scene(cfg: GenerateConfig) -> dict | None:
@@ -121,12 +135,12 @@ def load_scene(cfg: GenerateConfig) -> dict | None:
         return copy.deepcopy(cfg.scene) or None
     path = resolve_scene_file(cfg.scene_file)
     if not path.is_file():
-        raise FileNotFoundError(f"scene_file: no scene YAML at {cfg.scene_file} (looked in {Path.cwd()} "
-                                f"and {REPO_ROOT}); set scene_file= to an existing file or '' for "
-                                "the env's embedded default scene")
+        raise FileNotFoundError(f"scene_file: no scene YAML at {cfg.scene_file} (looked in {Path.cwd()}, "
+                                f"{REPO_ROOT} and the package's own configs); set scene_file= to an "
+                                "existing file or '' for the env's embedded default scene")
     # The env package's own reader, so the env reads a file and this dict alike; imported here
-    # because importing envs loads pybullet, which only rendering needs.
-    from envs.config import SceneConfigError, read_scene_file
+    # because importing sim2real_envs loads pybullet, which only rendering needs.
+    from sim2real_envs.config import SceneConfigError, read_scene_file
 
     try:
         scene = read_scene_file(path, cfg.scene)
@@ -439,7 +453,7 @@ def generate(cfg: GenerateConfig) -> dict:
     scene = load_scene(cfg)
     # Validate the scene the way each worker's env will, before anything is written: a rejected
     # key must leave no generate_state.json that would refuse the corrected re-run.
-    from envs.config import load_scene as validate_scene
+    from sim2real_envs.config import load_scene as validate_scene
 
     validate_scene(scene)
     out = check_writable(cfg.out)

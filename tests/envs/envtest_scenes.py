@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import yaml
 
-from envs.config import DEFAULT_SCENE_YAML
+from sim2real_envs.config import DEFAULT_SCENE_YAML
 
 W, H = 64, 48
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from envs.camera import Intrinsics, look_at, project, projection_matrix, view_matrix
-from envs.tabletop import TabletopEnv
+from sim2real_envs.camera import Intrinsics, look_at, project, projection_matrix, view_matrix
+from sim2real_envs.tabletop import TabletopEnv
 from envtest_scenes import sphere_scene
 
 

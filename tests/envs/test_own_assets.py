@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from envs.tabletop import TabletopEnv
+from sim2real_envs.tabletop import TabletopEnv
 
 from envtest_scenes import sphere_scene
 

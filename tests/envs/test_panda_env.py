@@ -4,7 +4,7 @@ from gymnasium.utils.env_checker import check_env
 
 from envtest_scenes import H, W, default_scene, pixels_alone
 
-PANDA = "envs:sim2real/PandaTabletop-v0"
+PANDA = "sim2real_envs:sim2real/PandaTabletop-v0"
 
 
 def _scene(**camera):

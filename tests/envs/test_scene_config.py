@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from envtest_scenes import default_scene, sphere_scene
-from envs.config import DEFAULT_SCENE_YAML, SceneConfigError, load_scene
-from envs.tabletop import TabletopEnv, base_intrinsics
+from sim2real_envs.config import DEFAULT_SCENE_YAML, SceneConfigError, load_scene
+from sim2real_envs.tabletop import TabletopEnv, base_intrinsics
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,12 +7,12 @@ import pytest
 import yaml
 from gymnasium.utils.env_checker import check_env
 
-from envs.config import SceneConfigError
-from envs.labels import CORNER_SIGNS
+from sim2real_envs.config import SceneConfigError
+from sim2real_envs.labels import CORNER_SIGNS
 from envtest_scenes import H, W, default_scene, pixels_alone, sphere_scene
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLETOP = "envs:sim2real/Tabletop-v0"
+TABLETOP = "sim2real_envs:sim2real/Tabletop-v0"
 
 
 def make(scene=None, **kw):
@@ -171,7 +171,7 @@ def test_visibility_equals_brute_force_alone_render():
 def test_visibility_skips_renders_when_nothing_is_in_front(monkeypatch):
     """Overlapping boxes alone don't cost a crop render: the frame's ids and depth must show an
     occluder in front first.  Labels still equal the brute-force render of each object alone."""
-    import envs.tabletop as tabletop
+    import sim2real_envs.tabletop as tabletop
 
     calls = {"tested": 0, "in_front": 0, "renders": 0}
     shows = tabletop._shows_in_front
@@ -343,7 +343,7 @@ def test_broken_asset_is_never_used():
 
 
 def test_no_pybullet_banner_on_stdout(capfd):
-    from envs.bullet import connect
+    from sim2real_envs.bullet import connect
 
     connect().disconnect()
     out, err = capfd.readouterr()
@@ -352,8 +352,8 @@ def test_no_pybullet_banner_on_stdout(capfd):
 
 def test_postprocess_transforms_are_drawn_independently():
     """One seed per frame drives all transforms in turn: every on/off combination occurs."""
-    from envs import postprocess
-    from envs.config import PostprocessConfig
+    from sim2real_envs import postprocess
+    from sim2real_envs.config import PostprocessConfig
 
     pipe = postprocess.build(PostprocessConfig(noise_prob=0.5, blur_prob=0.3, jpeg_prob=0.3,
                                                color_jitter_prob=0.5))
@@ -370,7 +370,7 @@ def test_postprocess_transforms_are_drawn_independently():
 def test_banked_noise_keeps_shape_and_std(shape):
     import random
 
-    from envs.postprocess import A, BankedGaussNoise
+    from sim2real_envs.postprocess import A, BankedGaussNoise
 
     pipe = A.Compose([BankedGaussNoise(std_range=(0.05, 0.05), p=1.0)], seed=0)
     pipe.set_random_state(np.random.default_rng(1), random.Random(1))

@@ -1,5 +1,5 @@
 """Where a texture lands: ``texture_mapping: per_face`` (the whole image once on every box face,
-as envs/README.md "Appearance keys" describes) and ``texture_repeat`` (n x m copies), checked by
+as sim2real_envs/README.md "Appearance keys" describes) and ``texture_repeat`` (n x m copies), checked by
 pixel colour at projected points of a quadrant texture, with lighting/post-processing fixed."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from envs.config import SceneConfigError, load_scene
-from envs.tabletop import TabletopEnv
+from sim2real_envs.config import SceneConfigError, load_scene
+from sim2real_envs.tabletop import TabletopEnv
 
 # Quadrants of the test image as seen on a face: (right?, top?) -> colour name.
 QUADS = {(False, True): "red", (True, True): "green", (False, False): "blue",
@@ -113,7 +113,7 @@ def test_per_face_shows_the_whole_image_on_every_face(tmp_path, repeat):
 
 def test_primitive_box_shows_one_cell_per_face(tmp_path):
     """pybullet's own box UVs (the default, unchanged): a face shows one cell of the image, so the
-    four quadrant points of a face share one colour (what envs/README.md warns about)."""
+    four quadrant points of a face share one colour (what sim2real_envs/README.md warns about)."""
     tex = quad_png(tmp_path / "quad.png")
     obs, info = render(scene(tex, 0, mapping="primitive"))
     checks = face_checks(obs, info["labels"])

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from envs.config import SKIMAGE_IMAGES
-from envs.textures import skimage_image
+from sim2real_envs.config import SKIMAGE_IMAGES
+from sim2real_envs.textures import skimage_image
 
 
 @pytest.mark.parametrize("name", SKIMAGE_IMAGES)

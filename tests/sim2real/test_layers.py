@@ -3,7 +3,7 @@
 Imports only go down: io/config -> runinfo/tracking -> models -> data -> features -> eval/engine ->
 gap -> train/adapt -> deploy -> commands/cli. A module may import its own package and any package
 of a LOWER layer; an import sideways (same layer, other package) or up is a design bug, and so is
-any circle between modules. ``envs/`` never imports ``sim2real``.
+any circle between modules. ``sim2real_envs/`` (the simulation package) never imports ``sim2real``.
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ def test_no_import_cycle_between_modules():
 
 
 def test_envs_never_imports_sim2real():
-    bad = [f"{p.relative_to(ROOT)} imports {m}" for p in (ROOT / "envs").rglob("*.py")
+    files = sorted((ROOT / "sim2real_envs").rglob("*.py"))
+    assert files, "no simulation package at sim2real_envs/"
+    bad = [f"{p.relative_to(ROOT)} imports {m}" for p in files
            for m in imports_of(p) if m.split(".")[0] == "sim2real"]
     assert not bad, "\n".join(bad)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from envs.camera import project
+from sim2real_envs.camera import project
 
 # Corner signs in the object frame; same order as the real ViSP cube CAD model.
 CORNER_SIGNS = np.array([(+1, -1, -1), (-1, -1, -1), (-1, +1, -1), (+1, +1, -1),

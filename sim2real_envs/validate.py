@@ -1,4 +1,4 @@
-"""A small dict -> dataclass validator (envs/ must not import sim2real).
+"""A small dict -> dataclass validator (sim2real_envs/ must not import sim2real).
 
 Fields may carry metadata: ``range=(lo, hi)`` (checked for numbers and every element of number
 lists), ``choices=(...)``, ``key="yaml-name"`` (when the YAML key is not a Python identifier,

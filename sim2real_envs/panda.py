@@ -14,8 +14,8 @@ import numpy as np
 import pybullet as p
 from gymnasium import spaces
 
-from envs.objects import link_frame, pose_matrix
-from envs.tabletop import TabletopEnv
+from sim2real_envs.objects import link_frame, pose_matrix
+from sim2real_envs.tabletop import TabletopEnv
 
 PANDA_URDF = "franka_panda/panda.urdf"
 ARM_JOINTS = list(range(7))

@@ -19,7 +19,7 @@ from typing import Optional
 
 import yaml
 
-from envs.validate import SceneConfigError, from_dict, to_dict
+from sim2real_envs.validate import SceneConfigError, from_dict, to_dict
 
 __all__ = ["SceneConfig", "SceneConfigError", "load_scene", "read_scene_file", "deep_merge",
            "DEFAULT_SCENE_YAML", "to_dict", "PATTERNS", "SKIMAGE_IMAGES", "TEXTURE_MAPPINGS"]

@@ -14,7 +14,7 @@ import sys
 import cv2
 import numpy as np
 
-from envs.config import PostprocessConfig
+from sim2real_envs.config import PostprocessConfig
 
 
 def _import_albumentations():

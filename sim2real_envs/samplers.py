@@ -14,10 +14,10 @@ from typing import Optional
 
 import numpy as np
 
-from envs.camera import Intrinsics, orbit_pose
-from envs.config import (AppearanceConfig, CameraConfig, LightingConfig, ObjectConfig,
+from sim2real_envs.camera import Intrinsics, orbit_pose
+from sim2real_envs.config import (AppearanceConfig, CameraConfig, LightingConfig, ObjectConfig,
                          PlacementConfig, SceneConfig)
-from envs.textures import folder_images
+from sim2real_envs.textures import folder_images
 
 
 def uniform(rng: np.random.Generator, lo_hi) -> float:
@@ -45,7 +45,7 @@ def appearance(rng: np.random.Generator, cfg: AppearanceConfig, pool_size: int,
     """Colour + texture for one surface; None = keep the asset's own colour/texture."""
     fixed_tex = None
     if cfg.texture is not None:
-        from envs.config import resolve_file
+        from sim2real_envs.config import resolve_file
 
         fixed_tex = ("file", resolve_file(cfg.texture, "texture", base_dir))
     if not cfg.randomize:

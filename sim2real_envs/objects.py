@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pybullet as p
 
-from envs.config import ObjectConfig
+from sim2real_envs.config import ObjectConfig
 
 
 def quat_to_matrix(q) -> np.ndarray:

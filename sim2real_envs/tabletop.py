@@ -34,16 +34,16 @@ import pybullet_data
 import yaml
 from gymnasium import spaces
 
-from envs import postprocess, samplers
-from envs.bullet import connect
-from envs.camera import (CalibrationNodeError, Intrinsics, depth_from_buffer, intrinsics_from_fov,
+from sim2real_envs import postprocess, samplers
+from sim2real_envs.bullet import connect
+from sim2real_envs.camera import (CalibrationNodeError, Intrinsics, depth_from_buffer, intrinsics_from_fov,
                          project, projection_matrix, read_opencv_intrinsics, view_matrix)
-from envs.config import (DEFAULT_SCENE_YAML, SceneConfig, SceneConfigError, deep_merge, load_scene,
+from sim2real_envs.config import (DEFAULT_SCENE_YAML, SceneConfig, SceneConfigError, deep_merge, load_scene,
                          resolve_file, resolve_glob)
-from envs.labels import LabelledObject, box_corners, frame_labels
-from envs.objects import (Spawned, apply_appearance, link_boxes, link_frame, loadable_mesh,
+from sim2real_envs.labels import LabelledObject, box_corners, frame_labels
+from sim2real_envs.objects import (Spawned, apply_appearance, link_boxes, link_frame, loadable_mesh,
                           local_box, spawn, static_box, write_box_obj, yaw_quaternion)
-from envs.textures import TextureBank
+from sim2real_envs.textures import TextureBank
 
 RENDERERS = ("tiny", "egl")
 _FAR_AWAY = [0.0, 0.0, -1000.0]  # where bodies wait while another object is rendered alone
@@ -593,7 +593,7 @@ class TabletopEnv(gym.Env):
 
     def resolved_scene(self) -> dict:
         """The validated scene with every default filled in (plain dict, for manifests)."""
-        from envs.config import to_dict
+        from sim2real_envs.config import to_dict
 
         return to_dict(self.cfg)
 
