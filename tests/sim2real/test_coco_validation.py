@@ -117,8 +117,16 @@ def test_frame_index_is_last_number_of_stem():
 
 @pytest.mark.skipif(not VISP_CUBE.is_dir(), reason="visp-images-data not installed")
 @pytest.mark.parametrize("how", ["symlink", "dotdot", "absolute"])
-def test_real_visp_eval_frame_refused_before_reading(tmp_path, toy, how):
+def test_real_visp_eval_frame_refused_before_reading(tmp_path, toy, how, monkeypatch):
     """A COCO entry naming ViSP cube frame 150 (evaluation-only) by any route is refused."""
+    import sim2real.data.dataset as dataset_mod
+    import sim2real.data.real as real_mod
+
+    def no_read(path, *a, **k):  # even with the guard broken, this test must not read the frame
+        raise AssertionError(f"a reader tried to read {path} instead of refusing it")
+
+    for mod, attr in ((real_mod, "image_header_size"), (real_mod, "load_image"), (dataset_mod, "load_image")):
+        monkeypatch.setattr(mod, attr, no_read)
     frame = VISP_CUBE / "image0150.pgm"  # never opened: only its name is used
     if how == "symlink":
         (toy / "images" / "innocent.pgm").symlink_to(frame)
