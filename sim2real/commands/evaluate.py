@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint (best.pt, checkpoint.pt, adapted...)")
     p.add_argument("--data", required=True, help="dataset folder (with annotations.json) or COCO .json file")
     p.add_argument("--image-root", help="folder the COCO file_name entries are relative to (default: its folder)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="read file_name entries that point outside the image root ('../x', absolute paths)")
+    p.add_argument("--allow-eval-frames", action="store_true",
+                   help="the FINAL evaluation only: score evaluation-only frames (e.g. ViSP cube 100-217)")
     p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
     p.add_argument("--name", help="report name: eval_<name>.json/.md (default: from the dataset path)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -127,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
 
     tracking = tracking_config(list(args.tracking), args.no_wandb)
     model, device, meta = load_model(args.checkpoint, args.device)
-    ds = CocoDataset(args.data, image_root=args.image_root, classes=model.classes, num_keypoints=model.num_keypoints)
+    ds = CocoDataset(args.data, image_root=args.image_root, classes=model.classes, num_keypoints=model.num_keypoints,
+                     allow_outside_root=args.allow_outside_root, allow_protected=args.allow_eval_frames)
     out_dir = check_writable(Path(args.out) if args.out else Path(args.checkpoint).parent)
     domain = guess_domain(args.data) if args.domain == "auto" else args.domain
     # evaluate_dataset's loop, also keeping predictions and features for the report.

@@ -49,16 +49,20 @@ def _folder_images(folder: Path) -> list[tuple[str, Path]]:
 
 def _coco_images(path: Path, image_root: str | None) -> list[tuple[str, Path]]:
     from sim2real.data.dataset import read_coco, resolve_annotation_file
+    from sim2real.data.real import coco_from_dict, default_image_root
 
     ann = resolve_annotation_file(path)
-    root = Path(image_root) if image_root else ann.parent
-    images = read_coco(ann)["images"]
-    missing = [im["file_name"] for im in images if not (root / im["file_name"]).is_file()]
+    data = read_coco(ann)
+    root = Path(image_root) if image_root else default_image_root(data, ann)
+    # The one COCO validator (boxes, ids, file_name inside the root); predictions are not scores, so
+    # evaluation-only frames may be predicted on, as with --images <folder>.
+    coco = coco_from_dict(data, root, source=ann, check_files=False, allow_protected=True)
+    missing = [im.path for im in coco.images if not im.path.is_file()]
     if missing:
-        raise FileNotFoundError(f"{ann}: image file {root / missing[0]} does not exist"
+        raise FileNotFoundError(f"{ann}: image file {missing[0]} does not exist"
                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                                 + "; pass --image-root if the images live elsewhere")
-    return [(im["file_name"], root / im["file_name"]) for im in images]
+    return [(im.file_name, im.path) for im in coco.images]
 
 
 def _video_frames(path: Path, every: int, max_frames: int | None) -> Iterator[tuple[dict, np.ndarray]]:

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sim2real.data.images import ImageReadError, load_image
+from sim2real.data.real import check_image_sizes, coco_from_dict, default_image_root
 from sim2real.models.preprocess import PreprocessMeta
 
 ANNOTATIONS = "annotations.json"
@@ -89,22 +90,34 @@ class CocoDataset(Dataset):
     """Labelled images of one COCO file.
 
     ``path``: dataset folder or COCO ``.json``; ``image_root``: folder ``file_name`` is relative to
-    (default: the JSON's folder); ``preprocess``: the model's ``Preprocess`` (``None`` -> items
+    (default: the COCO ``info.image_root``, else the JSON's folder); ``preprocess``: the model's ``Preprocess`` (``None`` -> items
     carry only the raw image); ``classes``: map categories by name onto this list (e.g. a model's
     classes; categories outside it are ignored), default the file's own categories;
     ``augment(img, index) -> img``: optional photometric augmentation (labels unchanged).
+
+    The file is checked by the one COCO validator (``sim2real.data.real.coco_from_dict``, the
+    same as adapt's reader): boxes inside the image (``BOX_TOLERANCE_PX``), w/h > 0, known category
+    ids, ``file_name`` inside the image root (``allow_outside_root`` opts out), no evaluation-only
+    frame on the resolved path (``allow_protected``: the final evaluation only), and each image's
+    declared width/height equal to its file's, read from the header (PIL, no decoding: about as
+    cheap as the existence check) when the dataset is built, so a wrong size fails at once.
     """
 
     def __init__(self, path: str | Path, image_root: str | Path | None = None, preprocess: Any = None,
                  classes: Sequence[str] | None = None, augment: Callable[[np.ndarray, int], np.ndarray] | None = None,
-                 num_keypoints: int | None = None):
+                 num_keypoints: int | None = None, *, allow_outside_root: bool = False,
+                 allow_protected: bool = False):
         self.ann_file = resolve_annotation_file(path)
-        self.image_root = Path(image_root).expanduser() if image_root else self.ann_file.parent
+        data = read_coco(self.ann_file)
+        self.image_root = Path(image_root).expanduser() if image_root else default_image_root(data, self.ann_file)
         if not self.image_root.is_dir():
             raise FileNotFoundError(f"image root {self.image_root} (for {self.ann_file}) is not a folder")
         self.preprocess = preprocess
         self.augment = augment
-        data = read_coco(self.ann_file)
+        # Validation only (raises naming file, entry and expectation); the index below reads the raw dicts.
+        checked = coco_from_dict(data, self.image_root, source=self.ann_file, check_files=False,
+                                 allow_outside_root=allow_outside_root, allow_protected=allow_protected)
+        self._paths = {im.id: im.path for im in checked.images}
         self.file_classes = category_names(data)
         self.classes = list(classes) if classes is not None else list(self.file_classes)
         if not set(self.file_classes) & set(self.classes):
@@ -126,6 +139,7 @@ class CocoDataset(Dataset):
             by_image.setdefault(ann["image_id"], []).append(ann)
         K = self.num_keypoints
         files, ids, labels, centers, boxes, kps, vis, sizes, scenes = [], [], [], [], [], [], [], [], []
+        paths: list[Path] = []
         self.num_without_target = 0
         for i, img in enumerate(data["images"]):
             if "file_name" not in img or "id" not in img:
@@ -144,6 +158,7 @@ class CocoDataset(Dataset):
                 arr = np.asarray(raw, np.float32).reshape(-1, 3)[:K]
                 kp[: len(arr)] = arr
             files.append(str(img["file_name"]))
+            paths.append(self._paths[img["id"]])
             sizes.append([int(img.get("height", 0)), int(img.get("width", 0))])
             ids.append(img["id"])
             scenes.append(img.get("scene"))
@@ -153,6 +168,7 @@ class CocoDataset(Dataset):
             kps.append(kp[:, :2])
             vis.append(kp[:, 2])
         self.file_names: list[str] = files
+        self.paths: list[Path] = paths
         self.image_ids: list[Any] = ids
         # Generated sets: which randomized scene each frame shows (its views are near-duplicates).
         self.scene_ids: list[Any] | None = scenes if scenes and all(s is not None for s in scenes) else None
@@ -163,18 +179,20 @@ class CocoDataset(Dataset):
         # Explicit row count: with K = 0 (labels without keypoints) "-1" could not be inferred.
         self.keypoints = np.asarray(kps, np.float32).reshape(len(files), K, 2)
         self.kp_vis = np.asarray(vis, np.float32).reshape(len(files), K).astype(np.int64)
-        missing = [f for f in files if not (self.image_root / f).is_file()]
+        missing = [p for p in paths if not p.is_file()]
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise FileNotFoundError(f"{self.ann_file}: image file {self.image_root / missing[0]} does not "
+            raise FileNotFoundError(f"{self.ann_file}: image file {missing[0]} does not "
                                     f"exist{more} (image root {self.image_root}; pass --image-root if the "
                                     f"images live elsewhere)")
+        check_image_sizes([(f"image id {ids[i]}", p, int(sizes[i][1]), int(sizes[i][0]))
+                           for i, p in enumerate(paths)], self.ann_file)
 
     def __len__(self) -> int:
         return len(self.file_names)
 
     def image_path(self, i: int) -> Path:
-        return self.image_root / self.file_names[i]
+        return self.paths[i]
 
     def load(self, i: int) -> np.ndarray | None:
         """The raw image (uint8 RGB or gray), or ``None`` if it is corrupt (recorded)."""

@@ -8,6 +8,7 @@ known sequences without importing a module that imports it back.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 VISP_CUBE_SUBDIR = "mbt/cube"
@@ -35,3 +36,25 @@ def register_protected_frames() -> None:
 
 
 register_protected_frames()
+
+
+def frame_index(path: str | Path) -> int | None:
+    """The frame index of an image file: the last number in its stem (``image0042.pgm`` -> 42),
+    as :class:`sim2real.data.real_footage.FrameFolderFootage` numbers frames; ``None`` without one."""
+    numbers = re.findall(r"\d+", Path(path).stem)
+    return int(numbers[-1]) if numbers else None
+
+
+def protected_range(path: str | Path) -> range | None:
+    """The evaluation-only frame range ``path`` falls in, judged on the RESOLVED path (symlinks and
+    ``..`` resolved, so another name for a protected frame is still that frame), else ``None``."""
+    register_protected_frames()
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):
+        return None
+    prot = PROTECTED_FRAMES.get(real.parent)
+    if prot is None:
+        return None
+    index = frame_index(real)
+    return prot if index is not None and index in prot else None

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from sim2real.data.images import IMAGE_SUFFIXES, load_image, save_image
+from sim2real.data.protected_frames import protected_range
 from sim2real.io import atomic_write_json, check_writable
 
 #: Boxes may poke out of the image by this many pixels (projected or hand-drawn boxes round
@@ -33,6 +34,10 @@ BOX_TOLERANCE_PX = 2.0
 
 class RealDataError(ValueError):
     """Real data (labels, folders, footage) is missing or malformed; the message names the file."""
+
+
+class ProtectedImageError(RealDataError):
+    """A COCO entry names an evaluation-only frame (``sim2real.data.protected_frames``)."""
 
 
 class ClassMappingError(RealDataError):
@@ -211,11 +216,80 @@ def _int_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def default_image_root(data: Any, ann_file: str | Path) -> Path:
+    """The folder ``file_name`` entries are relative to when the caller names none: the COCO
+    ``info.image_root`` (written by :func:`export_coco`; relative = to the JSON's folder), else the
+    JSON's folder."""
+    ann_file = Path(ann_file)
+    info = data.get("info") if isinstance(data, dict) else None
+    root = info.get("image_root") if isinstance(info, dict) else None
+    if root is None:
+        return ann_file.parent
+    if not isinstance(root, str) or not root:
+        raise _err(ann_file, "info 'image_root'", "a folder path (string)", root)
+    return ann_file.parent / Path(root).expanduser()
+
+
+def image_path_in_root(root: Path, file_name: str, *, source: Path, where: str,
+                       allow_outside_root: bool = False) -> Path:
+    """``root / file_name``, refused when it lies outside ``root`` (``../x``, an absolute path)
+    unless ``allow_outside_root``.  Judged on the normalised path (``..`` folded, symlinks kept:
+    a link the user put inside the root is theirs; the evaluation-frame guard judges the resolved
+    path separately)."""
+    path = root / file_name
+    if not allow_outside_root:
+        root_abs, path_abs = os.path.abspath(root), os.path.abspath(path)
+        if os.path.commonpath([root_abs, path_abs]) != root_abs or path_abs == root_abs:
+            raise _err(source, where + " 'file_name'", f"a path inside the image root {root} (pass "
+                       "allow_outside_root=True / --allow-outside-root to read images elsewhere)", file_name)
+    return path
+
+
+def check_protected_images(paths: Sequence[tuple[str, Path]], source: Path, allow_protected: bool = False) -> None:
+    """Refuse evaluation-only frames (resolved paths) unless ``allow_protected`` (final evaluation only)."""
+    if allow_protected:
+        return
+    hits = [(where, p, r) for where, p in paths if (r := protected_range(p)) is not None]
+    if hits:
+        where, p, r = hits[0]
+        more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
+        raise ProtectedImageError(
+            f"{source}: {where} names {p}{more}, an evaluation-only frame ({Path(p).resolve().parent} frames "
+            f"{r.start}-{r.stop - 1}); such frames must not feed training, adaptation or tuning. For the final "
+            "evaluation only: sim2real evaluate --allow-eval-frames (Python: allow_protected=True)")
+
+
+def image_header_size(path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` from the file header (PIL, no pixel decoding); ``None`` if PIL can't tell
+    (an unreadable file is then skipped and counted when it is loaded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - any unreadable header: the loader decides later
+        return None
+
+
+def check_image_sizes(items: Sequence[tuple[str, Path, int, int]], source: Path) -> None:
+    """Each ``(where, path, width, height)``: the declared size must be the file's (header read)."""
+    bad = []
+    for where, p, w, h in items:
+        size = image_header_size(p)
+        if size is not None and tuple(size) != (w, h):
+            bad.append(f"{where} '{p.name}' declares {w}x{h}, the file is {size[0]}x{size[1]}")
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise RealDataError(f"{source}: expected each image's width/height to match its file: "
+                            + "; ".join(bad[:3]) + more)
+
+
 def load_coco(path: str | Path, image_root: str | Path | None = None, *,
-              box_tolerance_px: float = BOX_TOLERANCE_PX, check_files: bool = True) -> CocoSet:
+              box_tolerance_px: float = BOX_TOLERANCE_PX, check_files: bool = True,
+              allow_outside_root: bool = False, allow_protected: bool = False) -> CocoSet:
     """Read and validate a COCO labels file; ``file_name`` is relative to ``image_root``
-    (default: the labels file's folder).  Any problem raises :class:`RealDataError` naming the
-    file, the entry (``images[3] (id 4)``) and what was expected."""
+    (default: ``info.image_root``, else the labels file's folder).  Any problem raises
+    :class:`RealDataError` naming the file, the entry (``images[3] (id 4)``) and what was expected."""
     src = Path(path)
     if not src.is_file():
         raise RealDataError(f"labels file {src} does not exist" if not src.exists() else f"{src} is not a file")
@@ -225,14 +299,22 @@ def load_coco(path: str | Path, image_root: str | Path | None = None, *,
         raise RealDataError(f"cannot read labels file {src}: {e}") from None
     except json.JSONDecodeError as e:
         raise RealDataError(f"{src}: not valid JSON ({e})") from None
-    root = Path(image_root) if image_root is not None else src.parent
-    coco = coco_from_dict(data, root, source=src, box_tolerance_px=box_tolerance_px, check_files=check_files)
+    root = Path(image_root) if image_root is not None else default_image_root(data, src)
+    coco = coco_from_dict(data, root, source=src, box_tolerance_px=box_tolerance_px, check_files=check_files,
+                          allow_outside_root=allow_outside_root, allow_protected=allow_protected)
     coco.sha256 = file_sha256(src)
     return coco
 
 
 def coco_from_dict(data: Any, image_root: str | Path, source: str | Path = "<dict>", *,
-                   box_tolerance_px: float = BOX_TOLERANCE_PX, check_files: bool = True) -> CocoSet:
+                   box_tolerance_px: float = BOX_TOLERANCE_PX, check_files: bool = True,
+                   allow_outside_root: bool = False, allow_protected: bool = False) -> CocoSet:
+    """THE COCO validator: every reader (``load_coco``, ``CocoDataset`` of train/evaluate/gap/adapt,
+    ``predict``) calls it.  Checks structure, ids, categories, boxes (inside the image within
+    ``box_tolerance_px``, w/h > 0), keypoints, poses; ``file_name`` must stay inside ``image_root``
+    (unless ``allow_outside_root``) and must not be an evaluation-only frame after resolving
+    symlinks (unless ``allow_protected``: final evaluation only).  ``check_files``: images must exist
+    and their declared width/height must match the file header (PIL, no decoding)."""
     src, root = Path(source), Path(image_root)
     if not isinstance(data, dict):
         raise _err(src, "top level", "a JSON object with images, annotations, categories", type(data).__name__)
@@ -278,12 +360,15 @@ def coco_from_dict(data: Any, image_root: str | Path, source: str | Path = "<dic
             K = _matrix(d["camera_K"], 3, 3)
             if K is None:
                 raise _err(src, where + " 'camera_K'", "a 3x3 list of numbers", d["camera_K"])
-        im_path = root / d["file_name"]
+        im_path = image_path_in_root(root, d["file_name"], source=src, where=where,
+                                     allow_outside_root=allow_outside_root)
         if check_files and not im_path.is_file():
             missing.append(f"{where}: {im_path}")
         im = RealImage(d["id"], d["file_name"], im_path, d["width"], d["height"], frame, K, [], d)
         by_id[im.id] = im
         images.append(im)
+    check_protected_images([(f"images[{i}] (id {im.id})", im.path) for i, im in enumerate(images)], src,
+                           allow_protected)
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
         raise RealDataError(f"{src}: {len(missing)} labelled image(s) not found under image root {root}: "
@@ -339,6 +424,9 @@ def coco_from_dict(data: Any, image_root: str | Path, source: str | Path = "<dic
         im.annotations.append(RealAnnotation(a["id"], im.id, cat["id"], cat["name"], [x, y, w, h], area, kps,
                                              None if center is None else [float(c) for c in center],
                                              None if depth is None else float(depth), pose, a))
+    if check_files:
+        check_image_sizes([(f"images[{i}] (id {im.id})", im.path, im.width, im.height)
+                           for i, im in enumerate(images)], src)
     return CocoSet(images, categories, root, src, None, data.get("info") if isinstance(data.get("info"), dict) else {})
 
 
@@ -354,8 +442,10 @@ def export_coco(coco: CocoSet, out_dir: str | Path, *, classes: Sequence[str] | 
     Same layout and field names as the generator's output, so the training dataset reader reads
     it unchanged.  ``classes`` = the model's class list: category ids become ``index + 1`` in
     that order (as in sim) and real names are mapped by name (``class_mapping`` renames).
-    ``copy_images=False`` keeps the originals and writes their absolute path as ``file_name``
-    (``Path(root) / absolute`` is the absolute path, so a root-relative reader still works).
+    ``copy_images=False`` keeps the originals: ``file_name`` is then relative to the source's image
+    root, which is recorded (absolute) as ``info.image_root``, the root readers use when they are
+    given none (images the source read from outside its root, with ``allow_outside_root``, keep an
+    absolute ``file_name`` and need that opt-out again).
     Gray images are stored 1-channel, as the generator does.  Deterministic: same input, same bytes.
     """
     if image_format not in ("png", "jpg"):
@@ -381,6 +471,7 @@ def export_coco(coco: CocoSet, out_dir: str | Path, *, classes: Sequence[str] | 
         categories.append(cat)
 
     images, annotations = [], []
+    root_abs = Path(os.path.abspath(coco.image_root))
     if copy_images:
         (out / "images").mkdir(exist_ok=True)
     for n, im in enumerate(coco.images):
@@ -388,7 +479,11 @@ def export_coco(coco: CocoSet, out_dir: str | Path, *, classes: Sequence[str] | 
             file_name = f"images/{n:06d}.{image_format}"
             save_image(out / file_name, load_image(im.path))
         else:
-            file_name = str(im.path.resolve())
+            path_abs = Path(os.path.abspath(im.path))
+            try:
+                file_name = path_abs.relative_to(root_abs).as_posix()
+            except ValueError:
+                file_name = str(path_abs)
         rec = {"id": n + 1, "file_name": file_name, "width": im.width, "height": im.height,
                "frame": im.frame if im.frame is not None else n}
         if im.camera_K is not None:
@@ -414,6 +509,8 @@ def export_coco(coco: CocoSet, out_dir: str | Path, *, classes: Sequence[str] | 
             annotations.append(ann)
     info = {"description": f"real subset exported from {coco.source}" + (f" ({name})" if name else ""),
             "source": str(coco.source), "source_sha256": coco.sha256}
+    if not copy_images:
+        info["image_root"] = str(root_abs)
     atomic_write_json(out / "annotations.json",
                       {"info": info, "categories": categories, "images": images, "annotations": annotations})
     manifest = {"kind": "real", "name": name, "source": str(coco.source), "source_sha256": coco.sha256,

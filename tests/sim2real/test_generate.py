@@ -146,6 +146,15 @@ def test_coco_output_loads_and_matches_files(reference):
     assert no_temp_files(root)
 
 
+def test_annotations_pass_the_shared_coco_validator(reference):
+    """Every reader validates with ``sim2real.data.real.coco_from_dict``: generated sets must pass it."""
+    from sim2real.data.dataset import CocoDataset
+    from sim2real.data.real import load_coco
+
+    assert len(load_coco(reference / "annotations.json")) == NUM_FRAMES
+    assert len(CocoDataset(reference)) > 0
+
+
 def test_jpeg_and_grayscale_camera(scene_file, tmp_path):
     out = tmp_path / "gray"
     generate(make_cfg(out, scene_file, "num_frames=2", "image_format=jpg", "scene.postprocess.grayscale=true"))
