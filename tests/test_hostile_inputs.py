@@ -173,6 +173,34 @@ def _check_not_executed(a, t, r):
     assert not (t / "pwned").exists() and not (a["root"] / "executed").exists()
 
 
+def _coco_with(a, t, edit):
+    """The toy set's labels with one entry made hostile by ``edit(data)``; images stay where they are."""
+    data = json.loads((a["data"] / "annotations.json").read_text())
+    edit(data)
+    path = a["data"] / f"hostile_{t.name}.json"
+    path.write_text(json.dumps(data))
+    return ["evaluate", "--checkpoint", str(a["ckpt"]), "--data", str(path), "--no-wandb", "--out", str(t / "eval")]
+
+
+def _set(key, value, where="annotations"):
+    def edit(data):
+        data[where][0][key] = value
+    return edit
+
+
+def _outside_root(a, t):
+    secret = t / "secret.png"   # a readable image outside the dataset's root
+    secret.write_bytes((a["data"] / "images" / "000000.png").read_bytes())
+    rel = os.path.relpath(secret, a["data"])
+    return _coco_with(a, t, _set("file_name", rel, "images"))
+
+
+def _absolute_path(a, t):
+    secret = t / "elsewhere.png"   # absolute and outside the root (an absolute path inside it is fine)
+    secret.write_bytes((a["data"] / "images" / "000001.png").read_bytes())
+    return _coco_with(a, t, _set("file_name", str(secret), "images"))
+
+
 CASES = [
     Case("override: python tag", lambda a, t: _train(a, t, "seed=!!python/object/apply:os.system [touch pwned]"),
          says=("'seed'", "plain YAML value"), check=_check_not_executed),
@@ -189,6 +217,15 @@ CASES = [
     Case("a video as evaluate --data", _video_as_labels, says=("not a COCO JSON file",)),
     Case("resume of a run killed before its first checkpoint", _resume_killed, says=("without --resume",)),
     Case("scene override typo", _scene_typo, says=("scene.camera.fxx", "did you mean 'fx'"), check=_check_no_state),
+    Case("COCO: box outside the image", lambda a, t: _coco_with(a, t, _set("bbox", [500, 500, 10, 10])),
+         says=("'bbox'", "inside the image")),
+    Case("COCO: negative box size", lambda a, t: _coco_with(a, t, _set("bbox", [10, 10, -5, 8])), says=("'bbox'",)),
+    Case("COCO: unknown category id", lambda a, t: _coco_with(a, t, _set("category_id", 42)),
+         says=("'category_id'", "42")),
+    Case("COCO: declared size differs from the file", lambda a, t: _coco_with(a, t, _set("width", 640, "images")),
+         says=("640",)),
+    Case("COCO: file_name leaves the image root", _outside_root, says=("outside",)),
+    Case("COCO: absolute file_name", _absolute_path, says=("outside",)),
 ]
 
 
