@@ -6,8 +6,10 @@ model skips stale frames instead of lagging ever further behind); ``all`` proces
 ``latest`` for live sources and ``all`` for files/folders.
 
 Whatever ends the loop — end of file, a stream that stays down after its retries,
-``max_frames``, Ctrl-C / SIGTERM, or ``q`` in the window — the video is released and moved into
-place, the JSONL closed and the stats JSON written (``finally``), so every output is complete.
+``max_frames``, Ctrl-C / SIGTERM, ``q`` in the window, or an output that cannot be written (disk
+full, read-only) — the video is released and moved into place, the JSONL closed and the stats JSON
+written (``finally``), so every output is complete.  A lost stream is a failure, not an end: the
+stats say ``"stream_lost": true`` and ``sim2real live`` exits 1 naming the stream.
 """
 
 from __future__ import annotations
@@ -282,6 +284,8 @@ def _summary(cfg, backend, name, live_source, drop, stats, capture, stopped_by, 
     s.update({
         "source": name, "live_source": live_source, "delivery": "latest" if drop else "all",
         "stopped_by": stopped_by, "backend": backend.info(),
+        # A live stream that stayed down after its retries: the run failed (``sim2real live`` exits 1).
+        "stream_lost": bool(capture.stats.stream_lost and stopped_by == capture.stats.end_reason),
         "capture": {"frames_read": capture.stats.frames_read, "dropped": capture.stats.dropped,
                     "retries": capture.stats.retries, "reconnects": capture.stats.reconnects,
                     "end_reason": capture.stats.end_reason, "events": capture.stats.events[-20:]},

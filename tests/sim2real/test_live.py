@@ -176,6 +176,46 @@ def test_stream_failing_mid_way_is_retried_then_ends_cleanly(assets, tmp_path):
     assert "did not come back after 3 retries" in stats["stopped_by"]
     assert any("retry 3/3" in m for m in logs)
     assert count_frames(tmp_path / "annotated.mp4") == 6 and len(read_jsonl(tmp_path / "preds.jsonl")) == 6
+    assert stats["stream_lost"] is True
+
+
+def test_live_stream_lost_for_good_exits_nonzero_with_outputs_kept(assets, tmp_path, monkeypatch, capsys):
+    """Issue 14: a camera/rtsp stream that stays down after its retries is a failure (exit 1, one line
+    naming the stream), not a clean end; the video and the JSONL are still finalized."""
+    import sim2real.deploy.loop as loop
+
+    cap = cv2.VideoCapture(str(assets["clip"]))
+    frames = [cap.read()[1] for _ in range(4)]
+    cap.release()
+    opens = []
+
+    def fake_open(spec, *a, **kw):
+        opens.append(spec.text)
+        return DroppingCapture(frames, 5 if len(opens) == 1 else 0)
+
+    monkeypatch.setattr(loop, "open_source", fake_open)
+    url = "rtsp://cam.invalid/stream"
+    rc = main(["live", "--config", str(ROOT / "configs/live.yaml"), "--checkpoint", str(assets["ckpt"]),
+               "--source", url, "--no-drop", "--output", str(tmp_path / "out.mp4"), "--jsonl",
+               str(tmp_path / "preds.jsonl"), "--run-dir", str(tmp_path / "run"), "--max-retries", "2",
+               "retry.base_s=0.01", "retry.max_s=0.02"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1, err
+    assert len(err.splitlines()) == 1 and err.startswith("sim2real live: error:")
+    assert url in err and "did not come back after 2 retries" in err and "out.mp4" in err
+    assert opens and set(opens) == {url}
+    assert count_frames(tmp_path / "out.mp4") == 5 and len(read_jsonl(tmp_path / "preds.jsonl")) == 5
+    assert json.loads((tmp_path / "run" / "stats.json").read_text())["stream_lost"] is True
+
+
+def test_file_source_end_is_a_normal_end_exit_0(assets, tmp_path, capsys):
+    rc = main(["live", "--config", str(ROOT / "configs/live.yaml"), "--checkpoint", str(assets["ckpt"]),
+               "--source", str(assets["clip"]), "--jsonl", str(tmp_path / "preds.jsonl"),
+               "--run-dir", str(tmp_path / "run")])
+    assert rc == 0, capsys.readouterr().err
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["stream_lost"] is False and stats["stopped_by"] == "end of source"
+    assert len(read_jsonl(tmp_path / "preds.jsonl")) == 20
 
 
 def test_unopenable_sources_are_clear_errors(assets, tmp_path, capsys):
