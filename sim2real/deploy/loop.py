@@ -36,7 +36,7 @@ from sim2real.deploy.overlay import draw_prediction, draw_status, to_bgr
 from sim2real.deploy.predictions import to_records
 from sim2real.deploy.sources import open_source, parse_source, source_fps
 from sim2real.deploy.video_writer import VideoOutput
-from sim2real.io import atomic_write_json
+from sim2real.io import JsonlWriter, OutputError, atomic_write_json
 from sim2real.runinfo import seed_everything, write_run_info
 
 WINDOW = "sim2real live"
@@ -185,8 +185,7 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
         if cfg.output:
             video = VideoOutput(cfg.output, cfg.output_fps or fps_in, log=log)
         if cfg.jsonl:
-            Path(cfg.jsonl).parent.mkdir(parents=True, exist_ok=True)
-            jsonl_fh = open(cfg.jsonl, "w", encoding="utf-8")
+            jsonl_fh = JsonlWriter(cfg.jsonl, "--jsonl")
         stop.install()
         capture.start()
         stats.start()
@@ -235,8 +234,7 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
                 if video is not None:
                     video.write(img)
                 if jsonl_fh is not None:
-                    jsonl_fh.write(json.dumps(rec) + "\n")
-                    jsonl_fh.flush()
+                    jsonl_fh.write(rec)
                     records += 1
                 if cfg.display:
                     cv2.imshow(WINDOW, img)
@@ -249,25 +247,41 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
             if cfg.max_frames and stats.frames >= cfg.max_frames:
                 stopped_by = "max_frames"
                 break
-    finally:
-        stop.restore()
-        capture.stop()
-        for cap in opened:  # never handed to the thread (an error before start)
-            cap.release()
+    except BaseException as e:  # finalize every output below, then re-raise
+        failure = e
+        if isinstance(e, OutputError):
+            stopped_by = f"output error: {e.strerror}"
+    else:
+        failure = None
+    stop.restore()
+    capture.stop()
+    for cap in opened:  # never handed to the thread (an error before start)
+        cap.release()
+    # Each output is finalized on its own: one that cannot be written (disk full) never keeps the
+    # others from being closed, and the first error is the one reported.
+    errors: list[BaseException] = [failure] if failure is not None else []
+
+    def finalize(step, *args):
         try:
-            if video is not None:
-                video_path = video.close()
-        finally:
-            if jsonl_fh is not None:
-                jsonl_fh.close()
-            if cfg.display:
-                cv2.destroyAllWindows()
-        stopped_by = stopped_by or stop.reason or capture.stats.end_reason or "stopped"
-        summary = _summary(cfg, backend, name, live_source, drop, stats, capture, stopped_by, video, video_path,
-                           records, drift, adapter)
-        atomic_write_json(stats_path, summary, indent=2)
-        logger.summary({f"live/{k}": v for k, v in _flat_summary(summary).items()})
-        logger.close()
+            return step(*args)
+        except Exception as e:  # noqa: BLE001 - collected, the first is raised below
+            errors.append(e)
+            return None
+
+    if video is not None:
+        video_path = finalize(video.close)
+    if jsonl_fh is not None:
+        jsonl_fh.close()
+    if cfg.display:
+        finalize(cv2.destroyAllWindows)
+    stopped_by = stopped_by or stop.reason or capture.stats.end_reason or "stopped"
+    summary = _summary(cfg, backend, name, live_source, drop, stats, capture, stopped_by, video, video_path,
+                       records, drift, adapter)
+    finalize(lambda: atomic_write_json(stats_path, summary, indent=2))
+    finalize(lambda: logger.summary({f"live/{k}": v for k, v in _flat_summary(summary).items()}))
+    finalize(logger.close)
+    if errors:
+        raise errors[0]
     if capture.error is not None:
         raise capture.error
     log(format_summary(summary))
