@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -346,3 +347,82 @@ def test_live_records_match_the_predict_record_layout(assets):
     assert rec["class"] == expected["class"] and rec["score"] == pytest.approx(expected["score"], abs=2e-4)
     for key in ("box", "center", "keypoints"):
         np.testing.assert_allclose(rec[key], expected[key], atol=0.02)
+
+
+# ---- issue 14: outputs on read-only or full disks -----------------------------------------------------
+# Root ignores folder permissions, so a read-only location is a path under /sys (not writable even for
+# root) and a full disk is simulated where the bytes go (as test_generate's disk-full test does).
+
+def _live_args(assets, tmp_path, *extra):
+    return ["live", "--config", str(ROOT / "configs/live.yaml"), "--checkpoint", str(assets["ckpt"]),
+            "--source", str(assets["clip"]), "--run-dir", str(tmp_path / "run"), *extra]
+
+
+@pytest.mark.parametrize("flag", ["--output", "--jsonl"])
+def test_read_only_live_output_is_a_one_line_error(assets, tmp_path, capsys, flag):
+    target = "/sys/sim2real_test/out." + ("mp4" if flag == "--output" else "jsonl")
+    rc = main(_live_args(assets, tmp_path, flag, target))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("sim2real live: error:") and "/sys/sim2real_test" in err
+    assert "Traceback" not in err
+    assert json.loads((tmp_path / "run" / "stats.json").read_text())["frames"] == 0
+
+
+class _FillingFile:
+    """A text file on a disk that fills up after ``room`` writes (ENOSPC from then on)."""
+
+    def __init__(self, fh, room):
+        self.fh, self.room = fh, room
+
+    def write(self, text):
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= 1
+        return self.fh.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+
+def test_jsonl_on_a_full_disk_keeps_lines_and_video(assets, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    import sim2real.io as sio
+
+    def filling_open(path, mode="r", *a, **kw):
+        fh = builtins.open(path, mode, *a, **kw)
+        return _FillingFile(fh, 3) if str(path).endswith("preds.jsonl") and "w" in mode else fh
+
+    monkeypatch.setattr(sio, "open", filling_open, raising=False)
+    rc = main(_live_args(assets, tmp_path, "--output", str(tmp_path / "out.mp4"), "--jsonl",
+                         str(tmp_path / "preds.jsonl")))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and str(tmp_path / "preds.jsonl") in err and "No space left" in err
+    assert "3 line(s) written before are kept" in err and "disk is full" in err
+    assert [r["frame"] for r in read_jsonl(tmp_path / "preds.jsonl")] == [0, 1, 2]
+    assert count_frames(tmp_path / "out.mp4") == 4  # the 4th frame was drawn before its JSONL line failed
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["stopped_by"].startswith("output error") and stats["outputs"]["jsonl_records"] == 3
+
+
+def test_video_that_cannot_be_finalized_still_closes_jsonl_and_stats(assets, tmp_path, monkeypatch, capsys):
+    import sim2real.deploy.video_writer as vw
+
+    real_replace = os.replace
+
+    def full_replace(src, dst):
+        if str(dst).endswith("out.mp4"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(vw.os, "replace", full_replace)
+    rc = main(_live_args(assets, tmp_path, "--output", str(tmp_path / "out.mp4"), "--jsonl",
+                         str(tmp_path / "preds.jsonl"), "--max-frames", "5"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and str(tmp_path / "out.mp4") in err and "No space left" in err
+    assert len(read_jsonl(tmp_path / "preds.jsonl")) == 5
+    assert json.loads((tmp_path / "run" / "stats.json").read_text())["frames"] == 5
+    assert not list(tmp_path.glob(".out.mp4.*"))  # no temporary video left behind
