@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sim2real.io import atomic_path
+from sim2real.io import atomic_path, output_error
 from sim2real.models import PerceptionModel, save_checkpoint
 from sim2real.models.safe_load import unreadable_reason
 
@@ -45,13 +45,18 @@ def set_rng_state(state: dict) -> None:
 def save_training_checkpoint(path: Path, model: PerceptionModel, extra: dict, train_state: dict) -> None:
     """A regular model checkpoint (``load_checkpoint`` reads it) plus a ``train_state`` entry with
     optimizer, scheduler, scaler and RNG states, written atomically as one file."""
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".ckpt-") as td:
-        tmp = Path(td) / "model.pt"
-        save_checkpoint(tmp, model, extra=extra)
-        payload = torch.load(tmp, map_location="cpu", weights_only=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".ckpt-") as td:
+            tmp = Path(td) / "model.pt"
+            save_checkpoint(tmp, model, extra=extra)
+            payload = torch.load(tmp, map_location="cpu", weights_only=True)
+    except OSError as e:  # disk full or read-only: one line naming the checkpoint
+        raise output_error(e, path) from None
     payload["train_state"] = train_state
-    with atomic_path(path) as t:
-        torch.save(payload, t)
+    with atomic_path(path) as t, open(t, "wb") as fh:
+        # Through a Python file: a full disk is an OSError (ENOSPC) here, where torch.save(path)
+        # reports it as an opaque RuntimeError from its zip writer.
+        torch.save(payload, fh)
 
 
 def load_training_checkpoint(path: Path) -> dict:

@@ -61,8 +61,10 @@ def save_checkpoint(path: str | Path, model: PerceptionModel, extra: dict | None
         raise ValueError(f"checkpoint extra must be JSON-serialisable: {e}") from None
     payload = {"meta": meta_json, "state": {k: sd[k].detach().cpu().clone() for k in keys}}
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # Through a Python file: a full disk is an OSError (ENOSPC, mapped by atomic_path to a
+        # one-line OutputError), where torch.save(path) raises an opaque RuntimeError.
+        torch.save(payload, fh)
     return path
 
 

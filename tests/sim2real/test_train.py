@@ -184,3 +184,78 @@ def test_split_keeps_scene_groups_together():
     assert sorted(np.concatenate([train, val]).tolist()) == list(range(40))
     again = split_indices(len(groups), 0.2, seed=3, groups=groups)
     assert all((a == b).all() for a, b in zip((train, val), again))
+
+
+# ---- issue 14: a read-only cache folder, a full disk ------------------------------------------------------
+
+def _train_args(tmp_path, data, *extra):
+    return ["train", "--no-progress", "--data", str(data), "--run-dir", str(tmp_path / "run"),
+            "model.input_hw=[64,64]", "model.head.type=global", "epochs=1", "batch_size=8",
+            "tracking.mode=disabled", *extra]
+
+
+def test_read_only_cache_folder_is_a_one_line_error(tmp_path, shapes, capsys):
+    """Choice (documented in features/cache.py and the train config): refuse, naming the folder and
+    the two ways out, rather than silently training without the cache."""
+    rc = main(_train_args(tmp_path, shapes, "cache_dir=/sys/sim2real_cache"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("sim2real train: error:")
+    assert "/sys/sim2real_cache" in err and "cache=false" in err and "cache_dir=" in err
+
+
+def test_full_disk_during_training_is_a_one_line_error(tmp_path, shapes, capsys, monkeypatch):
+    import builtins
+    import errno
+
+    import sim2real.io as sio
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def full_open(path, mode="r", *a, **kw):
+        fh = builtins.open(path, mode, *a, **kw)
+        return Full(fh) if str(path).endswith("metrics.jsonl") and "a" in mode else fh
+
+    monkeypatch.setattr(sio, "open", full_open, raising=False)
+    rc = main(_train_args(tmp_path, shapes, f"cache_dir={tmp_path / 'c'}"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and str(tmp_path / "run" / "metrics.jsonl") in err
+    assert "No space left on device" in err and "disk is full" in err
+
+
+def test_full_disk_saving_a_checkpoint_is_a_one_line_error(tmp_path, shapes, capsys, monkeypatch):
+    """torch.save to a path reports a full disk as an opaque RuntimeError; checkpoints are written
+    through a Python file so it is ENOSPC, mapped to a one-line error naming the checkpoint."""
+    import errno
+
+    real_save = torch.save
+
+    def save(obj, f, *a, **kw):
+        if not hasattr(f, "write"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+        if ".checkpoint.pt." in str(getattr(f, "name", "")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", save)
+    rc = main(_train_args(tmp_path, shapes, f"cache_dir={tmp_path / 'c'}"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and str(tmp_path / "run" / "checkpoint.pt") in err
+    assert "No space left on device" in err
+    assert not list((tmp_path / "run").glob(".checkpoint.pt.*"))  # no temporary file left
