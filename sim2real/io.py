@@ -19,6 +19,9 @@ from typing import Any, Iterator
 class OutputError(OSError):
     """An output location cannot be written (missing permission, disk full, ...)."""
 
+    def __str__(self) -> str:  # the one-line message, without OSError's "[Errno N] " prefix
+        return self.strerror if self.strerror else super().__str__()
+
 
 # What the user can do about the usual OS errors of an output location.
 _HINTS = {errno.ENOSPC: "the disk is full: free space or write elsewhere",

@@ -102,11 +102,25 @@ class VideoOutput:
             if self.frames and os.path.getsize(self._tmp) == 0:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a video is a normal file
+            complete = self._readable(self._tmp)
             os.replace(self._tmp, self.path)
         except OSError as e:
             Path(self._tmp).unlink(missing_ok=True)
             raise output_error(e, self.path, detail=f"{self.frames} frames") from None
+        if not complete:
+            # Kept (it may hold some frames), but said: a full disk cut the container short.
+            raise OutputError(errno.EIO, f"cannot write {self.path}: the video is incomplete and may not play "
+                                         f"(OpenCV wrote {self.frames} frames without reporting an error; "
+                                         "is the disk full?)")
         return self.path
+
+    @staticmethod
+    def _readable(path) -> bool:
+        cap = cv2.VideoCapture(str(path))
+        try:
+            return bool(cap.isOpened() and cap.read()[0])
+        finally:
+            cap.release()
 
     def __enter__(self) -> "VideoOutput":
         return self

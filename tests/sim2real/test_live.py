@@ -426,3 +426,33 @@ def test_video_that_cannot_be_finalized_still_closes_jsonl_and_stats(assets, tmp
     assert len(read_jsonl(tmp_path / "preds.jsonl")) == 5
     assert json.loads((tmp_path / "run" / "stats.json").read_text())["frames"] == 5
     assert not list(tmp_path.glob(".out.mp4.*"))  # no temporary video left behind
+
+
+def _can_mount_tmpfs() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=8k tmpfs /mnt"],
+                              capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -m` and mount (root) for a real tiny disk")
+@pytest.mark.parametrize("jsonl", [False, True])
+def test_real_full_disk_is_a_one_line_error(assets, tmp_path, jsonl):
+    """A real 8 KiB tmpfs (private mount namespace): OpenCV's video writer never reports the full disk,
+    so the incomplete video is detected at close; a JSONL write fails at once. One line, exit 2."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    cmd = [sys.executable, "-m", "sim2real", "live", "--config", str(ROOT / "configs/live.yaml"),
+           "--checkpoint", str(assets["ckpt"]), "--source", str(assets["clip"]), "--output", str(disk / "out.mp4"),
+           "--run-dir", str(tmp_path / "run")] + (["--jsonl", str(disk / "preds.jsonl")] if jsonl else [])
+    script = f"mount -t tmpfs -o size=8k tmpfs {disk} && exec " + " ".join(f"'{c}'" for c in cmd)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env,
+                         timeout=300)
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("sim2real") or "Traceback" in ln]
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert len(err) == 1 and err[0].startswith("sim2real live: error:"), res.stderr[-2000:]
+    assert str(disk / ("preds.jsonl" if jsonl else "out.mp4")) in err[0]
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())  # written outside the full disk
+    assert stats["frames"] >= 1
