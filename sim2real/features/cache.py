@@ -10,8 +10,8 @@ augmentation view.  Change any
 of them and the key changes (a miss); nothing is ever updated in place.
 
 A read-only cache folder serves its existing entries; a miss there is refused with an
-:class:`~sim2real.io.OutputError` naming the folder and the two ways out (``cache_dir=`` elsewhere,
-or ``cache=false``) rather than silently training without the cache (many times slower).  A disk
+:class:`~sim2real.io.OutputError` naming the folder and the way out (``cache_dir=`` elsewhere; ``sim2real
+train`` adds ``cache=false``) rather than silently training without the cache (many times slower).  A disk
 that fills up while an entry is built is the same one-line error; the half-built entry is removed.
 
 The entry is built in a temporary sibling folder and renamed into place in one step, so a killed
@@ -119,8 +119,7 @@ def _load(path: Path, hit: bool) -> FeatureStore | None:
     return FeatureStore(path, feats, geom, valid, meta, hit=hit, build_seconds=meta.get("build_seconds", 0.0))
 
 
-_WHAT_TO_DO = ("set cache_dir= to a writable folder with free space (or $SIM2REAL_CACHE), "
-               "or cache=false to run without the feature cache")
+_WHAT_TO_DO = "set cache_dir= to a writable folder with free space (or $SIM2REAL_CACHE)"
 
 
 def _cache_write_error(e: OSError, cache_dir: Path) -> OutputError:
