@@ -14,7 +14,6 @@ stats say ``"stream_lost": true`` and ``sim2real live`` exits 1 naming the strea
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time

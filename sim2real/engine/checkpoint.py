@@ -7,6 +7,7 @@ it), so ``checkpoint.pt`` can be evaluated, exported or adapted like ``best.pt``
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sim2real.io import atomic_path, output_error
+from sim2real.io import output_error
 from sim2real.models import PerceptionModel, save_checkpoint
+from sim2real.models.checkpoint import write_torch
 from sim2real.models.safe_load import unreadable_reason
 
 CHECKPOINT = "checkpoint.pt"   # the last epoch, resumable
@@ -50,13 +52,10 @@ def save_training_checkpoint(path: Path, model: PerceptionModel, extra: dict, tr
             tmp = Path(td) / "model.pt"
             save_checkpoint(tmp, model, extra=extra)
             payload = torch.load(tmp, map_location="cpu", weights_only=True)
-    except OSError as e:  # disk full or read-only: one line naming the checkpoint
-        raise output_error(e, path) from None
+    except OSError as e:  # disk full or read-only: one line naming the checkpoint (not the temporary file)
+        raise output_error(OSError(e.errno, os.strerror(e.errno)) if e.errno else e, path) from None
     payload["train_state"] = train_state
-    with atomic_path(path) as t, open(t, "wb") as fh:
-        # Through a Python file: a full disk is an OSError (ENOSPC) here, where torch.save(path)
-        # reports it as an opaque RuntimeError from its zip writer.
-        torch.save(payload, fh)
+    write_torch(path, payload)  # a full disk is a one-line OutputError, not torch's RuntimeError
 
 
 def load_training_checkpoint(path: Path) -> dict:

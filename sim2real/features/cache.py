@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from sim2real.data.dataset import CocoDataset, collate
-from sim2real.io import OutputError, output_error
+from sim2real.io import OutputError
 
 FORMAT_VERSION = 1
 ENV_VAR = "SIM2REAL_CACHE"
@@ -123,8 +123,8 @@ _WHAT_TO_DO = "set cache_dir= to a writable folder with free space (or $SIM2REAL
 
 
 def _cache_write_error(e: OSError, cache_dir: Path) -> OutputError:
-    return output_error(e, f"the feature cache folder {cache_dir}", "cannot write to",
-                        detail=_WHAT_TO_DO)
+    return OutputError(e.errno, f"cannot write to the feature cache folder {cache_dir}: {e.strerror or e}; "
+                                f"{_WHAT_TO_DO}")
 
 
 def _new_memmap(path: Path, shape: tuple) -> np.memmap:

@@ -239,23 +239,58 @@ def test_full_disk_during_training_is_a_one_line_error(tmp_path, shapes, capsys,
 
 
 def test_full_disk_saving_a_checkpoint_is_a_one_line_error(tmp_path, shapes, capsys, monkeypatch):
-    """torch.save to a path reports a full disk as an opaque RuntimeError; checkpoints are written
-    through a Python file so it is ENOSPC, mapped to a one-line error naming the checkpoint."""
+    """Checkpoints are serialized in memory and written as bytes, so a full disk is ENOSPC (a one-line
+    error naming the checkpoint) instead of torch's zip-writer RuntimeError ("unexpected pos")."""
     import errno
+    import pathlib
 
-    real_save = torch.save
+    real_write = pathlib.Path.write_bytes
 
-    def save(obj, f, *a, **kw):
-        if not hasattr(f, "write"):
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
-        if ".checkpoint.pt." in str(getattr(f, "name", "")):
+    def write_bytes(self, data):
+        if self.name.startswith((".best.pt.", ".checkpoint.pt.")):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, f, *a, **kw)
+        return real_write(self, data)
 
-    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
     rc = main(_train_args(tmp_path, shapes, f"cache_dir={tmp_path / 'c'}"))
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
-    assert len(err.splitlines()) == 1 and str(tmp_path / "run" / "checkpoint.pt") in err
+    assert len(err.splitlines()) == 1 and str(tmp_path / "run" / "best.pt") in err
     assert "No space left on device" in err
-    assert not list((tmp_path / "run").glob(".checkpoint.pt.*"))  # no temporary file left
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def _can_mount_tmpfs() -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=8k tmpfs /mnt"],
+                              capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -m` and mount (root) for a real tiny disk")
+@pytest.mark.parametrize("full", ["run_dir", "cache_dir"])
+def test_train_on_a_real_full_disk_is_a_one_line_error(tmp_path, shapes, full):
+    """A real 64 KiB tmpfs in a private mount namespace holds the run folder or the feature cache."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    run = disk / "run" if full == "run_dir" else tmp_path / "run"
+    cache = disk / "cache" if full == "cache_dir" else tmp_path / "cache"
+    cmd = [sys.executable, "-m", "sim2real", "train", "--no-progress", "--data", str(shapes), "--run-dir", str(run),
+           "model.input_hw=[64,64]", "epochs=1", "tracking.mode=disabled", f"cache_dir={cache}"]
+    script = f"mount -t tmpfs -o size=64k tmpfs {disk} && exec " + " ".join(f"'{c}'" for c in cmd)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env,
+                         timeout=600)
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("sim2real") or "Traceback" in ln]
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert len(err) == 1 and err[0].startswith("sim2real train: error:"), res.stderr[-2000:]
+    assert str(disk) in err[0] and "No space left on device" in err[0]
