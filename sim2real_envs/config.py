@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,6 +342,77 @@ class SceneConfig:
         return self.num_targets[1] + self.num_distractors[1] + fixed
 
 
+def _finite_xyz(tokens) -> bool:
+    try:
+        xyz = [float(t) for t in tokens]
+    except ValueError:
+        return False
+    return len(xyz) == 3 and all(math.isfinite(c) for c in xyz)
+
+
+def _mesh_problem(path: str) -> str | None:
+    """Why ``path`` (OBJ or STL) has no usable triangle, or None when it has one."""
+    data = Path(path).read_bytes()
+    if not data.strip():
+        return "the file is empty"
+    if Path(path).suffix.lower() == ".stl":
+        n = int.from_bytes(data[80:84], "little") if len(data) >= 84 else -1
+        if n >= 0 and len(data) == 84 + 50 * n:  # binary STL
+            if n == 0:
+                return "a binary STL with 0 triangles"
+            import numpy as np
+
+            v = np.frombuffer(data, dtype=np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]),
+                              count=n, offset=84)["v"]
+            return None if np.isfinite(v).all() else "a binary STL with non-finite (NaN/inf) vertices"
+        text = data.decode("ascii", "replace")
+        if not text.lstrip().lower().startswith("solid"):
+            return "neither a binary STL nor an ASCII STL (no 'solid' header)"
+        rows = [ln.split()[1:] for ln in text.splitlines() if ln.strip().startswith("vertex")]
+        if len(rows) < 3:
+            return "an ASCII STL with no facet (fewer than 3 'vertex' lines)"
+        for r in rows:
+            if not _finite_xyz(r):
+                return "an ASCII STL with a 'vertex' line that is not 3 finite numbers"
+        return None
+    vertices = faces = 0
+    for lineno, raw in enumerate(data.splitlines(), start=1):
+        parts = raw.split()
+        if not parts:
+            continue
+        if parts[0] == b"v":
+            if not _finite_xyz(parts[1:4]):
+                return f"line {lineno} is a 'v' line without 3 finite numbers"
+            vertices += 1
+        elif parts[0] == b"f":
+            try:
+                refs = [int(t.split(b"/")[0]) for t in parts[1:]]
+            except ValueError:
+                return f"line {lineno} is an 'f' line whose vertex references are not numbers"
+            if len(refs) < 3:
+                return f"line {lineno} is an 'f' line with fewer than 3 vertices"
+            if any(r == 0 or r > vertices or -r > vertices for r in refs):
+                return f"line {lineno} is an 'f' line referring to a vertex that does not exist"
+            faces += 1
+    if vertices < 3 or faces == 0:
+        return (f"no triangle face: {vertices} 'v' vertex line(s) and {faces} 'f' face line(s) "
+                "(empty, not an OBJ, or a point cloud)")
+    return None
+
+
+def check_mesh(path: str, key: str) -> str:
+    """``path`` if it is a mesh pybullet can render and label; else a :class:`SceneConfigError`
+    naming the key and the file (an empty or garbage mesh otherwise surfaces much later as an
+    unlabelled body)."""
+    try:
+        problem = _mesh_problem(path)
+    except OSError as e:
+        problem = f"cannot be read ({e.strerror})"
+    if problem is not None:
+        raise SceneConfigError(key, f"an OBJ/STL mesh with at least one triangle face; {path}: {problem}")
+    return path
+
+
 def _check_files(cfg: SceneConfig) -> None:
     """Fail early (at construction) on missing asset files, naming the key."""
     base = cfg.base_dir
@@ -349,7 +421,7 @@ def _check_files(cfg: SceneConfig) -> None:
         if o.urdf is not None:
             resolve_glob(o.urdf, f"{k}.urdf", base)
         if o.mesh is not None:
-            resolve_file(o.mesh, f"{k}.mesh", base)
+            check_mesh(resolve_file(o.mesh, f"{k}.mesh", base), f"{k}.mesh")
     if cfg.camera.opencv_yaml is not None:
         resolve_file(cfg.camera.opencv_yaml, "scene.camera.opencv_yaml", base)
     apps = [("scene.object_appearance", cfg.object_appearance),

@@ -298,7 +298,14 @@ class TabletopEnv(gym.Env):
             if key not in self._box_cache:
                 if len(self._box_cache) >= 4096:  # random scales rarely repeat: keep it bounded
                     self._box_cache.clear()
-                self._box_cache[key] = local_box(self._client, body)
+                try:
+                    self._box_cache[key] = local_box(self._client, body)
+                except ValueError:
+                    self._client.removeBody(body)
+                    kind = "urdf" if ocfg.urdf is not None else "mesh" if ocfg.mesh is not None else "shape"
+                    raise SceneConfigError(f"scene.objects[{idx}].{kind}",
+                                           "an asset with visual geometry pybullet can render (triangles)",
+                                           f"{ocfg.mesh or source}: pybullet loaded no visual geometry from it") from None
             center, size = self._box_cache[key]
             if np.isfinite(center).all() and np.isfinite(size).all():
                 return source, scale, body, center, size

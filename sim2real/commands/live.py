@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sim2real.commands._common import add_config_arguments, config_from_args, flag_overrides
 
@@ -19,7 +20,11 @@ Frame delivery: cameras and streams default to latest-frame (--drop): a model sl
 camera works on the newest frame and stale ones are dropped (counted), so the output never lags
 behind. Files and folders default to every frame (--no-drop): the annotated video has exactly
 the input's frames. A stream whose read fails is reopened with bounded exponential backoff
-(--max-retries) and then ends cleanly; a file's end is a normal end.
+(--max-retries); one that stays down is a failure: the outputs are finalized and the command exits 1
+with a one-line reason. A file's or folder's end is a normal end (exit 0).
+
+Outputs that cannot be written (read-only folder, disk full) are a one-line error naming the path
+(exit 2); what was written before is kept (the video finalized, JSONL lines already flushed).
 
 Display: this package ships opencv-python-headless (no GUI); --display needs a GUI OpenCV build.
 Use --output annotated.mp4 and --jsonl preds.jsonl to run headless.
@@ -84,4 +89,14 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.checkpoint:
         raise ConfigError("checkpoint", "a model file: --checkpoint model.pt (torch) or model.onnx (onnxruntime)")
     summary = run_live(cfg)
+    if summary.get("stream_lost"):
+        kept = [f"{summary['frames']} frames processed", f"stats -> {summary.get('stats_path')}"]
+        outputs = summary.get("outputs", {})
+        if outputs.get("video"):
+            kept.append(f"video -> {outputs['video']}")
+        if outputs.get("jsonl"):
+            kept.append(f"predictions -> {outputs['jsonl']}")
+        print(f"sim2real live: error: {summary['stopped_by']}; outputs finalized ({', '.join(kept)})",
+              file=sys.stderr)
+        return 1
     return 0 if summary.get("frames", 0) > 0 or summary.get("stopped_by", "").startswith("interrupted") else 1

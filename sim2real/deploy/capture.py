@@ -9,8 +9,9 @@ Two delivery modes:
   thread blocks when it is full, so every frame is processed and an annotated video has exactly as
   many frames as its input.
 
-A live stream whose ``read()`` fails is reopened with bounded exponential backoff; a file's failed
-read is its end.
+A live stream whose ``read()`` fails is reopened with bounded exponential backoff; one that stays
+down sets ``stats.stream_lost`` (a failure: ``sim2real live`` exits 1); a file's failed read is its
+normal end.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class CaptureStats:
     retries: int = 0
     reconnects: int = 0
     end_reason: str = ""
+    stream_lost: bool = False   # a live stream gave up after its retries (not a normal end)
     events: list[str] = field(default_factory=list)
 
 
@@ -209,7 +211,8 @@ class CaptureThread:
                             break
                         reason = (f"stream {self.name} dropped and did not come back after "
                                   f"{self.backoff.max_retries} retries")
-                        self.log(f"[live] {reason}; ending cleanly")
+                        self.stats.stream_lost = True
+                        self.log(f"[live] {reason}; stopping and finalizing the outputs")
                         break
                 media_t = index / self.fps if (self.fps and not self.live) else None
                 frame = Frame(index, img, time.time(), bool(getattr(self._cap, "returns_rgb", False)), media_t)

@@ -6,13 +6,14 @@ model skips stale frames instead of lagging ever further behind); ``all`` proces
 ``latest`` for live sources and ``all`` for files/folders.
 
 Whatever ends the loop — end of file, a stream that stays down after its retries,
-``max_frames``, Ctrl-C / SIGTERM, or ``q`` in the window — the video is released and moved into
-place, the JSONL closed and the stats JSON written (``finally``), so every output is complete.
+``max_frames``, Ctrl-C / SIGTERM, ``q`` in the window, or an output that cannot be written (disk
+full, read-only) — the video is released and moved into place, the JSONL closed and the stats JSON
+written (``finally``), so every output is complete.  A lost stream is a failure, not an end: the
+stats say ``"stream_lost": true`` and ``sim2real live`` exits 1 naming the stream.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -34,7 +35,7 @@ from sim2real.deploy.overlay import draw_prediction, draw_status, to_bgr
 from sim2real.deploy.predictions import to_records
 from sim2real.deploy.sources import open_source, parse_source, source_fps
 from sim2real.deploy.video_writer import VideoOutput
-from sim2real.io import atomic_write_json
+from sim2real.io import JsonlWriter, OutputError, atomic_write_json
 from sim2real.runinfo import seed_everything, write_run_info
 
 WINDOW = "sim2real live"
@@ -183,8 +184,7 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
         if cfg.output:
             video = VideoOutput(cfg.output, cfg.output_fps or fps_in, log=log)
         if cfg.jsonl:
-            Path(cfg.jsonl).parent.mkdir(parents=True, exist_ok=True)
-            jsonl_fh = open(cfg.jsonl, "w", encoding="utf-8")
+            jsonl_fh = JsonlWriter(cfg.jsonl, "--jsonl")
         stop.install()
         capture.start()
         stats.start()
@@ -233,8 +233,7 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
                 if video is not None:
                     video.write(img)
                 if jsonl_fh is not None:
-                    jsonl_fh.write(json.dumps(rec) + "\n")
-                    jsonl_fh.flush()
+                    jsonl_fh.write(rec)
                     records += 1
                 if cfg.display:
                     cv2.imshow(WINDOW, img)
@@ -247,25 +246,41 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
             if cfg.max_frames and stats.frames >= cfg.max_frames:
                 stopped_by = "max_frames"
                 break
-    finally:
-        stop.restore()
-        capture.stop()
-        for cap in opened:  # never handed to the thread (an error before start)
-            cap.release()
+    except BaseException as e:  # finalize every output below, then re-raise
+        failure = e
+        if isinstance(e, OutputError):
+            stopped_by = f"output error: {e.strerror}"
+    else:
+        failure = None
+    stop.restore()
+    capture.stop()
+    for cap in opened:  # never handed to the thread (an error before start)
+        cap.release()
+    # Each output is finalized on its own: one that cannot be written (disk full) never keeps the
+    # others from being closed, and the first error is the one reported.
+    errors: list[BaseException] = [failure] if failure is not None else []
+
+    def finalize(step, *args):
         try:
-            if video is not None:
-                video_path = video.close()
-        finally:
-            if jsonl_fh is not None:
-                jsonl_fh.close()
-            if cfg.display:
-                cv2.destroyAllWindows()
-        stopped_by = stopped_by or stop.reason or capture.stats.end_reason or "stopped"
-        summary = _summary(cfg, backend, name, live_source, drop, stats, capture, stopped_by, video, video_path,
-                           records, drift, adapter)
-        atomic_write_json(stats_path, summary, indent=2)
-        logger.summary({f"live/{k}": v for k, v in _flat_summary(summary).items()})
-        logger.close()
+            return step(*args)
+        except Exception as e:  # noqa: BLE001 - collected, the first is raised below
+            errors.append(e)
+            return None
+
+    if video is not None:
+        video_path = finalize(video.close)
+    if jsonl_fh is not None:
+        jsonl_fh.close()
+    if cfg.display:
+        finalize(cv2.destroyAllWindows)
+    stopped_by = stopped_by or stop.reason or capture.stats.end_reason or "stopped"
+    summary = _summary(cfg, backend, name, live_source, drop, stats, capture, stopped_by, video, video_path,
+                       records, drift, adapter)
+    finalize(lambda: atomic_write_json(stats_path, summary, indent=2))
+    finalize(lambda: logger.summary({f"live/{k}": v for k, v in _flat_summary(summary).items()}))
+    finalize(logger.close)
+    if errors:
+        raise errors[0]
     if capture.error is not None:
         raise capture.error
     log(format_summary(summary))
@@ -282,6 +297,8 @@ def _summary(cfg, backend, name, live_source, drop, stats, capture, stopped_by, 
     s.update({
         "source": name, "live_source": live_source, "delivery": "latest" if drop else "all",
         "stopped_by": stopped_by, "backend": backend.info(),
+        # A live stream that stayed down after its retries: the run failed (``sim2real live`` exits 1).
+        "stream_lost": bool(capture.stats.stream_lost and stopped_by == capture.stats.end_reason),
         "capture": {"frames_read": capture.stats.frames_read, "dropped": capture.stats.dropped,
                     "retries": capture.stats.retries, "reconnects": capture.stats.reconnects,
                     "end_reason": capture.stats.end_reason, "events": capture.stats.events[-20:]},

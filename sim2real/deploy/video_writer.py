@@ -9,6 +9,7 @@ back to Motion-JPEG in an ``.avi`` next to the requested path, and says so.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from sim2real.io import OutputError
+from sim2real.io import OutputError, check_regular_target, check_writable, output_error
 
 _CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
@@ -43,11 +44,18 @@ class VideoOutput:
         self._tmp: Path | None = None
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
-        self.requested.parent.mkdir(parents=True, exist_ok=True)
+        check_regular_target(self.requested)
+        try:  # fail before the first frame, not at it, when the folder cannot take the video
+            check_writable(self.requested.parent)
+        except OutputError as e:
+            raise OutputError(e.errno, f"--output {self.requested}: {e.strerror}") from None
 
     def _try_open(self, final: Path, fourcc: str, size: tuple[int, int]) -> bool:
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=final.suffix)
-        os.close(fd)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=final.suffix)
+            os.close(fd)
+        except OSError as e:
+            raise output_error(e, final) from None
         writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
         if writer.isOpened():
             self._writer, self._tmp, self.path, self.fourcc = writer, Path(tmp), final, fourcc
@@ -89,11 +97,30 @@ class VideoOutput:
         self._writer.release()
         self._writer = None
         try:
+            # OpenCV's writer never reports a failed write: an empty file after frames were written
+            # means the disk took nothing (full, or gone).
+            if self.frames and os.path.getsize(self._tmp) == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a video is a normal file
+            complete = self._readable(self._tmp)
             os.replace(self._tmp, self.path)
         except OSError as e:
-            raise OutputError(e.errno, f"cannot write {self.path}: {e.strerror}") from None
+            Path(self._tmp).unlink(missing_ok=True)
+            raise output_error(e, self.path, detail=f"{self.frames} frames") from None
+        if not complete:
+            # Kept (it may hold some frames), but said: a full disk cut the container short.
+            raise OutputError(errno.EIO, f"cannot write {self.path}: the video is incomplete and may not play "
+                                         f"(OpenCV wrote {self.frames} frames without reporting an error; "
+                                         "is the disk full?)")
         return self.path
+
+    @staticmethod
+    def _readable(path) -> bool:
+        cap = cv2.VideoCapture(str(path))
+        try:
+            return bool(cap.isOpened() and cap.read()[0])
+        finally:
+            cap.release()
 
     def __enter__(self) -> "VideoOutput":
         return self

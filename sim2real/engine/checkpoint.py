@@ -7,6 +7,7 @@ it), so ``checkpoint.pt`` can be evaluated, exported or adapted like ``best.pt``
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sim2real.io import atomic_path
+from sim2real.io import output_error
 from sim2real.models import PerceptionModel, save_checkpoint
+from sim2real.models.checkpoint import write_torch
 from sim2real.models.safe_load import unreadable_reason
 
 CHECKPOINT = "checkpoint.pt"   # the last epoch, resumable
@@ -45,13 +47,15 @@ def set_rng_state(state: dict) -> None:
 def save_training_checkpoint(path: Path, model: PerceptionModel, extra: dict, train_state: dict) -> None:
     """A regular model checkpoint (``load_checkpoint`` reads it) plus a ``train_state`` entry with
     optimizer, scheduler, scaler and RNG states, written atomically as one file."""
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".ckpt-") as td:
-        tmp = Path(td) / "model.pt"
-        save_checkpoint(tmp, model, extra=extra)
-        payload = torch.load(tmp, map_location="cpu", weights_only=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".ckpt-") as td:
+            tmp = Path(td) / "model.pt"
+            save_checkpoint(tmp, model, extra=extra)
+            payload = torch.load(tmp, map_location="cpu", weights_only=True)
+    except OSError as e:  # disk full or read-only: one line naming the checkpoint (not the temporary file)
+        raise output_error(OSError(e.errno, os.strerror(e.errno)) if e.errno else e, path) from None
     payload["train_state"] = train_state
-    with atomic_path(path) as t:
-        torch.save(payload, t)
+    write_torch(path, payload)  # a full disk is a one-line OutputError, not torch's RuntimeError
 
 
 def load_training_checkpoint(path: Path) -> dict:

@@ -9,12 +9,18 @@ backbone name, frozen weights, cut point, preprocessing config, compute device/p
 augmentation view.  Change any
 of them and the key changes (a miss); nothing is ever updated in place.
 
+A read-only cache folder serves its existing entries; a miss there is refused with an
+:class:`~sim2real.io.OutputError` naming the folder and the way out (``cache_dir=`` elsewhere; ``sim2real
+train`` adds ``cache=false``) rather than silently training without the cache (many times slower).  A disk
+that fills up while an entry is built is the same one-line error; the half-built entry is removed.
+
 The entry is built in a temporary sibling folder and renamed into place in one step, so a killed
 run leaves at worst an orphan ``.tmp-*`` folder (cleaned up later), never a half-written entry.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -31,6 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from sim2real.data.dataset import CocoDataset, collate
+from sim2real.io import OutputError
 
 FORMAT_VERSION = 1
 ENV_VAR = "SIM2REAL_CACHE"
@@ -112,6 +119,31 @@ def _load(path: Path, hit: bool) -> FeatureStore | None:
     return FeatureStore(path, feats, geom, valid, meta, hit=hit, build_seconds=meta.get("build_seconds", 0.0))
 
 
+_WHAT_TO_DO = "set cache_dir= to a writable folder with free space (or $SIM2REAL_CACHE)"
+
+
+def _cache_write_error(e: OSError, cache_dir: Path) -> OutputError:
+    return OutputError(e.errno, f"cannot write to the feature cache folder {cache_dir}: {e.strerror or e}; "
+                                f"{_WHAT_TO_DO}")
+
+
+def _new_memmap(path: Path, shape: tuple) -> np.memmap:
+    """A writable fp16 ``.npy`` memmap whose blocks are allocated now: writing into a sparse memory
+    map on a full disk kills the process with SIGBUS, while ``posix_fallocate`` fails with ENOSPC."""
+    try:
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+        if hasattr(os, "posix_fallocate"):
+            with open(path, "rb+") as fh:
+                try:
+                    os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+                except OSError as e:
+                    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+        return arr
+    except OSError as e:
+        raise _cache_write_error(e, path.parent.parent) from None
+
+
 def _clean_stale_tmp(cache_dir: Path) -> None:
     now = time.time()
     for p in cache_dir.glob(".tmp-*"):
@@ -140,10 +172,16 @@ def build_or_load(ds: CocoDataset, extract: Callable[[torch.Tensor], dict[str, t
         if store is not None:
             return store
         shutil.rmtree(final, ignore_errors=True)  # unreadable entry (e.g. disk trouble): rebuild
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _clean_stale_tmp(cache_dir)
     tmp = cache_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:
+        # A read-only cache folder is refused, not silently skipped: training without the cache
+        # recomputes the frozen part every step (much slower), which the user should choose.
+        raise OutputError(e.errno, f"the feature cache folder {cache_dir} is not writable ({e.strerror}); "
+                                   f"{_WHAT_TO_DO}") from None
+    _clean_stale_tmp(cache_dir)
     t0 = time.perf_counter()
     try:
         n = len(ds)
@@ -162,8 +200,7 @@ def build_or_load(ds: CocoDataset, extract: Callable[[torch.Tensor], dict[str, t
             for name, t in out.items():
                 arr = t.float().clamp_(-65504.0, 65504.0).cpu().numpy().astype(np.float16)  # fp16 range
                 if name not in feats:
-                    feats[name] = np.lib.format.open_memmap(tmp / f"feat.{name}.npy", mode="w+", dtype=np.float16,
-                                                            shape=(n,) + arr.shape[1:])
+                    feats[name] = _new_memmap(tmp / f"feat.{name}.npy", (n,) + arr.shape[1:])
                 feats[name][idx] = arr
             geom[idx] = batch["geom"].numpy()
             valid[idx] = True
@@ -171,17 +208,20 @@ def build_or_load(ds: CocoDataset, extract: Callable[[torch.Tensor], dict[str, t
             raise ValueError(f"{ds.ann_file}: no readable image to cache features from "
                              f"({len(ds)} images, all corrupt or none)")
         names = list(feats)
-        for arr in feats.values():
-            arr.flush()
-        feats.clear()
-        np.save(tmp / "geom.npy", geom)
-        np.save(tmp / "valid.npy", valid)
         meta = {"key": key, "count": n, "names": names, "key_parts": key_parts, "num_corrupt": int((~valid).sum()),
                 "build_seconds": time.perf_counter() - t0, "created": time.time()}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        try:
+            for arr in feats.values():
+                arr.flush()
+            feats.clear()
+            np.save(tmp / "geom.npy", geom)
+            np.save(tmp / "valid.npy", valid)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        except OSError as e:
+            raise _cache_write_error(e, cache_dir) from None
         try:
             os.rename(tmp, final)
         except OSError:

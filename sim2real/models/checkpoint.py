@@ -13,6 +13,7 @@ rest comes from rebuilding the backbone, whose weight hash must match.
 from __future__ import annotations
 
 import copy
+import io
 import json
 from pathlib import Path
 
@@ -61,9 +62,18 @@ def save_checkpoint(path: str | Path, model: PerceptionModel, extra: dict | None
         raise ValueError(f"checkpoint extra must be JSON-serialisable: {e}") from None
     payload = {"meta": meta_json, "state": {k: sd[k].detach().cpu().clone() for k in keys}}
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_torch(path, payload)
     return path
+
+
+def write_torch(path: Path, payload) -> None:
+    """``torch.save`` into memory, then the bytes to ``path`` atomically: a full disk is then an
+    OSError (ENOSPC, a one-line OutputError from ``atomic_path``), where torch's zip writer on a
+    file reports it as an opaque RuntimeError ("unexpected pos")."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getbuffer())
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sim2real.io import append_jsonl, atomic_write_json
+from sim2real.io import append_jsonl, atomic_write_json, output_error
 
 
 def _plain(v: Any) -> Any:
@@ -34,7 +34,10 @@ class RunLogger:
 
     def __init__(self, run_dir: str | Path, sinks: list | None = None):
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise output_error(e, self.run_dir, "cannot create the run folder") from None
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.sinks = list(sinks or [])
         self._summary: dict[str, Any] = {}

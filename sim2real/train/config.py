@@ -65,7 +65,8 @@ class TrainConfig:
     seed: int = 0
     run_dir: str = "runs/train/sim"
     cache: bool = True                        # cache the frozen part's outputs on disk
-    cache_dir: Optional[str] = None           # default $SIM2REAL_CACHE or ~/.cache/sim2real/features
+    cache_dir: Optional[str] = None           # default $SIM2REAL_CACHE or ~/.cache/sim2real/features;
+    # a read-only one serves its entries, a miss there is a one-line error (use another cache_dir or cache=false)
     views: int = field(default=1, metadata=rng(1, 64))   # views per image: 0 clean + (views-1) augmented
     augment_strength: float = field(default=1.0, metadata=rng(0.0, 3.0))
     hash_image_content: bool = False          # cache key from image bytes instead of size + mtime

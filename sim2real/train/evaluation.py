@@ -16,6 +16,7 @@ from sim2real.data.pool import Pool
 from sim2real.eval.loop import EvalBatch, run_batches, score
 from sim2real.features.augment import PhotometricAugment
 from sim2real.features.cache import build_or_load, feature_key_parts
+from sim2real.io import OutputError
 from sim2real.models import PerceptionModel
 from sim2real.train import distributed as D
 from sim2real.train.config import TrainConfig
@@ -45,6 +46,8 @@ def build_stores(pool: Pool, model: PerceptionModel, cfg: TrainConfig, views: in
                                                   device=info.device, num_workers=cfg.num_workers,
                                                   progress=cfg.progress and info.is_main,
                                                   desc=f"caching features {ds.ann_file.parent.name} view {v}"))
+                except OutputError as e:  # read-only or full cache folder: say the trainer's other way out
+                    raise OutputError(e.errno, f"{e}, or cache=false to train without the feature cache") from None
                 finally:
                     ds.augment = None
             out.append(per_view)

@@ -179,3 +179,42 @@ def test_gather_takes_each_row_from_its_dataset_and_view(tmp_path, data, backbon
         for k, t in want.items():
             assert torch.equal(feats[k][j], t[0]), (j, k)
     np.testing.assert_array_equal(geom, views[0].geom[local])
+
+
+# ---- issue 14: a read-only cache folder, a disk that fills up while an entry is built --------------------
+# Root ignores folder permissions: a read-only folder is a path under /sys (not writable even for root).
+
+def test_read_only_cache_folder_is_refused_with_a_clear_message(data, backbone):
+    from sim2real.io import OutputError
+
+    model = make_model(backbone)
+    ds = CocoDataset(data)
+    ds.preprocess = model.make_preprocess()
+    key = C.feature_key_parts(model, ds)
+    with pytest.raises(OutputError) as e:
+        C.build_or_load(ds, model.frozen_part, key, "/sys/sim2real_cache", batch_size=4, progress=False)
+    msg = str(e.value)
+    assert "/sys/sim2real_cache" in msg and "not writable" in msg and "\n" not in msg
+    assert "cache_dir=" in msg
+
+
+@pytest.mark.parametrize("where", ["fallocate", "save"])
+def test_full_disk_while_building_is_a_clear_error_and_leaves_no_entry(tmp_path, data, backbone, monkeypatch, where):
+    import errno
+
+    from sim2real.io import OutputError
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "fallocate":  # the memory-mapped features (a sparse map would SIGBUS on a full disk)
+        monkeypatch.setattr(C.os, "posix_fallocate", full)
+    else:
+        monkeypatch.setattr(C.np, "save", full)
+    with pytest.raises(OutputError) as e:
+        cached(make_model(backbone), CocoDataset(data), tmp_path)
+    msg = str(e.value)
+    assert str(tmp_path / "cache") in msg and "No space left on device" in msg and "cache_dir=" in msg
+    assert list((tmp_path / "cache").iterdir()) == []  # no entry, no temporary folder
+    monkeypatch.undo()
+    assert not cached(make_model(backbone), CocoDataset(data), tmp_path).hit  # builds fine with room

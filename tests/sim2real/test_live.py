@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -176,6 +177,46 @@ def test_stream_failing_mid_way_is_retried_then_ends_cleanly(assets, tmp_path):
     assert "did not come back after 3 retries" in stats["stopped_by"]
     assert any("retry 3/3" in m for m in logs)
     assert count_frames(tmp_path / "annotated.mp4") == 6 and len(read_jsonl(tmp_path / "preds.jsonl")) == 6
+    assert stats["stream_lost"] is True
+
+
+def test_live_stream_lost_for_good_exits_nonzero_with_outputs_kept(assets, tmp_path, monkeypatch, capsys):
+    """Issue 14: a camera/rtsp stream that stays down after its retries is a failure (exit 1, one line
+    naming the stream), not a clean end; the video and the JSONL are still finalized."""
+    import sim2real.deploy.loop as loop
+
+    cap = cv2.VideoCapture(str(assets["clip"]))
+    frames = [cap.read()[1] for _ in range(4)]
+    cap.release()
+    opens = []
+
+    def fake_open(spec, *a, **kw):
+        opens.append(spec.text)
+        return DroppingCapture(frames, 5 if len(opens) == 1 else 0)
+
+    monkeypatch.setattr(loop, "open_source", fake_open)
+    url = "rtsp://cam.invalid/stream"
+    rc = main(["live", "--config", str(ROOT / "configs/live.yaml"), "--checkpoint", str(assets["ckpt"]),
+               "--source", url, "--no-drop", "--output", str(tmp_path / "out.mp4"), "--jsonl",
+               str(tmp_path / "preds.jsonl"), "--run-dir", str(tmp_path / "run"), "--max-retries", "2",
+               "retry.base_s=0.01", "retry.max_s=0.02"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1, err
+    assert len(err.splitlines()) == 1 and err.startswith("sim2real live: error:")
+    assert url in err and "did not come back after 2 retries" in err and "out.mp4" in err
+    assert opens and set(opens) == {url}
+    assert count_frames(tmp_path / "out.mp4") == 5 and len(read_jsonl(tmp_path / "preds.jsonl")) == 5
+    assert json.loads((tmp_path / "run" / "stats.json").read_text())["stream_lost"] is True
+
+
+def test_file_source_end_is_a_normal_end_exit_0(assets, tmp_path, capsys):
+    rc = main(["live", "--config", str(ROOT / "configs/live.yaml"), "--checkpoint", str(assets["ckpt"]),
+               "--source", str(assets["clip"]), "--jsonl", str(tmp_path / "preds.jsonl"),
+               "--run-dir", str(tmp_path / "run")])
+    assert rc == 0, capsys.readouterr().err
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["stream_lost"] is False and stats["stopped_by"] == "end of source"
+    assert len(read_jsonl(tmp_path / "preds.jsonl")) == 20
 
 
 def test_unopenable_sources_are_clear_errors(assets, tmp_path, capsys):
@@ -306,3 +347,112 @@ def test_live_records_match_the_predict_record_layout(assets):
     assert rec["class"] == expected["class"] and rec["score"] == pytest.approx(expected["score"], abs=2e-4)
     for key in ("box", "center", "keypoints"):
         np.testing.assert_allclose(rec[key], expected[key], atol=0.02)
+
+
+# ---- issue 14: outputs on read-only or full disks -----------------------------------------------------
+# Root ignores folder permissions, so a read-only location is a path under /sys (not writable even for
+# root) and a full disk is simulated where the bytes go (as test_generate's disk-full test does).
+
+def _live_args(assets, tmp_path, *extra):
+    return ["live", "--config", str(ROOT / "configs/live.yaml"), "--checkpoint", str(assets["ckpt"]),
+            "--source", str(assets["clip"]), "--run-dir", str(tmp_path / "run"), *extra]
+
+
+@pytest.mark.parametrize("flag", ["--output", "--jsonl"])
+def test_read_only_live_output_is_a_one_line_error(assets, tmp_path, capsys, flag):
+    target = "/sys/sim2real_test/out." + ("mp4" if flag == "--output" else "jsonl")
+    rc = main(_live_args(assets, tmp_path, flag, target))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("sim2real live: error:") and "/sys/sim2real_test" in err
+    assert "Traceback" not in err
+    assert json.loads((tmp_path / "run" / "stats.json").read_text())["frames"] == 0
+
+
+class _FillingFile:
+    """A text file on a disk that fills up after ``room`` writes (ENOSPC from then on)."""
+
+    def __init__(self, fh, room):
+        self.fh, self.room = fh, room
+
+    def write(self, text):
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= 1
+        return self.fh.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+
+def test_jsonl_on_a_full_disk_keeps_lines_and_video(assets, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    import sim2real.io as sio
+
+    def filling_open(path, mode="r", *a, **kw):
+        fh = builtins.open(path, mode, *a, **kw)
+        return _FillingFile(fh, 3) if str(path).endswith("preds.jsonl") and "w" in mode else fh
+
+    monkeypatch.setattr(sio, "open", filling_open, raising=False)
+    rc = main(_live_args(assets, tmp_path, "--output", str(tmp_path / "out.mp4"), "--jsonl",
+                         str(tmp_path / "preds.jsonl")))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and str(tmp_path / "preds.jsonl") in err and "No space left" in err
+    assert "3 line(s) written before are kept" in err and "disk is full" in err
+    assert [r["frame"] for r in read_jsonl(tmp_path / "preds.jsonl")] == [0, 1, 2]
+    assert count_frames(tmp_path / "out.mp4") == 4  # the 4th frame was drawn before its JSONL line failed
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["stopped_by"].startswith("output error") and stats["outputs"]["jsonl_records"] == 3
+
+
+def test_video_that_cannot_be_finalized_still_closes_jsonl_and_stats(assets, tmp_path, monkeypatch, capsys):
+    import sim2real.deploy.video_writer as vw
+
+    real_replace = os.replace
+
+    def full_replace(src, dst):
+        if str(dst).endswith("out.mp4"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(vw.os, "replace", full_replace)
+    rc = main(_live_args(assets, tmp_path, "--output", str(tmp_path / "out.mp4"), "--jsonl",
+                         str(tmp_path / "preds.jsonl"), "--max-frames", "5"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and str(tmp_path / "out.mp4") in err and "No space left" in err
+    assert len(read_jsonl(tmp_path / "preds.jsonl")) == 5
+    assert json.loads((tmp_path / "run" / "stats.json").read_text())["frames"] == 5
+    assert not list(tmp_path.glob(".out.mp4.*"))  # no temporary video left behind
+
+
+def _can_mount_tmpfs() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=8k tmpfs /mnt"],
+                              capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -m` and mount (root) for a real tiny disk")
+@pytest.mark.parametrize("jsonl", [False, True])
+def test_real_full_disk_is_a_one_line_error(assets, tmp_path, jsonl):
+    """A real 8 KiB tmpfs (private mount namespace): OpenCV's video writer never reports the full disk,
+    so the incomplete video is detected at close; a JSONL write fails at once. One line, exit 2."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    cmd = [sys.executable, "-m", "sim2real", "live", "--config", str(ROOT / "configs/live.yaml"),
+           "--checkpoint", str(assets["ckpt"]), "--source", str(assets["clip"]), "--output", str(disk / "out.mp4"),
+           "--run-dir", str(tmp_path / "run")] + (["--jsonl", str(disk / "preds.jsonl")] if jsonl else [])
+    script = f"mount -t tmpfs -o size=8k tmpfs {disk} && exec " + " ".join(f"'{c}'" for c in cmd)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env,
+                         timeout=300)
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("sim2real") or "Traceback" in ln]
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert len(err) == 1 and err[0].startswith("sim2real live: error:"), res.stderr[-2000:]
+    assert str(disk / ("preds.jsonl" if jsonl else "out.mp4")) in err[0]
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())  # written outside the full disk
+    assert stats["frames"] >= 1

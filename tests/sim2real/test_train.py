@@ -184,3 +184,113 @@ def test_split_keeps_scene_groups_together():
     assert sorted(np.concatenate([train, val]).tolist()) == list(range(40))
     again = split_indices(len(groups), 0.2, seed=3, groups=groups)
     assert all((a == b).all() for a, b in zip((train, val), again))
+
+
+# ---- issue 14: a read-only cache folder, a full disk ------------------------------------------------------
+
+def _train_args(tmp_path, data, *extra):
+    return ["train", "--no-progress", "--data", str(data), "--run-dir", str(tmp_path / "run"),
+            "model.input_hw=[64,64]", "model.head.type=global", "epochs=1", "batch_size=8",
+            "tracking.mode=disabled", *extra]
+
+
+def test_read_only_cache_folder_is_a_one_line_error(tmp_path, shapes, capsys):
+    """Choice (documented in features/cache.py and the train config): refuse, naming the folder and
+    the two ways out, rather than silently training without the cache."""
+    rc = main(_train_args(tmp_path, shapes, "cache_dir=/sys/sim2real_cache"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("sim2real train: error:")
+    assert "/sys/sim2real_cache" in err and "cache=false" in err and "cache_dir=" in err
+
+
+def test_full_disk_during_training_is_a_one_line_error(tmp_path, shapes, capsys, monkeypatch):
+    import builtins
+    import errno
+
+    import sim2real.io as sio
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def full_open(path, mode="r", *a, **kw):
+        fh = builtins.open(path, mode, *a, **kw)
+        return Full(fh) if str(path).endswith("metrics.jsonl") and "a" in mode else fh
+
+    monkeypatch.setattr(sio, "open", full_open, raising=False)
+    rc = main(_train_args(tmp_path, shapes, f"cache_dir={tmp_path / 'c'}"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and str(tmp_path / "run" / "metrics.jsonl") in err
+    assert "No space left on device" in err and "disk is full" in err
+
+
+def test_full_disk_saving_a_checkpoint_is_a_one_line_error(tmp_path, shapes, capsys, monkeypatch):
+    """Checkpoints are serialized in memory and written as bytes, so a full disk is ENOSPC (a one-line
+    error naming the checkpoint) instead of torch's zip-writer RuntimeError ("unexpected pos")."""
+    import errno
+    import pathlib
+
+    real_write = pathlib.Path.write_bytes
+
+    def write_bytes(self, data):
+        if self.name.startswith((".best.pt.", ".checkpoint.pt.")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+    rc = main(_train_args(tmp_path, shapes, f"cache_dir={tmp_path / 'c'}"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and str(tmp_path / "run" / "best.pt") in err
+    assert "No space left on device" in err
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def _can_mount_tmpfs() -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=8k tmpfs /mnt"],
+                              capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -m` and mount (root) for a real tiny disk")
+@pytest.mark.parametrize("full", ["run_dir", "cache_dir"])
+def test_train_on_a_real_full_disk_is_a_one_line_error(tmp_path, shapes, full):
+    """A real 64 KiB tmpfs in a private mount namespace holds the run folder or the feature cache."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    run = disk / "run" if full == "run_dir" else tmp_path / "run"
+    cache = disk / "cache" if full == "cache_dir" else tmp_path / "cache"
+    cmd = [sys.executable, "-m", "sim2real", "train", "--no-progress", "--data", str(shapes), "--run-dir", str(run),
+           "model.input_hw=[64,64]", "epochs=1", "tracking.mode=disabled", f"cache_dir={cache}"]
+    script = f"mount -t tmpfs -o size=64k tmpfs {disk} && exec " + " ".join(f"'{c}'" for c in cmd)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env,
+                         timeout=600)
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("sim2real") or "Traceback" in ln]
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert len(err) == 1 and err[0].startswith("sim2real train: error:"), res.stderr[-2000:]
+    assert str(disk) in err[0] and "No space left on device" in err[0]
