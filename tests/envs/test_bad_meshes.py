@@ -8,8 +8,8 @@ import os
 import pytest
 import yaml
 
-from envs.config import SceneConfigError
-from envs.tabletop import TabletopEnv
+from sim2real_envs.config import SceneConfigError
+from sim2real_envs.tabletop import TabletopEnv
 
 from envtest_scenes import sphere_scene
 
