@@ -201,6 +201,18 @@ def _absolute_path(a, t):
     return _coco_with(a, t, _set("file_name", str(secret), "images"))
 
 
+def _live_read_only_jsonl(a, t):
+    # /sys refuses new files even for root (folder permissions would not stop root)
+    return ["live", "--checkpoint", str(a["ckpt"]), "--source", str(a["data"] / "images"), "--max-frames", "2",
+            "--jsonl", "/sys/sim2real_hostile/preds.jsonl", "--run-dir", str(t / "run")]
+
+
+def _empty_mesh_scene(a, t):
+    (t / "empty.obj").write_text("")
+    (t / "scene.yaml").write_text("objects:\n  - {class: part, mesh: empty.obj}\nnum_distractors: 0\ncamera: {fov_deg: 60, width: 64, height: 48}\n")
+    return ["generate", "--no-progress", "num_frames=2", f"out={t / 'gen'}", f"scene_file={t / 'scene.yaml'}"]
+
+
 CASES = [
     Case("override: python tag", lambda a, t: _train(a, t, "seed=!!python/object/apply:os.system [touch pwned]"),
          says=("'seed'", "plain YAML value"), check=_check_not_executed),
@@ -226,6 +238,10 @@ CASES = [
          says=("640",)),
     Case("COCO: file_name leaves the image root", _outside_root, says=("outside",)),
     Case("COCO: absolute file_name", _absolute_path, says=("outside",)),
+    Case("live --jsonl on a read-only location", _live_read_only_jsonl, says=("preds.jsonl",)),
+    Case("train with a read-only feature cache folder", lambda a, t: _train(a, t, "cache_dir=/sys/sim2real_cache"),
+         says=("/sys/sim2real_cache", "cache=false")),
+    Case("scene with an empty mesh", _empty_mesh_scene, says=("empty.obj", "scene.objects[0].mesh")),
 ]
 
 
