@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data("visp")]
 
 REPO = Path(__file__).resolve().parents[1]
 VISP_CUBE = Path("/usr/share/visp-images-data/ViSP-images/mbt/cube")
@@ -128,15 +128,11 @@ def test_readme_own_object_journey(tmp_path):
            if json.loads(ln).get("split") == "val"]
     assert val and np.isfinite(val[-1]["center_err_px_median"])
 
-    # 3. predict on a few real frames (the rendered ones where the footage is missing)
+    # 3. predict on a few real frames (ViSP cube footage)
     frames = work / "my_frames"
     frames.mkdir()
-    if all((VISP_CUBE / f).is_file() for f in REAL_FRAMES):
-        for f in REAL_FRAMES:
-            shutil.copy(VISP_CUBE / f, frames / f)
-    else:
-        for im in coco["images"][:5]:
-            shutil.copy(data / im["file_name"], frames / Path(im["file_name"]).name)
+    for f in REAL_FRAMES:
+        shutil.copy(VISP_CUBE / f, frames / f)
     names = sorted(p.name for p in frames.iterdir())
     sim2real(predict, work, tmp_path / "cache")
     preds = [json.loads(ln) for ln in (work / "preds.jsonl").read_text().splitlines()]

@@ -191,6 +191,7 @@ def _check_report(run_dir):
 # --- the installed ViSP cube footage ------------------------------------------------------------
 
 
+@pytest.mark.needs_data("visp_labels")
 def test_visp_default_data_uses_pool_frames_for_alignment_and_never_the_eval_frames(tmp_path):
     sim = write_shapes_dataset(tmp_path / "sim", 8, (64, 48), classes=("cube",))
     cfg = load_config(AdaptConfig, None, [f"sim_dataset={sim}", "k=5", "domain_check_samples=6",

@@ -19,7 +19,6 @@ from sim2real.deploy.export import check_parity, export_onnx, export_torchscript
 from sim2real.models import ModelConfig, build_model, save_checkpoint
 
 VISP = Path("/usr/share/visp-images-data/ViSP-images")
-VISP_COCO = visp_cube_labels_path()
 TOL = 1e-4
 
 
@@ -36,6 +35,7 @@ def real_images():
     return [load_image(VISP / f"mbt/cube/image{i:04d}.pgm") for i in (0, 30, 60)]
 
 
+@pytest.mark.needs_data("visp")
 def test_onnx_dynamic_batch_matches_torch_and_carries_metadata(model_and_ckpt, real_images, tmp_path):
     model, _ = model_and_ckpt
     path = export_onnx(model, tmp_path / "m.onnx", batch=None)
@@ -59,6 +59,7 @@ def test_onnx_dynamic_batch_matches_torch_and_carries_metadata(model_and_ckpt, r
     assert torch.equal(x1, x2) and meta1 == meta2
 
 
+@pytest.mark.needs_data("visp")
 def test_fixed_batch_onnx_and_torchscript_match_torch(model_and_ckpt, real_images, tmp_path):
     model, _ = model_and_ckpt
     batch = parity_inputs(model, images=real_images)  # 3 images through a batch-1 graph
@@ -71,6 +72,7 @@ def test_fixed_batch_onnx_and_torchscript_match_torch(model_and_ckpt, real_image
     assert isinstance(load_backend(tmp_path / "m.ts"), TorchScriptBackend)
 
 
+@pytest.mark.needs_data("visp")
 def test_export_cli_with_dynamic_int8_reports_agreement(model_and_ckpt, tmp_path, capsys):
     _, ckpt = model_and_ckpt
     frames = tmp_path / "frames"
@@ -95,12 +97,13 @@ def test_export_cli_with_dynamic_int8_reports_agreement(model_and_ckpt, tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.needs_data("visp_labels")
 def test_static_int8_on_labelled_real_set_reports_accuracy_change(model_and_ckpt, tmp_path):
     from sim2real.deploy.export import export_checkpoint
 
     _, ckpt = model_and_ckpt
     t0 = time.time()
-    rep = export_checkpoint(ckpt, "onnx", tmp_path / "m.onnx", quantize="static", calib_data=str(VISP_COCO),
+    rep = export_checkpoint(ckpt, "onnx", tmp_path / "m.onnx", quantize="static", calib_data=str(visp_cube_labels_path()),
                             image_root=str(VISP), calib_images=4, eval_images=6, log=lambda m: None)
     cmp = rep["quantized"]["comparison"]
     assert rep["quantized"]["calibration_images"] == 4 and cmp["images"] == 6

@@ -22,7 +22,7 @@ from sim2real.train.toy_data import write_shapes_dataset
 from sim2real.train.real_val import FIRST_FEATURES
 from sim2real.train.trainer import train
 
-REAL_JSON = visp_cube_labels_path()
+pytestmark = pytest.mark.needs_data("visp_labels")
 REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
 CUBE_FRAMES = REAL_ROOT / "mbt" / "cube"
 TASK_KEYS = ("acc", "center_err_px_median", "box_iou_mean", "pck@0.05", "loss")
@@ -35,7 +35,7 @@ def data(tmp_path_factory):
     # Sim: toy shapes whose classes include the real set's "cube" (drawn as a triangle: any shape will do).
     sim = write_shapes_dataset(root / "sim", num_images=24, size=(64, 48), seed=0, classes=("square", "cube", "disc"))
     # Real: 10 labelled ViSP dev frames (0-99 only), 640x480 gray.
-    coco = json.loads(REAL_JSON.read_text())
+    coco = json.loads(visp_cube_labels_path().read_text())
     keep = {im["id"] for im in coco["images"][:100:10]}
     coco["images"] = [im for im in coco["images"] if im["id"] in keep]
     coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]

@@ -24,7 +24,6 @@ from sim2real.models.heads import HeadConfig
 from sim2real.train.config import TrainConfig
 from sim2real.train.toy_data import write_shapes_dataset
 
-REAL_JSON = visp_cube_labels_path()
 REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
 CLASSES = ("square", "disc", "triangle")
 
@@ -138,8 +137,9 @@ def test_gap_command_writes_run_folder_report_and_table(tmp_path, sets, capsys):
     assert len(read_jsonl(out / "metrics.jsonl")) == 1
 
 
+@pytest.mark.needs_data("visp_labels")
 def test_gap_on_real_visp_frames(tmp_path):
-    data = json.loads(REAL_JSON.read_text())
+    data = json.loads(visp_cube_labels_path().read_text())
     keep = {im["id"] for im in data["images"][:40:10]}  # 4 labelled dev frames (0-99 only)
     data["images"] = [im for im in data["images"] if im["id"] in keep]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]

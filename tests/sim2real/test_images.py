@@ -84,6 +84,7 @@ def test_pgm_ppm_jpeg_tiff(tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "f.tif"), img)
 
 
+@pytest.mark.needs_data("visp")
 def test_real_visp_frame():
     img = load_image(VISP_FRAME)
     assert img.shape == (480, 640) and img.dtype == np.uint8 and is_grayscale(img)

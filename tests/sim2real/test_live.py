@@ -27,6 +27,7 @@ from sim2real.io import read_jsonl
 from sim2real.models import ModelConfig, build_model, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.needs_data("vtest", "visp")
 VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 VISP = Path("/usr/share/visp-images-data/ViSP-images/mbt/cube")
 INPUT_HW = [96, 128]

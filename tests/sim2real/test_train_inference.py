@@ -19,7 +19,6 @@ from sim2real.train.config import TrainConfig
 from sim2real.train.toy_data import write_shapes_dataset
 from sim2real.train.trainer import train
 
-REAL_JSON = visp_cube_labels_path()
 REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -61,6 +60,7 @@ def test_predict_reports_original_pixels_at_a_known_scale(tmp_path, model_ckpt):
     np.testing.assert_allclose(kb[:, :2], (ka[:, :2] + 0.5) * 3 - 0.5, atol=0.05)
 
 
+@pytest.mark.needs_data("vtest")
 def test_predict_on_coco_file_and_video(tmp_path, model_ckpt):
     data = write_shapes_dataset(tmp_path / "d", num_images=3, size=(64, 48), seed=6)
     out = tmp_path / "coco.jsonl"
@@ -144,8 +144,9 @@ def test_evaluate_agrees_with_training_validation(tmp_path):
     assert "| acc |" in md and "| true \\ pred | square | disc | triangle |" in md
 
 
+@pytest.mark.needs_data("visp_labels")
 def test_evaluate_on_real_visp_labels(tmp_path):
-    data = json.loads(REAL_JSON.read_text())
+    data = json.loads(visp_cube_labels_path().read_text())
     keep = {im["id"] for im in data["images"][:3]}
     data["images"] = [im for im in data["images"] if im["id"] in keep]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
