@@ -299,7 +299,7 @@ def test_egl_missing_is_a_clear_error_not_an_exit():
     import sys
 
     code = ("import sys; sys.path.insert(0, 'tests/envs')\n"
-            "import gymnasium as gym, envs\n"
+            "import gymnasium as gym\n"
             "from envtest_scenes import default_scene\n"
             "try:\n"
             "    gym.make('" + TABLETOP + "', scene=default_scene(), width=32, height=24, renderer='egl')\n"
