@@ -89,7 +89,11 @@ def test_export_cli_with_dynamic_int8_reports_agreement(model_and_ckpt, tmp_path
     q = report["quantized"]
     assert q["mode"] == "dynamic" and Path(q["output"]).is_file()
     cmp = q["comparison"]
-    assert cmp["images"] == 4 and 0.0 <= cmp["class_agreement"] <= 1.0
+    # Measured on these 4 ViSP frames (seeded untrained model, onnxruntime dynamic int8): agreement 0.75,
+    # max probability change 0.055, embedding cosine 0.70. Bounds with a margin (one more class flip).
+    # (Box IoU is not bounded: the untrained head predicts zero-width boxes, IoU 0 even fp32 vs fp32.)
+    assert cmp["images"] == 4 and cmp["class_agreement"] >= 0.5, cmp
+    assert cmp["prob_change_max"] < 0.15 and cmp["embed_cosine_mean"] > 0.5, cmp
     assert {"center_shift_px_median", "box_iou_fp32_vs_int8_mean", "embed_cosine_mean"} <= set(cmp)
     int8 = load_backend(q["output"])
     assert int8.meta["quantization"] == "dynamic" and int8.classes == ["cube", "cylinder"]
@@ -107,6 +111,11 @@ def test_static_int8_on_labelled_real_set_reports_accuracy_change(model_and_ckpt
                             image_root=str(VISP), calib_images=4, eval_images=6, log=lambda m: None)
     cmp = rep["quantized"]["comparison"]
     assert rep["quantized"]["calibration_images"] == 4 and cmp["images"] == 6
+    # Measured (6 labelled ViSP frames, static QDQ int8 calibrated on 4): agreement 1.0, max probability
+    # change 0.020, embedding cosine 0.98, centre shift median 2.6 px, accuracy change 0. Bounds with margin.
+    assert cmp["class_agreement"] >= 5 / 6 and abs(cmp["delta/acc"]) <= 1 / 6 + 1e-9, cmp
+    assert cmp["prob_change_max"] < 0.1 and cmp["embed_cosine_mean"] > 0.9, cmp
+    assert cmp["center_shift_px_median"] < 15.0, cmp
     assert {"fp32/acc", "int8/acc", "delta/acc", "fp32/center_err_px_median", "delta/center_err_px_median"} <= set(cmp)
     assert load_backend(rep["quantized"]["output"]).meta["quantization"] == "static"
     assert time.time() - t0 < 300
