@@ -11,14 +11,14 @@ import onnx
 import pytest
 import torch
 
-from sim2real.data.real_visp import visp_cube_labels_path
+from sim2real.data.real_visp import visp_cube_labels_path, visp_image_root
 from sim2real.cli import main
 from sim2real.data.images import load_image
 from sim2real.deploy.backends import OnnxRuntimeBackend, TorchBackend, TorchScriptBackend, load_backend
 from sim2real.deploy.export import check_parity, export_onnx, export_torchscript, parity_inputs
 from sim2real.models import ModelConfig, build_model, save_checkpoint
 
-VISP = Path("/usr/share/visp-images-data/ViSP-images")
+VISP = visp_image_root()
 TOL = 1e-4
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sim2real.data.real_visp import visp_cube_labels_path
+from sim2real.data.real_visp import visp_cube_labels_path, visp_image_root
 from sim2real.cli import main
 from sim2real.config import load_config
 from sim2real.data.real_footage import ProtectedFramesError
@@ -23,7 +23,7 @@ from sim2real.train.real_val import FIRST_FEATURES
 from sim2real.train.trainer import train
 
 pytestmark = pytest.mark.needs_data("visp_labels")
-REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
+REAL_ROOT = visp_image_root()
 CUBE_FRAMES = REAL_ROOT / "mbt" / "cube"
 TASK_KEYS = ("acc", "center_err_px_median", "box_iou_mean", "pck@0.05", "loss")
 FEAT_KEYS = ("gap/feat_mmd", "gap/feat_coral", "gap/feat_frechet")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sim2real.data.real_visp import visp_cube_labels_path
+from sim2real.data.real_visp import visp_cube_labels_path, visp_image_root
 from sim2real.cli import main
 from sim2real.config import ConfigError, load_config
 from sim2real.data.dataset import CocoDataset
@@ -24,7 +24,7 @@ from sim2real.models.heads import HeadConfig
 from sim2real.train.config import TrainConfig
 from sim2real.train.toy_data import write_shapes_dataset
 
-REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
+REAL_ROOT = visp_image_root()
 CLASSES = ("square", "disc", "triangle")
 
 

@@ -25,11 +25,12 @@ from sim2real.deploy.loop import run_live
 from sim2real.deploy.tta import batchnorm_layers
 from sim2real.io import read_jsonl
 from sim2real.models import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from sim2real.data.real_visp import visp_cube_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.needs_data("vtest", "visp")
 VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
-VISP = Path("/usr/share/visp-images-data/ViSP-images/mbt/cube")
+VISP = visp_cube_dir()
 INPUT_HW = [96, 128]
 
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sim2real.data.real_visp import visp_cube_labels_path
+from sim2real.data.real_visp import visp_cube_labels_path, visp_image_root
 from sim2real.cli import main
 from sim2real.config import load_config
 from sim2real.data.images import load_image
@@ -19,7 +19,7 @@ from sim2real.train.config import TrainConfig
 from sim2real.train.toy_data import write_shapes_dataset
 from sim2real.train.trainer import train
 
-REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
+REAL_ROOT = visp_image_root()
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
