@@ -57,9 +57,11 @@ def _visp_labels() -> str | None:
     from sim2real.data.real_visp import visp_cube_labels_path
 
     try:
-        visp_cube_labels_path()
+        labels = visp_cube_labels_path()
     except RealDataError as e:
         return str(e)
+    if not labels.is_file():  # SIM2REAL_VISP_LABELS is taken as given
+        return f"ViSP cube labels {labels} not found (SIM2REAL_VISP_LABELS)"
     return _visp_images()
 
 
