@@ -21,9 +21,12 @@ Two pybullet clients, so that a scene is a pure function of its seed and still c
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
+import subprocess
+import sys
 from typing import Any
 
 import cv2
@@ -73,6 +76,30 @@ def base_intrinsics(cfg: SceneConfig) -> Intrinsics:
     else:
         intr = Intrinsics(cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
     return intr if cam.scale == 1.0 else intr.scaled(cam.scale)
+
+
+_EGL_CHILD = """
+import importlib.util, pybullet as p
+c = p.connect(p.DIRECT)
+s = importlib.util.find_spec("eglRenderer")
+r = (p.loadPlugin(s.origin, "_eglRendererPlugin", physicsClientId=c) if s is not None and s.origin
+     else p.loadPlugin("eglRendererPlugin", physicsClientId=c))
+raise SystemExit(0 if r >= 0 else 3)
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _egl_plugin_loads() -> tuple[bool, str]:
+    """Whether pybullet's eglRenderer plugin starts here, tried once in a child process: the plugin
+    calls exit() itself when EGL cannot start ("failed to EGL with glad"), which would end this one."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", _EGL_CHILD], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, f"could not try the eglRenderer plugin: {e}"
+    if proc.returncode == 0:
+        return True, ""
+    tail = " ".join((proc.stdout + proc.stderr).split()[-12:])
+    return False, f"pybullet's eglRenderer plugin could not start EGL ({tail or f'exit {proc.returncode}'})"
 
 
 class TabletopEnv(gym.Env):
@@ -135,6 +162,12 @@ class TabletopEnv(gym.Env):
     def _setup_renderer(self, renderer: str) -> int:
         if renderer == "tiny":
             return p.ER_TINY_RENDERER
+        loads, why = _egl_plugin_loads()
+        if not loads:
+            self._client.disconnect()
+            self._phys.disconnect()
+            raise RuntimeError(f"EGL renderer requested but not available: {why}. "
+                               "Use renderer='tiny' (CPU) instead.")
         spec = importlib.util.find_spec("eglRenderer")
         try:
             if spec is not None and spec.origin:

@@ -4,8 +4,8 @@ The scene is the worked example of sim2real_envs/README.md ("my object is a cube
 written with its assets into a temporary folder outside configs/ (and outside the checkout); the
 commands are README.md's "Your own scene and camera" block, run from that folder. Only sizes are
 shrunk (frames, camera scale, epochs, input size) and progress/W&B switched off, so it runs in well
-under a minute on CPU. Predictions are made on real ViSP cube frames 0-4 (development frames), or
-on the rendered frames where the footage is not installed.
+under a minute on CPU. Predictions are made on real ViSP cube frames 0-4 (development frames); without
+the footage the test is skipped (failed under CI), see tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ import cv2
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+from sim2real.data.real_visp import visp_cube_dir
+
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data("visp")]
 
 REPO = Path(__file__).resolve().parents[1]
-VISP_CUBE = Path("/usr/share/visp-images-data/ViSP-images/mbt/cube")
+VISP_CUBE = visp_cube_dir()
 REAL_FRAMES = [f"image{i:04d}.pgm" for i in range(5)]  # development frames only (100-217: eval)
 
 # Tiny sizes: key=value overrides replace the README's own value of that key or are appended.
@@ -128,15 +130,11 @@ def test_readme_own_object_journey(tmp_path):
            if json.loads(ln).get("split") == "val"]
     assert val and np.isfinite(val[-1]["center_err_px_median"])
 
-    # 3. predict on a few real frames (the rendered ones where the footage is missing)
+    # 3. predict on a few real frames (ViSP cube footage)
     frames = work / "my_frames"
     frames.mkdir()
-    if all((VISP_CUBE / f).is_file() for f in REAL_FRAMES):
-        for f in REAL_FRAMES:
-            shutil.copy(VISP_CUBE / f, frames / f)
-    else:
-        for im in coco["images"][:5]:
-            shutil.copy(data / im["file_name"], frames / Path(im["file_name"]).name)
+    for f in REAL_FRAMES:
+        shutil.copy(VISP_CUBE / f, frames / f)
     names = sorted(p.name for p in frames.iterdir())
     sim2real(predict, work, tmp_path / "cache")
     preds = [json.loads(ln) for ln in (work / "preds.jsonl").read_text().splitlines()]

@@ -14,23 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
-from sim2real.data.real_visp import visp_cube_dir, visp_cube_labels_path
+from sim2real.data.real_visp import visp_cube_dir
 from sim2real.io import read_jsonl
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _have_visp() -> bool:
-    try:
-        return visp_cube_dir().is_dir() and visp_cube_labels_path().is_file()
-    except Exception:
-        return False
-
-
-needs_visp = pytest.mark.skipif(not _have_visp(), reason="ViSP cube footage (Debian visp-images-data) "
-                                "or its labels (../shared/real/visp_cube) not installed")
 
 
 def cli(*args: str, cwd: Path = REPO) -> str:
@@ -45,7 +34,7 @@ def last_val(run: Path) -> dict:
     return [r for r in read_jsonl(run / "metrics.jsonl") if r.get("split") == "val"][-1]
 
 
-@needs_visp
+@pytest.mark.needs_data("visp_labels")
 def test_whole_loop_tiny(tmp_path):
     sim, train, adapt = tmp_path / "sim", tmp_path / "train", tmp_path / "adapt"
 

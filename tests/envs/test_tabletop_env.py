@@ -238,17 +238,79 @@ def test_render_raw_and_close():
     env.close()  # idempotent
 
 
-def test_egl_renderer_works_or_says_why():
-    try:
-        env = make(renderer="egl")
-    except RuntimeError as e:
-        assert "EGL renderer requested but not available" in str(e)
+# Independent of pybullet: can this machine's libEGL enumerate a device and initialise a display on it
+# (what pybullet's eglRenderer plugin does)? Run in a child so a broken driver cannot take pytest down.
+_EGL_PROBE = r"""
+import ctypes, sys
+try:
+    egl = ctypes.CDLL("libEGL.so.1")
+except OSError as e:
+    sys.exit(f"no libEGL: {e}")
+gpa = egl.eglGetProcAddress
+gpa.restype, gpa.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+q, g = gpa(b"eglQueryDevicesEXT"), gpa(b"eglGetPlatformDisplayEXT")
+if not q or not g:
+    sys.exit("libEGL lacks the device extensions")
+query = ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p),
+                         ctypes.POINTER(ctypes.c_int))(q)
+display = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p)(g)
+devs, n = (ctypes.c_void_p * 16)(), ctypes.c_int()
+if not query(16, devs, ctypes.byref(n)) or n.value == 0:
+    sys.exit("no EGL device")
+egl.eglInitialize.restype = ctypes.c_uint
+egl.eglInitialize.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]
+for i in range(n.value):
+    d = display(0x313F, devs[i], None)  # EGL_PLATFORM_DEVICE_EXT
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    if d and egl.eglInitialize(d, ctypes.byref(major), ctypes.byref(minor)):
+        print(f"EGL {major.value}.{minor.value} on device {i} of {n.value}")
+        sys.exit(0)
+sys.exit("no EGL device initialises")
+"""
+
+
+def _egl_available() -> tuple[bool, str]:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _EGL_PROBE], capture_output=True, text=True, timeout=60)
+    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+
+def test_egl_renderer_matches_this_machines_egl():
+    available, why = _egl_available()
+    if not available:
+        with pytest.raises(RuntimeError, match="EGL renderer requested but not available"):
+            make(renderer="egl")
         return
+    env = make(renderer="egl")  # the probe initialised EGL here, so the env must render with it
     try:
+        assert env.unwrapped._egl_plugin >= 0, why
         obs, info = env.reset(seed=0)
         _check_labels_against_masks(obs, info["labels"])
     finally:
         env.close()
+
+
+def test_egl_missing_is_a_clear_error_not_an_exit():
+    """With no EGL vendor library, pybullet's plugin would exit() the process; the env must raise instead."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'tests/envs')\n"
+            "import gymnasium as gym\n"
+            "from envtest_scenes import default_scene\n"
+            "try:\n"
+            "    gym.make('" + TABLETOP + "', scene=default_scene(), width=32, height=24, renderer='egl')\n"
+            "except RuntimeError as e:\n"
+            "    print('RAISED', e)\n")
+    env = dict(os.environ, __EGL_VENDOR_LIBRARY_FILENAMES=str(ROOT / "no_such_vendor.json"),
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "RAISED EGL renderer requested but not available" in proc.stdout, proc.stdout + proc.stderr
 
 
 def _frame_bytes(obs, info) -> bytes:

@@ -59,6 +59,12 @@ def session(world, lite0):
     return sess
 
 
+def _last_state(run_dir) -> dict:
+    ck = torch.load(run_dir / "checkpoint.pt", weights_only=False, map_location="cpu")
+    state = ck.get("model", ck.get("state", ck)) if isinstance(ck, dict) else ck
+    return {k: v for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()}
+
+
 @pytest.mark.parametrize("methods", [["finetune"], ["coral"], ["mmd"], ["dann"], ["adabn"], ["adabn", "coral"]])
 def test_adapt_runs_each_method_and_writes_checkpoint_and_metrics(session, lite0, methods):
     run_dir = session.out / "_".join(methods)
@@ -82,6 +88,22 @@ def test_adapt_runs_each_method_and_writes_checkpoint_and_metrics(session, lite0
     assert epochs[2]["trainable_stages"] == 1 and epochs[1]["trainable_stages"] == 0  # unfrozen at epoch index 1
     if set(methods) & {"coral", "mmd", "dann"}:
         assert all("loss/align" in r for r in trained)
+        # A real aligner: a positive loss that moves between epochs, its own diagnostics, and weights that
+        # differ from the same run (same batches, same seed) with the alignment term switched off.
+        assert all(r["loss/align"] > 1e-6 for r in trained), [r["loss/align"] for r in trained]
+        assert trained[0]["loss/align"] != trained[1]["loss/align"]
+        for m in set(methods) & {"coral", "mmd", "dann"}:
+            assert all(r[f"align/{m}/value"] > 1e-6 for r in trained), m
+        weight = session.cfg.align_weight
+        try:
+            session.cfg.align_weight = 0.0
+            session.adapt(methods, session.out / ("_".join(methods) + "_no_align"))
+        finally:
+            session.cfg.align_weight = weight
+        with_align = _last_state(run_dir)
+        without = _last_state(session.out / ("_".join(methods) + "_no_align"))
+        differ = [k for k in with_align if not torch.equal(with_align[k], without[k])]
+        assert differ, "alignment changed no weight"
     else:
         assert not any("loss/align" in r for r in trained)
     if "adabn" in methods:
@@ -191,6 +213,7 @@ def _check_report(run_dir):
 # --- the installed ViSP cube footage ------------------------------------------------------------
 
 
+@pytest.mark.needs_data("visp_labels")
 def test_visp_default_data_uses_pool_frames_for_alignment_and_never_the_eval_frames(tmp_path):
     sim = write_shapes_dataset(tmp_path / "sim", 8, (64, 48), classes=("cube",))
     cfg = load_config(AdaptConfig, None, [f"sim_dataset={sim}", "k=5", "domain_check_samples=6",

@@ -214,3 +214,44 @@ def test_adabn_on_the_real_backbone_changes_only_bn_buffers():
                            for k in changed)
     # Embeddings of the adapted model follow the new statistics: features are finite.
     assert torch.isfinite(backbone(torch.rand(2, 3, 64, 48))).all()
+
+
+def test_coral_exact_value_on_a_hand_computed_case():
+    # f_s: covariance [[2, 0], [0, 0]], mean (1, 0); f_t: covariance [[0, 0], [0, 2]], mean (0, 1).
+    # cov term = ||diag(2, -2)||_F^2 / (4 * 2^2) = 8 / 16 = 0.5; mean term = ||(1, -1)||^2 / 2 = 1.
+    f_s = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    f_t = torch.tensor([[0.0, 0.0], [0.0, 2.0]])
+    coral = CORAL()
+    assert float(coral(f_s, f_t)) == pytest.approx(1.5, abs=1e-6)
+    assert coral.last_cov_term == pytest.approx(0.5, abs=1e-6)
+    assert coral.last_mean_term == pytest.approx(1.0, abs=1e-6)
+    assert float(CORAL(include_mean=False)(f_s, f_t)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_coral_matches_an_independent_numpy_computation():
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(5, 3)), rng.normal(1.0, 2.0, size=(4, 3))
+    d = 3
+    expected = (np.sum((np.cov(a, rowvar=False) - np.cov(b, rowvar=False)) ** 2) / (4 * d * d)
+                + np.sum((a.mean(0) - b.mean(0)) ** 2) / d)
+    got = float(CORAL()(torch.tensor(a), torch.tensor(b)))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_mmd_exact_value_on_a_hand_computed_case():
+    # 1-D: sim {0, 1}, real {2}; one Gaussian kernel exp(-d^2 / 2) (sigma = 1).
+    # k_ss mean = (2 + 2 e^-1/2) / 4, k_tt = 1, k_st mean = (e^-2 + e^-1/2) / 2
+    # -> MMD^2 = 1.5 - 0.5 e^-1/2 - e^-2.
+    f_s, f_t = torch.tensor([[0.0], [1.0]]), torch.tensor([[2.0]])
+    expected = 1.5 - 0.5 * math.exp(-0.5) - math.exp(-2.0)
+    assert float(MMD(sigmas=(1.0,))(f_s, f_t)) == pytest.approx(expected, abs=1e-6)
+    # Median heuristic: distinct-pair d^2 of {0, 1, 2} are 1, 1, 1, 1, 4, 4 -> median 1 (lower middle),
+    # so multipliers (0.5, 1, 2) give sigma^2 = 0.5, 1, 2 and the kernel is their sum.
+    def k(d2):
+        return sum(math.exp(-d2 / (2 * s2)) for s2 in (0.5, 1.0, 2.0))
+    expected3 = (2 * k(0) + 2 * k(1)) / 4 + k(0) - 2 * (k(4) + k(1)) / 2
+    mmd = MMD(multipliers=(0.5, 1.0, 2.0))
+    assert float(mmd(f_s, f_t)) == pytest.approx(expected3, abs=1e-6)
+    assert mmd.bandwidths == pytest.approx([math.sqrt(0.5), 1.0, math.sqrt(2.0)])

@@ -37,6 +37,7 @@ def visp_frames():
     return sample_images(visp_cube_footage(stride=10), 10)
 
 
+@pytest.mark.needs_data("visp")
 def test_real_gray_4x3_vs_synthetic_rgb_square(visp_frames):
     assert visp_frames[0].shape == (480, 640)
     with pytest.warns(DomainMismatchWarning) as rec:
@@ -53,6 +54,7 @@ def test_real_gray_4x3_vs_synthetic_rgb_square(visp_frames):
     assert "640 x 480" in md and "**aspect**" in md
 
 
+@pytest.mark.needs_data("visp")
 def test_identical_distributions_have_no_findings(visp_frames):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DomainMismatchWarning)
@@ -107,6 +109,7 @@ class _TrainCfg:
     data: _Data = field(default_factory=_Data)
 
 
+@pytest.mark.needs_data("visp")
 def test_apply_alignment_to_training_config(visp_frames):
     report = compare_domains(_synth_set(0), visp_frames, warn=False)
     cfg, ov = apply_alignment(_TrainCfg(), report)
@@ -124,6 +127,7 @@ def test_apply_alignment_to_training_config(visp_frames):
     assert alignment_overrides(same, _TrainCfg()) == {"data.input_hw": [240, 320]}
 
 
+@pytest.mark.needs_data("visp")
 def test_sample_sources_and_save(tmp_path):
     ds = tmp_path / "sim"
     (ds / "images").mkdir(parents=True)

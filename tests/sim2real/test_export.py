@@ -11,15 +11,14 @@ import onnx
 import pytest
 import torch
 
-from sim2real.data.real_visp import visp_cube_labels_path
+from sim2real.data.real_visp import visp_cube_labels_path, visp_image_root
 from sim2real.cli import main
 from sim2real.data.images import load_image
 from sim2real.deploy.backends import OnnxRuntimeBackend, TorchBackend, TorchScriptBackend, load_backend
 from sim2real.deploy.export import check_parity, export_onnx, export_torchscript, parity_inputs
 from sim2real.models import ModelConfig, build_model, save_checkpoint
 
-VISP = Path("/usr/share/visp-images-data/ViSP-images")
-VISP_COCO = visp_cube_labels_path()
+VISP = visp_image_root()
 TOL = 1e-4
 
 
@@ -36,6 +35,7 @@ def real_images():
     return [load_image(VISP / f"mbt/cube/image{i:04d}.pgm") for i in (0, 30, 60)]
 
 
+@pytest.mark.needs_data("visp")
 def test_onnx_dynamic_batch_matches_torch_and_carries_metadata(model_and_ckpt, real_images, tmp_path):
     model, _ = model_and_ckpt
     path = export_onnx(model, tmp_path / "m.onnx", batch=None)
@@ -59,6 +59,7 @@ def test_onnx_dynamic_batch_matches_torch_and_carries_metadata(model_and_ckpt, r
     assert torch.equal(x1, x2) and meta1 == meta2
 
 
+@pytest.mark.needs_data("visp")
 def test_fixed_batch_onnx_and_torchscript_match_torch(model_and_ckpt, real_images, tmp_path):
     model, _ = model_and_ckpt
     batch = parity_inputs(model, images=real_images)  # 3 images through a batch-1 graph
@@ -71,6 +72,7 @@ def test_fixed_batch_onnx_and_torchscript_match_torch(model_and_ckpt, real_image
     assert isinstance(load_backend(tmp_path / "m.ts"), TorchScriptBackend)
 
 
+@pytest.mark.needs_data("visp")
 def test_export_cli_with_dynamic_int8_reports_agreement(model_and_ckpt, tmp_path, capsys):
     _, ckpt = model_and_ckpt
     frames = tmp_path / "frames"
@@ -87,7 +89,11 @@ def test_export_cli_with_dynamic_int8_reports_agreement(model_and_ckpt, tmp_path
     q = report["quantized"]
     assert q["mode"] == "dynamic" and Path(q["output"]).is_file()
     cmp = q["comparison"]
-    assert cmp["images"] == 4 and 0.0 <= cmp["class_agreement"] <= 1.0
+    # Measured on these 4 ViSP frames (seeded untrained model, onnxruntime dynamic int8): agreement 0.75,
+    # max probability change 0.055, embedding cosine 0.70. Bounds with a margin (one more class flip).
+    # (Box IoU is not bounded: the untrained head predicts zero-width boxes, IoU 0 even fp32 vs fp32.)
+    assert cmp["images"] == 4 and cmp["class_agreement"] >= 0.5, cmp
+    assert cmp["prob_change_max"] < 0.15 and cmp["embed_cosine_mean"] > 0.5, cmp
     assert {"center_shift_px_median", "box_iou_fp32_vs_int8_mean", "embed_cosine_mean"} <= set(cmp)
     int8 = load_backend(q["output"])
     assert int8.meta["quantization"] == "dynamic" and int8.classes == ["cube", "cylinder"]
@@ -95,15 +101,21 @@ def test_export_cli_with_dynamic_int8_reports_agreement(model_and_ckpt, tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.needs_data("visp_labels")
 def test_static_int8_on_labelled_real_set_reports_accuracy_change(model_and_ckpt, tmp_path):
     from sim2real.deploy.export import export_checkpoint
 
     _, ckpt = model_and_ckpt
     t0 = time.time()
-    rep = export_checkpoint(ckpt, "onnx", tmp_path / "m.onnx", quantize="static", calib_data=str(VISP_COCO),
+    rep = export_checkpoint(ckpt, "onnx", tmp_path / "m.onnx", quantize="static", calib_data=str(visp_cube_labels_path()),
                             image_root=str(VISP), calib_images=4, eval_images=6, log=lambda m: None)
     cmp = rep["quantized"]["comparison"]
     assert rep["quantized"]["calibration_images"] == 4 and cmp["images"] == 6
+    # Measured (6 labelled ViSP frames, static QDQ int8 calibrated on 4): agreement 1.0, max probability
+    # change 0.020, embedding cosine 0.98, centre shift median 2.6 px, accuracy change 0. Bounds with margin.
+    assert cmp["class_agreement"] >= 5 / 6 and abs(cmp["delta/acc"]) <= 1 / 6 + 1e-9, cmp
+    assert cmp["prob_change_max"] < 0.1 and cmp["embed_cosine_mean"] > 0.9, cmp
+    assert cmp["center_shift_px_median"] < 15.0, cmp
     assert {"fp32/acc", "int8/acc", "delta/acc", "fp32/center_err_px_median", "delta/center_err_px_median"} <= set(cmp)
     assert load_backend(rep["quantized"]["output"]).meta["quantization"] == "static"
     assert time.time() - t0 < 300

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sim2real.data.real_visp import visp_cube_labels_path
+from sim2real.data.real_visp import visp_cube_labels_path, visp_image_root
 from sim2real.cli import main
 from sim2real.config import ConfigError, load_config
 from sim2real.data.dataset import CocoDataset
@@ -24,8 +24,7 @@ from sim2real.models.heads import HeadConfig
 from sim2real.train.config import TrainConfig
 from sim2real.train.toy_data import write_shapes_dataset
 
-REAL_JSON = visp_cube_labels_path()
-REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
+REAL_ROOT = visp_image_root()
 CLASSES = ("square", "disc", "triangle")
 
 
@@ -138,8 +137,9 @@ def test_gap_command_writes_run_folder_report_and_table(tmp_path, sets, capsys):
     assert len(read_jsonl(out / "metrics.jsonl")) == 1
 
 
+@pytest.mark.needs_data("visp_labels")
 def test_gap_on_real_visp_frames(tmp_path):
-    data = json.loads(REAL_JSON.read_text())
+    data = json.loads(visp_cube_labels_path().read_text())
     keep = {im["id"] for im in data["images"][:40:10]}  # 4 labelled dev frames (0-99 only)
     data["images"] = [im for im in data["images"] if im["id"] in keep]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]

@@ -1,14 +1,13 @@
 """load_image: every file layout a camera or renderer produces ends up uint8 RGB or 2-D gray."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
 from sim2real.data.images import ImageReadError, is_grayscale, load_image, save_image, to_gray, to_rgb
+from sim2real.data.real_visp import visp_cube_dir
 
-VISP_FRAME = Path("/usr/share/visp-images-data/ViSP-images/mbt/cube/image0000.pgm")
+VISP_FRAME = visp_cube_dir() / "image0000.pgm"
 
 
 def _rgb(h=48, w=64):
@@ -84,6 +83,7 @@ def test_pgm_ppm_jpeg_tiff(tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "f.tif"), img)
 
 
+@pytest.mark.needs_data("visp")
 def test_real_visp_frame():
     img = load_image(VISP_FRAME)
     assert img.shape == (480, 640) and img.dtype == np.uint8 and is_grayscale(img)

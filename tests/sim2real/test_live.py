@@ -26,10 +26,12 @@ from sim2real.deploy.loop import run_live
 from sim2real.deploy.tta import batchnorm_layers
 from sim2real.io import read_jsonl
 from sim2real.models import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from sim2real.data.real_visp import visp_cube_dir
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.needs_data("vtest", "visp")
 VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
-VISP = Path("/usr/share/visp-images-data/ViSP-images/mbt/cube")
+VISP = visp_cube_dir()
 INPUT_HW = [96, 128]
 
 
@@ -260,7 +262,7 @@ def test_tta_bn_updates_statistics_and_drift_is_logged(assets, tmp_path):
     cfg = _cfg(assets, tmp_path, max_frames=12, output=None)
     cfg.tta.enabled, cfg.tta.every, cfg.tta.buffer = True, 4, 4
     cfg.drift.reference, cfg.drift.max_reference = str(assets["frames"]), 8
-    cfg.drift.window, cfg.drift.every, cfg.drift.threshold = 4, 4, 0.0
+    cfg.drift.window, cfg.drift.every, cfg.drift.threshold = 4, 4, DRIFT_THRESHOLD
     logs = []
     stats = run_live(cfg, backend=TorchBackend(model), log=logs.append)
     after = [bn.running_mean for bn in batchnorm_layers(model)]
@@ -272,6 +274,33 @@ def test_tta_bn_updates_statistics_and_drift_is_logged(assets, tmp_path):
     logged = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert len([r for r in logged if "drift/mmd2" in r]) == 3
 
+
+
+# Measured (seeded untrained model, reference = 8 of ViSP frames 0-59, windows of 4 frames):
+# ViSP frames 60-71 give mmd2 0.51-0.59, the street clip 1.37-1.44. 1.0 sits between with margin.
+DRIFT_THRESHOLD = 1.0
+
+
+def test_drift_threshold_separates_in_distribution_from_shifted_frames(assets, tmp_path):
+    live = tmp_path / "visp_live"  # more ViSP desk frames, none of them in the reference folder
+    live.mkdir()
+    for i in range(60, 72):
+        (live / f"image{i:04d}.pgm").symlink_to(VISP / f"image{i:04d}.pgm")
+    seen = {}
+    for name, source in (("same", live), ("shifted", assets["clip"])):
+        out = tmp_path / name
+        cfg = _cfg(assets, out, source=str(source), max_frames=12, output=None)
+        cfg.drift.reference, cfg.drift.max_reference = str(assets["frames"]), 8
+        cfg.drift.window, cfg.drift.every, cfg.drift.threshold = 4, 4, DRIFT_THRESHOLD
+        logs = []
+        stats = run_live(cfg, log=logs.append)
+        seen[name] = [r["drift/mmd2"] for r in read_jsonl(out / "run" / "metrics.jsonl") if "drift/mmd2" in r]
+        assert stats["drift"]["checks"] == 3 and len(seen[name]) == 3, name
+        if name == "same":
+            assert stats["drift"]["alarms"] == 0 and not any("feature drift" in m for m in logs), seen
+        else:
+            assert stats["drift"]["alarms"] == 1 and any("feature drift" in m for m in logs), seen
+    assert max(seen["same"]) < DRIFT_THRESHOLD < min(seen["shifted"]), seen
 
 def test_tta_bn_needs_torch_backend(assets, tmp_path):
     onnx_path = export_onnx(assets["model"], tmp_path / "m.onnx")

@@ -8,8 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from sim2real.data.real_visp import visp_cube_labels_path
+from sim2real.data.real_visp import visp_cube_labels_path, visp_image_root
 from sim2real.cli import main
 from sim2real.config import load_config
 from sim2real.data.images import load_image
@@ -19,8 +20,7 @@ from sim2real.train.config import TrainConfig
 from sim2real.train.toy_data import write_shapes_dataset
 from sim2real.train.trainer import train
 
-REAL_JSON = visp_cube_labels_path()
-REAL_ROOT = Path("/usr/share/visp-images-data/ViSP-images")
+REAL_ROOT = visp_image_root()
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
@@ -29,6 +29,7 @@ def model_ckpt(tmp_path_factory):
     """An (untrained) dense-head model whose input is exactly 64x48: deterministic outputs suffice
     to check pixel frames."""
     d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)  # the weights must not depend on which tests ran before
     model = build_model(ModelConfig(input_hw=[48, 64], head=HeadConfig(type="dense")), ["square", "disc", "triangle"])
     return save_checkpoint(d / "model.pt", model)
 
@@ -61,6 +62,7 @@ def test_predict_reports_original_pixels_at_a_known_scale(tmp_path, model_ckpt):
     np.testing.assert_allclose(kb[:, :2], (ka[:, :2] + 0.5) * 3 - 0.5, atol=0.05)
 
 
+@pytest.mark.needs_data("vtest")
 def test_predict_on_coco_file_and_video(tmp_path, model_ckpt):
     data = write_shapes_dataset(tmp_path / "d", num_images=3, size=(64, 48), seed=6)
     out = tmp_path / "coco.jsonl"
@@ -70,8 +72,27 @@ def test_predict_on_coco_file_and_video(tmp_path, model_ckpt):
                  "--max-frames", "2", "--out", str(tmp_path / "v.jsonl")]) == 0
     recs = _records(tmp_path / "v.jsonl")
     assert [r["frame"] for r in recs] == [0, 10]
-    for r in recs:  # 768x576 frames, letterboxed into the 64x48 input: centres land in the frame
-        assert -1 <= r["center"][0] <= 768 and -1 <= r["center"][1] <= 576
+    # The same two frames, decoded here and given as PNG files, must give the same predictions: the video
+    # path decodes, converts colour and maps back to the 768x576 original pixels like the image path.
+    cap = cv2.VideoCapture(str(VIDEO))
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    for i in range(11):
+        ok, frame = cap.read()
+        assert ok
+        if i in (0, 10):
+            assert frame.shape == (576, 768, 3)
+            cv2.imwrite(str(stills / f"f{i:02d}.png"), frame)
+    cap.release()
+    assert main(["predict", "--checkpoint", str(model_ckpt), "--images", str(stills),
+                 "--out", str(tmp_path / "s.jsonl")]) == 0
+    still = _records(tmp_path / "s.jsonl")
+    assert [r["image"] for r in still] == ["f00.png", "f10.png"]
+    for v, p in zip(recs, still):
+        np.testing.assert_allclose(v["center"], p["center"], atol=0.01)
+        np.testing.assert_allclose(v["box"], p["box"], atol=0.01)
+        assert v["class"] == p["class"]
+    assert max(max(r["center"]) for r in recs) > 64  # original pixels, not the 64x48 input's
 
 
 def test_predict_bad_inputs(tmp_path, model_ckpt, capsys):
@@ -144,8 +165,9 @@ def test_evaluate_agrees_with_training_validation(tmp_path):
     assert "| acc |" in md and "| true \\ pred | square | disc | triangle |" in md
 
 
+@pytest.mark.needs_data("visp_labels")
 def test_evaluate_on_real_visp_labels(tmp_path):
-    data = json.loads(REAL_JSON.read_text())
+    data = json.loads(visp_cube_labels_path().read_text())
     keep = {im["id"] for im in data["images"][:3]}
     data["images"] = [im for im in data["images"] if im["id"] in keep]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
