@@ -8,6 +8,7 @@ e.g. ``class``) and ``pair=True`` (a ``[lo, hi]`` range; a bare number ``v`` mea
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import types
 import typing
@@ -70,6 +71,8 @@ def _convert(key: str, tp: Any, value: Any, meta: dict) -> Any:
                 if e.key != key:  # a nested error is more precise than "wrong type"
                     raise
                 errors.append(e)
+        if len(errors) == 1:  # Optional[X]: X's own message ("a finite number") says more than the union's
+            raise errors[0]
         raise SceneConfigError(key, _type_name(tp), value)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
@@ -97,6 +100,8 @@ def _convert(key: str, tp: Any, value: Any, meta: dict) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SceneConfigError(key, "a number", value)
+        if not math.isfinite(value):  # NaN would pass every range check silently
+            raise SceneConfigError(key, "a finite number", value)
         return float(value)
     if tp is str:
         if not isinstance(value, str):

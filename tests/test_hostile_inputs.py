@@ -42,11 +42,11 @@ _BOOT = ("import atexit, os, resource, runpy, sys\n"
          "runpy.run_module('sim2real', run_name='__main__', alter_sys=True)\n")
 
 
-def sim2real(*args: str, cwd: Path) -> Ran:
+def sim2real(*args: str, cwd: Path, extra_env: dict | None = None) -> Ran:
     """``python -m sim2real ARGS`` in ``cwd`` (never the checkout), with the process's own peak memory."""
     rss_file = cwd / ".peak_rss_kb"
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-           "RSS_FILE": str(rss_file)}
+           "RSS_FILE": str(rss_file), **(extra_env or {})}
     proc = subprocess.run([sys.executable, "-c", _BOOT, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
     rss = int(rss_file.read_text()) / 1024 if rss_file.is_file() else float("nan")
@@ -97,7 +97,7 @@ def assets(tmp_path_factory):
 @dataclass
 class Case:
     name: str
-    argv: Callable[[dict, Path], list[str]]       # (assets, tmp) -> command line
+    argv: Callable[[dict, Path], list[str] | tuple]   # (assets, tmp) -> command line [, extra environment]
     rc: int = 2
     says: tuple[str, ...] = ()                    # substrings the error (stderr) or summary (stdout) holds
     check: Callable[[dict, Path, Ran], None] | None = None
@@ -169,6 +169,10 @@ def _yaml_tag_in_file(a, t):
     return ["train", "--config", str(cfg), f"datasets=[{a['data']}]", f"run_dir={t / 'run'}"]
 
 
+def _assert(ok: bool, why: str) -> None:
+    assert ok, why
+
+
 def _check_not_executed(a, t, r):
     assert not (t / "pwned").exists() and not (a["root"] / "executed").exists()
 
@@ -213,6 +217,79 @@ def _empty_mesh_scene(a, t):
     return ["generate", "--no-progress", "num_frames=2", f"out={t / 'gen'}", f"scene_file={t / 'scene.yaml'}"]
 
 
+def _no_keypoints(a, t):
+    data = json.loads((a["data"] / "annotations.json").read_text())
+    for c in data["categories"]:
+        c.pop("keypoints", None)
+        c.pop("skeleton", None)
+    for ann in data["annotations"]:
+        ann.pop("keypoints", None)
+        ann.pop("num_keypoints", None)
+    path = a["data"] / f"no_keypoints_{t.name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _live_reference(a, t, reference):
+    return ["live", "--checkpoint", str(a["ckpt"]), "--source", str(a["data"] / "images"), "--max-frames", "2",
+            "--reference", str(reference), "--jsonl", str(t / "preds.jsonl"), "--run-dir", str(t / "run")]
+
+
+def _reference_with_a_corrupt_image(a, t):
+    ref = t / "ref"
+    ref.mkdir()
+    for i in range(3):
+        (ref / f"r{i}.png").write_bytes((a["data"] / "images" / f"{i:06d}.png").read_bytes())
+    (ref / "r1.png").write_bytes(b"\x89PNG broken")
+    return _live_reference(a, t, ref)
+
+
+def _check_live_jsonl(a, t, r):
+    assert len((t / "preds.jsonl").read_text().splitlines()) == 2
+
+
+def _export_calib_without_keypoints(a, t):
+    return ["export", "--checkpoint", str(a["ckpt"]), "--out", str(t / "m.onnx"), "--quantize", "static",
+            "--calib-data", str(_no_keypoints(a, t)), "--calib-images", "4"]
+
+
+def _protected_frame(a, t):
+    """A COCO entry naming an evaluation-only frame of a (fake) ViSP folder: refused before reading."""
+    root = t / "visp"
+    frames = root / "mbt" / "cube"
+    frames.mkdir(parents=True)
+    for n in (5, 150):
+        (frames / f"image{n:04d}.png").write_bytes((a["data"] / "images" / "000000.png").read_bytes())
+    data = json.loads((a["data"] / "annotations.json").read_text())
+    data["images"][0]["file_name"] = "mbt/cube/image0150.png"
+    labels = t / "labels.json"
+    labels.write_text(json.dumps(data))
+    argv = ["evaluate", "--checkpoint", str(a["ckpt"]), "--data", str(labels), "--image-root", str(root),
+            "--no-wandb", "--out", str(t / "eval")]
+    return argv, {"SIM2REAL_VISP_ROOT": str(root)}   # the child protects the fake sequence's frames 100-217
+
+
+def _symlink_out(a, t):
+    (t / "keep.txt").write_text("keep me")
+    (t / "out.jsonl").symlink_to(t / "keep.txt")
+    return ["predict", "--checkpoint", str(a["ckpt"]), "--images", str(a["data"]), "--out", str(t / "out.jsonl")]
+
+
+def _check_symlink(a, t, r):
+    assert (t / "out.jsonl").is_symlink() and (t / "keep.txt").read_text() == "keep me"
+
+
+def _scene_nan(a, t):
+    (t / "scene.yaml").write_text("objects:\n  - {class: cube, shape: box, size: [0.05, 0.05, 0.05]}\n"
+                                  "num_distractors: 0\ncamera: {fov_deg: .nan, width: 64, height: 48}\n")
+    return ["generate", "--no-progress", "num_frames=2", f"out={t / 'gen'}", f"scene_file={t / 'scene.yaml'}"]
+
+
+def _scene_file_python_tag(a, t):
+    (t / "scene.yaml").write_text("objects: !!python/object/apply:os.system ['touch pwned']\n")
+    return ["generate", "--no-progress", "num_frames=2", f"out={t / 'gen'}", f"scene_file={t / 'scene.yaml'}"]
+
+
 CASES = [
     Case("override: python tag", lambda a, t: _train(a, t, "seed=!!python/object/apply:os.system [touch pwned]"),
          says=("'seed'", "plain YAML value"), check=_check_not_executed),
@@ -242,12 +319,24 @@ CASES = [
     Case("train with a read-only feature cache folder", lambda a, t: _train(a, t, "cache_dir=/sys/sim2real_cache"),
          says=("/sys/sim2real_cache", "cache=false")),
     Case("scene with an empty mesh", _empty_mesh_scene, says=("empty.obj", "scene.objects[0].mesh")),
+    Case("live --reference: COCO labels without keypoints", lambda a, t: _live_reference(a, t, _no_keypoints(a, t)),
+         rc=0, check=_check_live_jsonl),
+    Case("live --reference: a corrupt image in the folder", _reference_with_a_corrupt_image, rc=0,
+         says=("r1.png",), check=_check_live_jsonl),
+    Case("export --calib-data: COCO labels without keypoints", _export_calib_without_keypoints, rc=0,
+         check=lambda a, t, r: _assert((t / "m.int8-static.onnx").is_file(), r.out)),
+    Case("COCO entry naming an evaluation-only frame", _protected_frame, says=("image0150", "evaluation")),
+    Case("a symlink as --out", _symlink_out, says=("out.jsonl", "symbolic link"), check=_check_symlink),
+    Case("scene file with a python tag", _scene_file_python_tag, says=("scene.yaml",), check=_check_not_executed),
+    Case("scene file with NaN", lambda a, t: _scene_nan(a, t), says=("scene.camera.fov_deg", "finite")),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_hostile_input(case: Case, assets, tmp_path):
-    r = sim2real(*case.argv(assets, tmp_path), cwd=tmp_path)
+    argv = case.argv(assets, tmp_path)
+    argv, env = argv if isinstance(argv, tuple) else (argv, None)
+    r = sim2real(*argv, cwd=tmp_path, extra_env=env)
     assert "Traceback" not in r.err, r.err[-3000:]
     assert r.rc == case.rc, f"rc {r.rc}\n{r.out[-2000:]}\n{r.err[-2000:]}"
     if case.max_rss_mb is not None:

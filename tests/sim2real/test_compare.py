@@ -149,6 +149,16 @@ def test_compare_child_runs_get_group_and_names_and_no_wandb_flag(world, tmp_pat
         assert (out / "k02" / sub / "report.html").is_file(), sub
 
 
+@pytest.fixture()
+def one_thread():
+    """Float sums depend on the thread count; the bounds below are measured at one thread, so the
+    test gives the same numbers under any OMP_NUM_THREADS."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def inverted_world(tmp_path_factory):
     """A known, learnable shift: sim = colour shapes; real = other scenes of the same shapes with every
@@ -166,12 +176,17 @@ def inverted_world(tmp_path_factory):
     base = {"datasets": f"[{sim}]", "run_dir": str(root / "train"), "cache_dir": str(root / "cache"),
             "model.input_hw": "[48,64]", "model.head.type": "dense", "epochs": 8, "batch_size": 16,
             "lr": 3e-3, "tracking.mode": "disabled", "progress": "false", "patience": 0, "seed": 0}
-    src = train(load_config(TrainConfig, None, [f"{k}={v}" for k, v in base.items()]))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # see one_thread
+    try:
+        src = train(load_config(TrainConfig, None, [f"{k}={v}" for k, v in base.items()]))
+    finally:
+        torch.set_num_threads(before)
     assert src.best["center_err_px_median"] < 3.0  # the source model did learn sim
     return {"root": root, "sim": sim, "real": real, "ckpt": root / "train" / "best.pt"}
 
 
-def test_kshot_finetune_beats_source_only_on_inverted_real_frames(inverted_world):
+def test_kshot_finetune_beats_source_only_on_inverted_real_frames(inverted_world, one_thread):
     w = inverted_world
     cfg = load_config(CompareConfig, None, [
         f"run_dir={w['root'] / 'cmp'}", "methods=[finetune]", "ks=[10]", "title=inverted",
