@@ -101,3 +101,17 @@ def pytest_configure(config):
 def pytest_runtest_setup(item):
     for mark in item.iter_markers(name="needs_data"):
         require_data(*mark.args)
+
+
+# --- A real tiny disk ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tmpfs_mountable() -> None:
+    """Tests of a really full disk mount a few-KiB tmpfs in a private mount namespace (`unshare -m`,
+    root); where that is not allowed they are skipped with that reason (simulated-full-disk tests still run)."""
+    try:
+        ok = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=8k tmpfs /mnt"],
+                            capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    if not ok:
+        pytest.skip("needs `unshare -m` and mount (root) for a real tiny disk")

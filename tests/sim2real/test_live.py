@@ -457,17 +457,8 @@ def test_video_that_cannot_be_finalized_still_closes_jsonl_and_stats(assets, tmp
     assert not list(tmp_path.glob(".out.mp4.*"))  # no temporary video left behind
 
 
-def _can_mount_tmpfs() -> bool:
-    try:
-        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=8k tmpfs /mnt"],
-                              capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -m` and mount (root) for a real tiny disk")
 @pytest.mark.parametrize("jsonl", [False, True])
-def test_real_full_disk_is_a_one_line_error(assets, tmp_path, jsonl):
+def test_real_full_disk_is_a_one_line_error(assets, tmp_path, jsonl, tmpfs_mountable):
     """A real 8 KiB tmpfs (private mount namespace): OpenCV's video writer never reports the full disk,
     so the incomplete video is detected at close; a JSONL write fails at once. One line, exit 2."""
     disk = tmp_path / "disk"

@@ -260,19 +260,8 @@ def test_full_disk_saving_a_checkpoint_is_a_one_line_error(tmp_path, shapes, cap
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
-def _can_mount_tmpfs() -> bool:
-    import subprocess
-
-    try:
-        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=8k tmpfs /mnt"],
-                              capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -m` and mount (root) for a real tiny disk")
 @pytest.mark.parametrize("full", ["run_dir", "cache_dir"])
-def test_train_on_a_real_full_disk_is_a_one_line_error(tmp_path, shapes, full):
+def test_train_on_a_real_full_disk_is_a_one_line_error(tmp_path, shapes, full, tmpfs_mountable):
     """A real 64 KiB tmpfs in a private mount namespace holds the run folder or the feature cache."""
     import os
     import subprocess
