@@ -69,7 +69,8 @@ stage export "$S2R" export --checkpoint "$OUT/adapt/best.pt" --format onnx --out
 # included: inference only), headless: annotated video + one JSONL record per frame + latency stats.
 stage live "$S2R" live --checkpoint "$OUT/model.onnx" --backend onnxruntime \
   --source "$VISP_ROOT/mbt/cube" --max-frames "$LIVE_FRAMES" \
-  --output "$OUT/live/annotated.mp4" --jsonl "$OUT/live/predictions.jsonl" --stats "$OUT/live/stats.json"
+  --output "$OUT/live/annotated.mp4" --jsonl "$OUT/live/predictions.jsonl" --stats "$OUT/live/stats.json" \
+  --run-dir "$OUT/live/run"
 
 echo
 echo "=== sim2real quickstart: done"
