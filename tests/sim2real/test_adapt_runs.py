@@ -60,7 +60,7 @@ def session(world, lite0):
 
 
 def _last_state(run_dir) -> dict:
-    ck = torch.load(run_dir / "checkpoint.pt", weights_only=False, map_location="cpu")
+    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True, map_location="cpu")
     state = ck.get("model", ck.get("state", ck)) if isinstance(ck, dict) else ck
     return {k: v for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()}
 

@@ -77,7 +77,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     # ... and the checkpoint rank 0 wrote after the last epoch holds them.
     import torch
 
-    state = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")["state"]
+    state = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")["state"]
     saved = [k for k in state if k in p0]  # the checkpoint holds the trained part (head + unfrozen block)
     assert len(saved) > 4 and any(k.startswith("backbone.") for k in saved), sorted(state)[:10]
     assert [k for k in saved if _sha(state[k]) != p0[k]] == []
