@@ -57,23 +57,29 @@ def image_limits() -> tuple[int, int]:
             _limit("SIM2REAL_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS))
 
 
-def _header_pixels(p: Path) -> tuple[int, str] | None:
-    """``(pixel count, "WxH")`` from the file header without decoding pixels (None if PIL can't tell)."""
+def header_pixels(path: str | Path) -> tuple[int, tuple[int, int] | None] | None:
+    """``(pixel count, (width, height))`` from the file header without decoding any pixel; the size is
+    None when only the count is known (a header beyond PIL's own bomb limit); None if PIL can't tell."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL's own bomb warning: our cap is applied by the caller
-            with Image.open(p) as im:
+            warnings.simplefilter("ignore")  # PIL's own bomb warning: callers apply their own cap
+            with Image.open(path) as im:
                 w, h = im.size
-                return int(w) * int(h), f"{w}x{h}"
+                return int(w) * int(h), (int(w), int(h))
     except Image.DecompressionBombError as e:
         # PIL refuses at twice its own limit, saying "Image size (N pixels) exceeds limit ...".
         m = re.search(r"\((\d+) pixels\)", str(e))
-        n = int(m.group(1)) if m else 2**62
-        return n, f"{n} pixels"
-    except Exception:  # noqa: BLE001 - not PIL-readable: cv2 decides, with the cap after decoding
+        return (int(m.group(1)) if m else 2**62), None
+    except Exception:  # noqa: BLE001 - not PIL-readable: the decoder decides
         return None
+
+
+def image_header_size(path: str | Path) -> tuple[int, int] | None:
+    """``(width, height)`` from the file header (no pixel decoding), or None when it can't be told."""
+    header = header_pixels(path)
+    return header[1] if header is not None else None
 
 
 class ImageReadError(ValueError):
@@ -140,9 +146,10 @@ def load_image(path: str | Path, depth16: str = "shift") -> np.ndarray:
     if size > max_bytes:
         raise ImageReadError(p, f"file is {size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB cap "
                                 f"(SIM2REAL_MAX_IMAGE_BYTES)")
-    header = _header_pixels(p)
+    header = header_pixels(p)
     if header is not None and header[0] > max_pixels:
-        raise ImageReadError(p, f"its header says {header[1]}, over the cap of {max_pixels} pixels "
+        said = f"{header[1][0]}x{header[1][1]}" if header[1] else f"{header[0]} pixels"
+        raise ImageReadError(p, f"its header says {said}, over the cap of {max_pixels} pixels "
                                 f"(SIM2REAL_MAX_IMAGE_PIXELS)")
     try:
         # imdecode on the bytes: one read, and works for paths cv2.imread would mis-handle.

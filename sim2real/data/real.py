@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from sim2real.data.images import IMAGE_SUFFIXES, load_image, save_image
+from sim2real.data.images import IMAGE_SUFFIXES, image_header_size, load_image, save_image
 from sim2real.data.protected_frames import protected_range
 from sim2real.io import atomic_write_json, check_writable
 
@@ -257,18 +257,6 @@ def check_protected_images(paths: Sequence[tuple[str, Path]], source: Path, allo
             f"{source}: {where} names {p}{more}, an evaluation-only frame ({Path(p).resolve().parent} frames "
             f"{r.start}-{r.stop - 1}); such frames must not feed training, adaptation or tuning. For the final "
             "evaluation only: sim2real evaluate --allow-eval-frames (Python: allow_protected=True)")
-
-
-def image_header_size(path: Path) -> tuple[int, int] | None:
-    """``(width, height)`` from the file header (PIL, no pixel decoding); ``None`` if PIL can't tell
-    (an unreadable file is then skipped and counted when it is loaded)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception:  # noqa: BLE001 - any unreadable header: the loader decides later
-        return None
 
 
 def check_image_sizes(items: Sequence[tuple[str, Path, int, int]], source: Path) -> None:
