@@ -20,7 +20,7 @@ from sim2real.adapt.data import AdaptData
 from sim2real.adapt.features import AlignTap, advance
 from sim2real.adapt.result import scalars
 from sim2real.eval.domain import DomainEval
-from sim2real.eval.loop import EvalBatch, run_batches, score
+from sim2real.eval.loop import Decoding, EvalBatch, run_batches, score
 from sim2real.gap.distances import feature_distances
 from sim2real.gap.run import gap_record
 from sim2real.gap.tracker import FeatureGapTracker
@@ -51,14 +51,14 @@ def predict_cached(model: PerceptionModel, store, ds, cut: int, tap: AlignTap, t
     batches = (EvalBatch(store.batch(chunk), store.geom[chunk], chunk)
                for chunk in (valid[start:start + 64] for start in range(0, len(valid), 64)))
     # Unlabelled frames need only the features: no decoding.
-    run = run_batches(batches, lambda x: model.forward_from_cut(advance(model, x, cut)), model.input_hw,
+    run = run_batches(batches, lambda x: model.forward_from_cut(advance(model, x, cut)), Decoding.of(model),
                       device=device, decode=ds is not None,
                       on_output=lambda out: taps.append(tap(out).float().cpu()))
     res: dict[str, Any] = {"tap": torch.cat(taps), "embed": run.embed.astype(np.float32)}
     if ds is None:
         return res
     true = ds.original_targets(valid)
-    metrics = score(run, true, len(model.classes), tasks)
+    metrics = score(run, true, model.classes, tasks, getattr(ds, "scored_classes", None), model.head_cfg.score_thresh)
     res["metrics"] = metrics
     res["domain"] = DomainEval(name, metrics, res["embed"], run.pred, true, lambda r: ds.load(int(valid[r])),
                                tuple(tasks))

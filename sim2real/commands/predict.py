@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every", type=int, default=1, help="video: every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=None, help="video: stop after this many frames")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--score-thresh", type=float, default=None,
+                   help="report objects from this score (default: the checkpoint's model.head.score_thresh)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     model, device, _ = load_model(args.checkpoint, args.device)
     name, pairs, errors = _sources(args)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"predictions_{name}.jsonl"
-    n = bad = 0
+    n = bad = found = 0
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         def write_errors():
             nonlocal bad
@@ -127,10 +129,13 @@ def run(args: argparse.Namespace) -> int:
                 fh.write(json.dumps(errors.pop(0)) + "\n")
                 bad += 1
 
-        for where, pred in predict_arrays(model, pairs, args.batch_size, device):
+        for where, inst in predict_arrays(model, pairs, args.batch_size, device, args.score_thresh):
             write_errors()
-            fh.write(json.dumps(prediction_record(pred, model.classes, **where)) + "\n")
+            fh.write(json.dumps(prediction_record(inst, model.classes, **where)) + "\n")
             n += 1
+            found += len(inst["label"])
         write_errors()
-    print(f"{out}: {n} predictions" + (f", {bad} unreadable image(s) skipped" if bad else ""), file=sys.stdout)
+    thr = model.head_cfg.score_thresh if args.score_thresh is None else args.score_thresh
+    print(f"{out}: {n} images, {found} objects found at score >= {thr:g}"
+          + (f", {bad} unreadable image(s) skipped" if bad else ""), file=sys.stdout)
     return 0

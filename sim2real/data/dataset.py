@@ -1,12 +1,14 @@
-"""COCO dataset -> torch ``Dataset``: one training target per image, labels in model-input pixels.
+"""COCO dataset -> torch ``Dataset``: every labelled object of the model's classes, in model-input pixels.
 
 Serves the generator's synthetic datasets and the real labelled sets alike (same field names, see
-docs/contracts.md).  The target of an image is its annotation with ``is_target`` true of largest
-area; files without ``is_target`` (real labels) use the largest annotation whose category is in
-the class list.  Images without a target are left out (counted in ``num_without_target``).
+docs/contracts.md, "Instances").  The instances of an image are its annotations whose category is
+in the class list, targets and distractors alike; those below ``min_visibility`` (or crowds) are
+kept as ``ignore``.  Images without an instance stay in the set as negatives (counted in
+``num_without_target``).
 
-Targets are kept in ORIGINAL image pixels (``self.labels``, ``centers``, ``boxes`` xyxy,
-``keypoints``, ``kp_vis``) for metrics; ``__getitem__`` maps them to model-input pixels with the
+Targets are kept in ORIGINAL image pixels, padded per image to the set's most instances
+(``original_targets``: ``label (N, M)`` with -1 = empty, ``center``, ``box`` xyxy, ``keypoints``,
+``kp_vis``, ``ignore``) for metrics; ``__getitem__`` maps them to model-input pixels with the
 geometry that ``Preprocess`` reports.  A corrupt image makes ``__getitem__`` return a marker
 ``{"index": i, "corrupt": True}`` (recorded in ``self.corrupt`` too); ``collate`` drops such items
 and lists their indices under ``"skipped"`` (so counts survive DataLoader worker processes).
@@ -79,11 +81,39 @@ def check_same_classes(train: Sequence[str], val: Sequence[str], train_src: str 
                            f"train and validation data must use the same classes in the same order")
 
 
-def _area(ann: dict) -> float:
-    if "area" in ann:
-        return float(ann["area"])
-    b = ann.get("bbox") or [0, 0, 0, 0]
-    return float(b[2]) * float(b[3])
+MIN_VISIBILITY = 0.2   # default: objects less visible than this are "ignore" (not object, not background)
+INSTANCE_KEYS = ("label", "center", "box", "keypoints", "kp_vis", "ignore")
+_PAD = {"label": -1}
+
+
+def detection_classes(data: dict) -> list[str]:
+    """The classes a detector trains on by default: categories with an ``is_target`` annotation (the
+    scene's targets; distractor-only classes such as clutter are left out), in category order; a file
+    without ``is_target`` (real labels) gives all its categories."""
+    cats = category_names(data)
+    anns = data.get("annotations", [])
+    if not any("is_target" in a for a in anns):
+        return cats
+    by_id = {c["id"]: c["name"] for c in data["categories"]}
+    wanted = {by_id.get(a.get("category_id")) for a in anns if a.get("is_target")}
+    return [c for c in cats if c in wanted]
+
+
+def pad_instances(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate padded instance arrays of several sets along images, padding the instance axis
+    (axis 1) to the largest M (``label`` with -1, the rest with 0)."""
+    m = max(p["label"].shape[1] for p in parts)
+    out = {}
+    for key in parts[0]:
+        arrs = []
+        for p in parts:
+            a = p[key]
+            if key in INSTANCE_KEYS and a.shape[1] < m:
+                pad = [(0, 0), (0, m - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+                a = np.pad(a, pad, constant_values=_PAD.get(key, 0))
+            arrs.append(a)
+        out[key] = np.concatenate(arrs)
+    return out
 
 
 class CocoDataset(Dataset):
@@ -106,7 +136,7 @@ class CocoDataset(Dataset):
     def __init__(self, path: str | Path, image_root: str | Path | None = None, preprocess: Any = None,
                  classes: Sequence[str] | None = None, augment: Callable[[np.ndarray, int], np.ndarray] | None = None,
                  num_keypoints: int | None = None, *, allow_outside_root: bool = False,
-                 allow_protected: bool = False):
+                 allow_protected: bool = False, min_visibility: float = MIN_VISIBILITY):
         self.ann_file = resolve_annotation_file(path)
         data = read_coco(self.ann_file)
         self.image_root = Path(image_root).expanduser() if image_root else default_image_root(data, self.ann_file)
@@ -114,6 +144,7 @@ class CocoDataset(Dataset):
             raise FileNotFoundError(f"image root {self.image_root} (for {self.ann_file}) is not a folder")
         self.preprocess = preprocess
         self.augment = augment
+        self.min_visibility = float(min_visibility)
         # Validation only (raises naming file, entry and expectation); the index below reads the raw dicts.
         checked = coco_from_dict(data, self.image_root, source=self.ann_file, check_files=False,
                                  allow_outside_root=allow_outside_root, allow_protected=allow_protected)
@@ -125,6 +156,8 @@ class CocoDataset(Dataset):
                                f"expected class list {self.classes}")
         cat_to_label = {c["id"]: self.classes.index(c["name"]) for c in data["categories"]
                         if c["name"] in self.classes}
+        # The classes this file labels: a model's other classes are not scored on it (they may be there).
+        self.scored_classes = sorted(set(cat_to_label.values()))
         k_from_cats = max((len(c.get("keypoints") or []) for c in data["categories"]), default=0)
         self.num_keypoints = int(num_keypoints if num_keypoints is not None else k_from_cats)
         self._build_index(data, cat_to_label)
@@ -138,47 +171,44 @@ class CocoDataset(Dataset):
                     raise DatasetError(f"{self.ann_file}: annotations[{j}] has no '{key}'")
             by_image.setdefault(ann["image_id"], []).append(ann)
         K = self.num_keypoints
-        files, ids, labels, centers, boxes, kps, vis, sizes, scenes = [], [], [], [], [], [], [], [], []
+        files, ids, sizes, scenes, insts = [], [], [], [], []
         paths: list[Path] = []
-        self.num_without_target = 0
         for i, img in enumerate(data["images"]):
             if "file_name" not in img or "id" not in img:
                 raise DatasetError(f"{self.ann_file}: images[{i}] needs 'id' and 'file_name'")
-            cands = [a for a in by_image.get(img["id"], [])
-                     if a.get("is_target", True) and a["category_id"] in cat_to_label and not a.get("iscrowd", 0)]
-            if not cands:
-                self.num_without_target += 1
-                continue
-            ann = max(cands, key=_area)
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            center = ann.get("center_px") or [x + w / 2.0, y + h / 2.0]
-            kp = np.zeros((K, 3), np.float32)
-            raw = ann.get("keypoints") or []
-            if raw:
-                arr = np.asarray(raw, np.float32).reshape(-1, 3)[:K]
-                kp[: len(arr)] = arr
+            insts.append([a for a in by_image.get(img["id"], []) if a["category_id"] in cat_to_label])
             files.append(str(img["file_name"]))
             paths.append(self._paths[img["id"]])
             sizes.append([int(img.get("height", 0)), int(img.get("width", 0))])
             ids.append(img["id"])
             scenes.append(img.get("scene"))
-            labels.append(cat_to_label[ann["category_id"]])
-            centers.append([float(center[0]), float(center[1])])
-            boxes.append([x, y, x + w, y + h])
-            kps.append(kp[:, :2])
-            vis.append(kp[:, 2])
+        n, m = len(files), max([1] + [len(a) for a in insts])
+        self.num_without_target = sum(1 for a in insts if not a)
+        label = np.full((n, m), -1, np.int64)
+        center, box = np.zeros((n, m, 2), np.float32), np.zeros((n, m, 4), np.float32)
+        kps, vis = np.zeros((n, m, K, 2), np.float32), np.zeros((n, m, K), np.int64)
+        ignore = np.zeros((n, m), bool)
+        for i, anns in enumerate(insts):
+            for j, ann in enumerate(anns):
+                x, y, w, h = (float(v) for v in ann["bbox"])
+                c = ann.get("center_px") or [x + w / 2.0, y + h / 2.0]
+                label[i, j] = cat_to_label[ann["category_id"]]
+                center[i, j] = [float(c[0]), float(c[1])]
+                box[i, j] = [x, y, x + w, y + h]
+                raw = ann.get("keypoints") or []
+                if raw and K:
+                    arr = np.asarray(raw, np.float32).reshape(-1, 3)[:K]
+                    kps[i, j, :len(arr)] = arr[:, :2]
+                    vis[i, j, :len(arr)] = arr[:, 2].astype(np.int64)
+                ignore[i, j] = bool(ann.get("iscrowd", 0)) or float(ann.get("visibility", 1.0)) < self.min_visibility
         self.file_names: list[str] = files
         self.paths: list[Path] = paths
         self.image_ids: list[Any] = ids
         # Generated sets: which randomized scene each frame shows (its views are near-duplicates).
         self.scene_ids: list[Any] | None = scenes if scenes and all(s is not None for s in scenes) else None
         self.image_hw = np.asarray(sizes, np.int64).reshape(-1, 2)  # from the COCO file; 0 = not given
-        self.labels = np.asarray(labels, np.int64)
-        self.centers = np.asarray(centers, np.float32).reshape(-1, 2)
-        self.boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        # Explicit row count: with K = 0 (labels without keypoints) "-1" could not be inferred.
-        self.keypoints = np.asarray(kps, np.float32).reshape(len(files), K, 2)
-        self.kp_vis = np.asarray(vis, np.float32).reshape(len(files), K).astype(np.int64)
+        self.targets = {"label": label, "center": center, "box": box, "keypoints": kps, "kp_vis": vis,
+                        "ignore": ignore}
         missing = [p for p in paths if not p.is_file()]
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -203,9 +233,9 @@ class CocoDataset(Dataset):
             return None
 
     def original_targets(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Padded instance arrays of ``indices`` (default all), ORIGINAL pixels (see module doc)."""
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, np.int64)
-        return {"label": self.labels[idx], "center": self.centers[idx], "box": self.boxes[idx],
-                "keypoints": self.keypoints[idx], "kp_vis": self.kp_vis[idx]}
+        return {k: v[idx] for k, v in self.targets.items()}
 
 
     def __getitem__(self, i: int) -> dict:
@@ -243,37 +273,27 @@ def meta_of(geom: np.ndarray, input_hw: Sequence[int]) -> PreprocessMeta:
 
 
 def targets_to_input(targets: dict[str, np.ndarray], geoms: np.ndarray, input_hw: Sequence[int]) -> dict[str, torch.Tensor]:
-    """Original-pixel targets (batched, see ``original_targets``) -> the heads' target dict in
-    model-input pixels: ``class``, ``center``, ``box``, ``keypoints (B, K, 3)``, ``has_loc``."""
-    b, k = len(targets["label"]), targets["keypoints"].shape[1]
-    center = np.zeros((b, 2)); box = np.zeros((b, 4)); kp = np.zeros((b, k, 3))
+    """Original-pixel instance targets (batched, see ``original_targets``) -> the head's target dict
+    in model-input pixels: ``label (B, M)``, ``center (B, M, 2)``, ``box (B, M, 4)``,
+    ``keypoints (B, M, K, 3)``, ``ignore (B, M)``, ``has_loc (B,)``."""
+    lab = np.asarray(targets["label"])
+    b, m = lab.shape
+    k = targets["keypoints"].shape[2]
+    center = np.zeros((b, m, 2)); box = np.zeros((b, m, 4)); kp = np.zeros((b, m, k, 3))
     for j in range(b):
-        m = meta_of(geoms[j], input_hw)
-        center[j] = m.to_input(targets["center"][j])
-        box[j] = m.box_to_input(targets["box"][j])
+        n = int((lab[j] >= 0).sum())   # instances fill the first slots
+        if not n:
+            continue
+        meta = meta_of(geoms[j], input_hw)
+        center[j, :n] = meta.to_input(targets["center"][j, :n])
+        box[j, :n] = np.stack([meta.box_to_input(bx) for bx in targets["box"][j, :n]])
         if k:
-            kp[j, :, :2] = m.to_input(targets["keypoints"][j])
+            kp[j, :n, :, :2] = meta.to_input(targets["keypoints"][j, :n].reshape(-1, 2)).reshape(n, k, 2)
     kp[..., 2] = targets["kp_vis"]
-    return {"class": torch.as_tensor(targets["label"], dtype=torch.int64),
+    return {"label": torch.as_tensor(lab, dtype=torch.int64),
             "center": torch.as_tensor(center, dtype=torch.float32), "box": torch.as_tensor(box, dtype=torch.float32),
-            "keypoints": torch.as_tensor(kp, dtype=torch.float32), "has_loc": torch.ones(b, dtype=torch.bool)}
-
-
-def predictions_to_original(out: dict[str, np.ndarray], geoms: np.ndarray, input_hw: Sequence[int]) -> dict[str, np.ndarray]:
-    """Model outputs in input pixels (numpy, batched) -> original pixels (other keys copied)."""
-    res = dict(out)
-    for key in ("center", "box", "keypoints"):
-        if key in out:
-            res[key] = np.array(out[key], np.float64, copy=True)
-    for j in range(len(geoms)):
-        m = meta_of(geoms[j], input_hw)
-        if "center" in out:
-            res["center"][j] = m.to_original(out["center"][j])
-        if "box" in out:
-            res["box"][j] = m.box_to_original(out["box"][j])
-        if "keypoints" in out and out["keypoints"].shape[1]:
-            res["keypoints"][j] = m.to_original(out["keypoints"][j])
-    return res
+            "keypoints": torch.as_tensor(kp, dtype=torch.float32),
+            "ignore": torch.as_tensor(np.asarray(targets["ignore"], bool)), "has_loc": torch.ones(b, dtype=torch.bool)}
 
 
 def collate(items: list[dict]) -> dict:
@@ -284,6 +304,9 @@ def collate(items: list[dict]) -> dict:
         return batch
     for k in good[0]:
         vals = [it[k] for it in good]
+        if k in INSTANCE_KEYS and len({v.shape[0] for v in vals}) > 1:  # sets with different M: pad
+            m = max(v.shape[0] for v in vals)
+            vals = [torch.cat([v, v.new_full((m - v.shape[0], *v.shape[1:]), _PAD.get(k, 0))]) for v in vals]
         if isinstance(vals[0], torch.Tensor):
             batch[k] = torch.stack(vals)
         elif isinstance(vals[0], (int, np.integer)):

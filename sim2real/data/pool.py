@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sim2real.data.dataset import CocoDataset, check_same_classes
+from sim2real.data.dataset import CocoDataset, check_same_classes, pad_instances
 
 
 class Pool:
@@ -43,7 +43,12 @@ class Pool:
         di, li = self.locate(g)
         parts = [self.datasets[d].original_targets(li[di == d]) for d in range(len(self.datasets))]
         order = np.argsort(np.argsort(di, kind="stable"), kind="stable")
-        return {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0]}
+        return {k: v[order] for k, v in pad_instances(parts).items()}
+
+    @property
+    def scored_classes(self) -> list[int]:
+        """Class indices some dataset of the pool labels (the others are not scored)."""
+        return sorted({c for d in self.datasets for c in d.scored_classes})
 
     def groups(self) -> np.ndarray | None:
         """Scene id of every image (``images[].scene`` of generated sets, per dataset), or None."""

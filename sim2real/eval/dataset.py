@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Subset
 
 from sim2real.data.dataset import CocoDataset, collate
 from sim2real.eval.domain import DomainEval, subset_rows
-from sim2real.eval.loop import EvalBatch, ModelPass, run_batches, score
+from sim2real.eval.loop import Decoding, EvalBatch, ModelPass, run_batches, score
 from sim2real.eval.metrics import ALL_TASKS
 from sim2real.models import PerceptionModel
 
@@ -36,12 +36,12 @@ def _coco_pass(model: PerceptionModel, ds: CocoDataset, rows: Optional[np.ndarra
             if "image" in b:
                 yield EvalBatch(b["image"], b["geom"].numpy(), b["index"].numpy())
 
-    run = run_batches(batches(), model, model.input_hw, device=device, embed=embed)
+    run = run_batches(batches(), model, Decoding.of(model), device=device, embed=embed)
     if not len(run):
         raise ValueError(f"{ds.ann_file}: no readable labelled image to evaluate ({len(skipped)} corrupt, "
-                         f"{ds.num_without_target} without a target of classes {model.classes})")
+                         f"{ds.num_without_target} without an object of classes {model.classes})")
     true = ds.original_targets(run.index)
-    m = score(run, true, len(model.classes), tasks)
+    m = score(run, true, model.classes, tasks, ds.scored_classes, model.head_cfg.score_thresh)
     m.update(num_corrupt=len(skipped), num_without_target=ds.num_without_target)
     return run, m, true
 

@@ -14,12 +14,34 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 import numpy as np
 import torch
 
-from sim2real.data.dataset import predictions_to_original
+from sim2real.data.dataset import meta_of
+from sim2real.eval.instances import EVAL_SCORE_THRESH, MAP_KEYS, decode_maps, instances_to_original
 from sim2real.eval.metrics import perception_metrics, pred_keys
-from sim2real.models.decode import decode_outputs
 
 Forward = Callable[[Any], dict]                       # model inputs on the device -> model outputs
 LossFn = Callable[[dict, Any], tuple[Any, Mapping[str, Any]]]   # (outputs, targets) -> (total, parts)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a model's maps become instances: its input size (the frame ``geom`` maps from), stride,
+    instance cap and corner snapping, and the score threshold (low for scoring: AP needs them all)."""
+
+    input_hw: tuple[int, int]
+    stride: int = 16
+    max_instances: int = 20
+    kp_score_thresh: float = 0.1
+    score_thresh: float = EVAL_SCORE_THRESH
+
+    @classmethod
+    def of(cls, model: Any, score_thresh: float = EVAL_SCORE_THRESH) -> "Decoding":
+        return cls(tuple(int(v) for v in model.input_hw), **model.decode_options(), score_thresh=score_thresh)
+
+    def __call__(self, out: Mapping[str, Any], geom: np.ndarray) -> dict[str, np.ndarray]:
+        """Model outputs (torch) + geometry rows -> padded instances in ORIGINAL pixels."""
+        maps = {k: out[k].float().cpu().numpy() for k in MAP_KEYS if k in out}
+        pred = decode_maps(maps, self.stride, self.max_instances, self.score_thresh, self.kp_score_thresh)
+        return instances_to_original(pred, [meta_of(g, self.input_hw) for g in geom])
 
 
 @dataclass
@@ -57,8 +79,8 @@ class BatchResult:
 class ModelPass:
     """Everything one pass over a set kept, rows in batch order.
 
-    ``pred``: decoded predictions in ORIGINAL pixels (``label (N,)``, ``score``, ``probs``,
-    ``center (N, 2)``, ``box (N, 4)``, ``keypoints (N, K, 2)``, ``kp_score``); ``index (N,)``: dataset
+    ``pred``: decoded instances in ORIGINAL pixels (``label (N, P)`` -1 = empty, ``score (N, P)``,
+    ``center (N, P, 2)``, ``box (N, P, 4)``, ``keypoints (N, P, K, 2)``, ``kp_score``); ``index (N,)``: dataset
     rows; ``embed (N, D)`` float32 pooled features (None unless kept); ``losses``: per-sample mean
     of ``loss`` and ``loss/<part>`` (empty without a loss).
     """
@@ -79,12 +101,12 @@ def to_device(x: Any, device: Any) -> Any:
     return x.to(device, non_blocking=True)
 
 
-def forward_batches(batches: Iterable[EvalBatch], forward: Forward, input_hw: Sequence[int], *,
+def forward_batches(batches: Iterable[EvalBatch], forward: Forward, decoding: Optional[Decoding], *,
                     device: Any = "cpu", amp: bool = False, loss: Optional[LossFn] = None,
                     decode: bool = True) -> Iterator[BatchResult]:
-    """Run ``forward`` (no grad) on each batch and decode its outputs to ORIGINAL pixels.
+    """Run ``forward`` (no grad) on each batch and decode its outputs to instances in ORIGINAL pixels.
 
-    ``input_hw`` is the model's input size (the frame ``geom`` maps from); ``amp``: float16 autocast
+    ``decoding``: :class:`Decoding` of the model (``Decoding.of(model)``); ``amp``: float16 autocast
     on CUDA around the forward and the ``loss`` (as in training). A generator: a caller can stream
     (``predict``) or keep everything (:func:`run_batches`).
     """
@@ -93,11 +115,11 @@ def forward_batches(batches: Iterable[EvalBatch], forward: Forward, input_hw: Se
             with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
                 out = forward(to_device(b.inputs, device))
                 total, parts = loss(out, to_device(b.targets, device)) if loss is not None else (None, {})
-            pred = predictions_to_original(decode_outputs(out), b.geom, input_hw) if decode else None
+            pred = decoding(out, b.geom) if decode else None
         yield BatchResult(b, out, pred, total, parts)
 
 
-def run_batches(batches: Iterable[EvalBatch], forward: Forward, input_hw: Sequence[int], *, device: Any = "cpu",
+def run_batches(batches: Iterable[EvalBatch], forward: Forward, decoding: Optional[Decoding], *, device: Any = "cpu",
                 amp: bool = False, loss: Optional[LossFn] = None, embed: bool = True, decode: bool = True,
                 on_output: Optional[Callable[[dict], None]] = None) -> ModelPass:
     """One pass over ``batches``: predictions (ORIGINAL pixels), dataset rows, ``embed`` features
@@ -108,7 +130,7 @@ def run_batches(batches: Iterable[EvalBatch], forward: Forward, input_hw: Sequen
     """
     total_n, sums = 0, {}
     preds, seen, embeds = [], [], []
-    for r in forward_batches(batches, forward, input_hw, device=device, amp=amp, loss=loss, decode=decode):
+    for r in forward_batches(batches, forward, decoding, device=device, amp=amp, loss=loss, decode=decode):
         n = len(r.batch)
         total_n += n
         if loss is not None:
@@ -130,10 +152,13 @@ def run_batches(batches: Iterable[EvalBatch], forward: Forward, input_hw: Sequen
                      {k: v / total_n for k, v in sums.items()})
 
 
-def score(run: ModelPass, true: Mapping[str, np.ndarray], num_classes: int, tasks: Sequence[str]) -> dict:
+def score(run: ModelPass, true: Mapping[str, np.ndarray], classes: Sequence[str], tasks: Sequence[str],
+          scored: Optional[Sequence[int]] = None, score_thresh: float = 0.3) -> dict:
     """:func:`perception_metrics` of the trained ``tasks``' predictions against ``true`` (ORIGINAL
-    pixels, rows as ``run.index``), then the pass's mean losses (``loss``, ``loss/<part>``)."""
+    pixels, rows as ``run.index``; only the ``scored`` classes, default all), counting detections
+    from ``score_thresh`` (the model's reporting threshold), then the pass's mean losses."""
     keep = pred_keys(tasks)
-    m = perception_metrics({k: v for k, v in run.pred.items() if k in keep}, true, num_classes)
+    m = perception_metrics({k: v for k, v in run.pred.items() if k in keep}, true, classes, scored=scored,
+                           score_thresh=score_thresh)
     m.update(run.losses)
     return m

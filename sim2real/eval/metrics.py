@@ -1,6 +1,9 @@
 """Perception metrics in plain numpy, shared by training, evaluation, adaptation and gap reports,
 and the one list of their names.
 
+Detection (every object of every class): COCO box AP / AP50 / AP75 / AR through pycocotools, per
+class too (``ap50/<class>``), and on the instances matched to a ground-truth object the single-object
+metrics of before: class accuracy, centre error, box IoU, corner PCK (``sim2real.eval.detection``).
 All coordinates are in the same pixel frame for predictions and targets (evaluation uses ORIGINAL
 image pixels).  Boxes are ``xyxy`` with an exclusive end (``x1 = x + w`` of a COCO box).
 """
@@ -13,20 +16,24 @@ import numpy as np
 
 PCK_ALPHA = 0.05
 ALL_TASKS = ("cls", "center", "box", "keypoints")
-# Every task metric perception_metrics reports, in table order. The contract's names
-# (docs/contracts.md) are all of them but the centre-error mean, which only tables show.
-METRIC_NAMES = ("acc", "center_err_px_median", "center_err_px_mean", "box_iou_mean", f"pck@{PCK_ALPHA:g}")
+# Every task metric perception_metrics reports, in table order (per-class ``ap50/<class>`` and
+# ``ap/<class>`` come on top). The contract's names (docs/contracts.md) are all of them but the
+# centre-error mean, which only tables show.
+METRIC_NAMES = ("ap", "ap50", "ap75", "ar", "acc", "center_err_px_median", "center_err_px_mean", "box_iou_mean",
+                f"pck@{PCK_ALPHA:g}", "ece", "fp_per_image", "dup_per_image")
 CONTRACT_METRICS = tuple(m for m in METRIC_NAMES if m != "center_err_px_mean")
 # Which way is better ("max" / "min") and which trained task each metric scores.
-METRIC_GOAL = dict(zip(METRIC_NAMES, ("max", "min", "min", "max", "max")))
-METRIC_TASK = dict(zip(METRIC_NAMES, ("cls", "center", "center", "box", "keypoints")))
+METRIC_GOAL = dict(zip(METRIC_NAMES, ("max", "max", "max", "max", "max", "min", "min", "max", "max", "min", "min",
+                                      "min")))
+METRIC_TASK = dict(zip(METRIC_NAMES, ("box", "box", "box", "box", "cls", "center", "center", "box", "keypoints",
+                                      "cls", "cls", "cls")))
 # Per-dataset bookkeeping in a metrics dict: logged as-is, never turned into a gap.
-BOOKKEEPING = ("confusion", "n", "num_corrupt", "num_without_target")
+BOOKKEEPING = ("confusion", "n", "n_instances", "num_corrupt", "num_without_target", "recall@thr", "precision@thr")
 
 
 def pred_keys(tasks: Sequence[str]) -> set[str]:
     """Prediction arrays that the trained ``tasks`` make meaningful (the others are not scored)."""
-    return {"label"} | {t for t in ("center", "box", "keypoints") if t in tasks}
+    return {"label", "score"} | {t for t in ("center", "box", "keypoints") if t in tasks}
 
 
 def task_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,25 +96,16 @@ def _nan_stat(fn, values: np.ndarray) -> float:
     return float(fn(values)) if values.size else float("nan")
 
 
-def perception_metrics(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], num_classes: int,
-                       alpha: float = PCK_ALPHA) -> dict:
-    """Standard metric set from stacked predictions/targets.
+def perception_metrics(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], classes: Sequence[str],
+                       alpha: float = PCK_ALPHA, scored: Sequence[int] | None = None,
+                       score_thresh: float = 0.3) -> dict:
+    """The standard metric set of padded instance predictions against padded ground truth
+    (docs/contracts.md, "Instances"): COCO AP/AP50/AP75/AR (all and per class), and on matched
+    instances ``acc``, ``center_err_px_median``/``mean``, ``box_iou_mean``, ``pck@<alpha>``; counts
+    at ``score_thresh`` (``fp_per_image``, ``dup_per_image``, ``recall@thr``, ``precision@thr``),
+    ``ece``, ``n``, ``n_instances`` and ``confusion`` (list of lists). ``scored``: the class indices
+    the labels cover (default all)."""
+    from sim2real.eval.detection import detection_metrics  # pycocotools loads only where scoring happens
 
-    ``pred``: ``label (N,)``, optional ``center (N, 2)``, ``box (N, 4)``, ``keypoints (N, K, 2)``.
-    ``true``: ``label``, ``center``, ``box``, ``keypoints``, ``kp_vis (N, K)``.
-    Returns the contract's names (``acc``, ``center_err_px_median``, ``box_iou_mean``,
-    ``pck@<alpha>``) plus ``center_err_px_mean``, ``n`` and ``confusion`` (list of lists).
-    """
-    n = int(len(true["label"]))
-    out: dict = {"n": n, "acc": accuracy(pred["label"], true["label"]),
-                 "confusion": confusion_matrix(pred["label"], true["label"], num_classes).tolist()}
-    if "center" in pred:
-        err = center_errors(pred["center"], true["center"])
-        out["center_err_px_median"] = _nan_stat(np.median, err)
-        out["center_err_px_mean"] = _nan_stat(np.mean, err)
-    if "box" in pred:
-        out["box_iou_mean"] = _nan_stat(np.mean, box_iou(pred["box"], true["box"]))
-    if "keypoints" in pred:
-        out[f"pck@{alpha:g}"] = pck(pred["keypoints"], true["keypoints"], true["kp_vis"],
-                                     box_diagonal(true["box"]), alpha)
-    return out
+    return detection_metrics(pred, true, list(classes), scored=None if scored is None else list(scored),
+                             score_thresh=score_thresh, pck_alpha=alpha)

@@ -25,20 +25,23 @@ def rounded(v: float, nd: int = 2) -> float | None:
     return round(v, nd) if math.isfinite(v) else None
 
 
-def prediction_record(pred: Mapping[str, Any], classes: Sequence[str], **where: Any) -> dict:
-    """One image's prediction (ORIGINAL pixels) -> ``{**where, "class", "score", "box": [x0, y0, x1, y1],
-    "center": [u, v], "keypoints": [[u, v, score], ...]}``.
+def prediction_record(inst: Mapping[str, Any], classes: Sequence[str], **where: Any) -> dict:
+    """One image's instances (ORIGINAL pixels, no padding, best first) -> ``{**where, "instances":
+    [{"class", "class_id", "score", "box": [x0, y0, x1, y1], "center": [u, v], "keypoints":
+    [[u, v, score], ...]}, ...]}``.
 
-    ``pred``: ``label`` (class index), ``score``, ``box (4,)``, ``center (2,)`` and optionally
-    ``keypoints (K, 2)`` with ``kp_score (K,)`` (scores 0 when missing). ``where`` comes first
-    (``image=...`` or ``frame=...``).
+    ``inst``: ``label (n,)`` class indices, ``score (n,)``, ``box (n, 4)``, ``center (n, 2)`` and
+    optionally ``keypoints (n, K, 2)`` with ``kp_score (n, K)`` (scores 0 when missing). ``where``
+    comes first (``image=...`` or ``frame=...``); an image with nothing found has ``"instances": []``.
     """
     rec: dict[str, Any] = dict(where)
-    rec["class"] = str(classes[int(pred["label"])])
-    rec["score"] = rounded(pred["score"], 4)
-    rec["box"] = [rounded(v) for v in pred["box"]]
-    rec["center"] = [rounded(v) for v in pred["center"]]
-    kps = pred.get("keypoints", np.zeros((0, 2)))
-    ks = pred.get("kp_score", np.zeros(len(kps)))
-    rec["keypoints"] = [[rounded(u), rounded(v), rounded(s, 3)] for (u, v), s in zip(kps, ks)]
+    labels = np.asarray(inst.get("label", np.zeros(0)), np.int64).reshape(-1)
+    out = []
+    for i, c in enumerate(labels):
+        kps = np.asarray(inst["keypoints"][i]) if "keypoints" in inst else np.zeros((0, 2))
+        ks = np.asarray(inst["kp_score"][i]) if "kp_score" in inst else np.zeros(len(kps))
+        out.append({"class": str(classes[int(c)]), "class_id": int(c), "score": rounded(inst["score"][i], 4),
+                    "box": [rounded(v) for v in inst["box"][i]], "center": [rounded(v) for v in inst["center"][i]],
+                    "keypoints": [[rounded(u), rounded(v), rounded(s, 3)] for (u, v), s in zip(kps, ks)]})
+    rec["instances"] = out
     return rec

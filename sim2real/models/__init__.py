@@ -11,14 +11,14 @@ Quick tour (all names importable from ``sim2real.models``)::
     model = build_model(cfg, classes=["cube"], image_hw=(480, 640))   # or PerceptionModel(bb, ...)
     pre = model.make_preprocess()                    # == Preprocess(bb.pretrained_cfg, model.input_hw)
     x, meta = pre(img)                               # HxW/HxWxC uint8/uint16 -> (3, H', W'), meta
-    out = model(x[None])                             # logits, center, box, keypoints, kp_score,
-                                                     # embed, objectness (dense), raw
-    meta.to_original(out["center"][0].detach())      # model-input px -> original px
-    total, parts = model.compute_loss(out, targets)  # targets in model-input px (meta.to_input /
-                                                     # meta.box_to_input): center (B,2), box (B,4)
-                                                     # xyxy, keypoints (B,K,3), class (B,), has_loc (B,)
+    out = model(x[None])                             # maps: heatmap (B,C,h,w), offset, ltrb, kp_reg,
+                                                     # kp_heatmap, kp_offset; embed; raw (logits)
+    total, parts = model.compute_loss(out, targets)  # padded instances in model-input px (meta.to_input /
+                                                     # meta.box_to_input): label (B,M) (-1 = none),
+                                                     # center (B,M,2), box (B,M,4), keypoints (B,M,K,3),
+                                                     # ignore (B,M), has_loc (B,)
     model.embed(x[None])                             # (B, D) pooled features
-    decode_outputs(out)                              # numpy label/score/probs/center/box/... (input px)
+    # instances: sim2real.eval.instances.decode_maps(numpy maps, **model.decode_options())
     resolve_device("auto")                           # torch.device for a config's device: auto|cpu|cuda
 
 Freezing and cached features::
@@ -48,9 +48,8 @@ from sim2real.models.backbone import Backbone, BackboneSplitError
 from sim2real.models.checkpoint import (
     CheckpointError, load_checkpoint, read_checkpoint, read_checkpoint_meta, save_checkpoint,
 )
-from sim2real.models.decode import decode_outputs
 from sim2real.models.device import resolve_device
-from sim2real.models.heads import DENSE_LOSS_WEIGHTS, GLOBAL_LOSS_WEIGHTS, HeadConfig, loss_weights
+from sim2real.models.heads import DENSE_LOSS_WEIGHTS, HeadConfig, encode_targets, loss_weights
 from sim2real.models.perception import ModelConfig, PerceptionModel, build_model
 from sim2real.models.preprocess import Preprocess, PreprocessMeta, fit_input_hw, resolve_input_hw
 from sim2real.models.registry import (
@@ -61,8 +60,8 @@ from sim2real.models.weights import WeightsNotFoundError
 
 __all__ = [
     "Backbone", "BackboneSplitError", "CheckpointError", "DEFAULT_BACKBONE", "DENSE_LOSS_WEIGHTS",
-    "GLOBAL_LOSS_WEIGHTS", "HeadConfig", "ModelConfig", "PerceptionModel", "Preprocess", "PreprocessMeta",
-    "UnknownBackboneError", "WeightsNotFoundError", "build_backbone", "build_model", "decode_outputs",
+    "encode_targets", "HeadConfig", "ModelConfig", "PerceptionModel", "Preprocess", "PreprocessMeta",
+    "UnknownBackboneError", "WeightsNotFoundError", "build_backbone", "build_model",
     "fit_input_hw", "list_backbones", "load_checkpoint", "loss_weights", "read_checkpoint", "read_checkpoint_meta",
     "register_backbone", "resolve_device", "resolve_input_hw", "save_checkpoint", "TASK_PARTS", "task_loss_weights",
 ]

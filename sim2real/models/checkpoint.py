@@ -26,7 +26,7 @@ from sim2real.models.registry import build_backbone
 from sim2real.models.safe_load import unreadable_reason
 
 FORMAT = "sim2real-model"
-VERSION = 1
+VERSION = 2   # 2: the multi-object detection head (issue 12); 1 = one object per image
 
 
 class CheckpointError(ValueError):
@@ -93,6 +93,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise CheckpointError(f"checkpoint {path}: 'meta' is not a JSON string") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("version", 0) < VERSION:
+        raise CheckpointError(f"checkpoint {path} was written by an older sim2real whose model found one object "
+                              f"per image (checkpoint version {meta.get('version', 0)}); today's model finds every "
+                              f"object of every class: retrain it with 'sim2real train'")
     if meta.get("version", 0) > VERSION:
         raise CheckpointError(f"checkpoint {path}: version {meta.get('version')} is newer than this sim2real "
                               f"supports ({VERSION})")

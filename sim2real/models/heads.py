@@ -1,26 +1,26 @@
-"""Task heads: object class + target localisation (centre, box, K keypoints with a score).
+"""The detection head: every object of every class, CenterNet-style (Zhou et al. 2019, "Objects as Points").
 
-Two designs behind one interface (``forward(taps) -> outputs``, ``loss(outputs, targets,
-weights) -> (total, parts)``; ``taps`` = backbone stage outputs named in ``head.tap_names``):
+One design, any number of objects: on a stride-8 or -16 feature map fused top-down (FPN-like) from
+the backbone's deeper maps, the head predicts a centre heatmap per class + sub-cell offset, the box
+as left/top/right/bottom distances from the centre, the K projected 3D-box corners as offsets from
+the centre, and corner heatmaps + a shared sub-cell offset (DOPE-style refinement). A single object
+is the same head with one instance. Decoding (peaks -> instances) is numpy:
+``sim2real.eval.instances.decode_maps``, shared by torch, ONNX and TorchScript.
 
-- ``global``: an MLP on globally pooled features regresses normalised coordinates. Small and
-  fast; weak at precise localisation.
-- ``dense``: CenterNet/DOPE-style maps on a stride-8 or -16 feature map, fused top-down
-  (FPN-like) from the backbone's deeper maps: centre heatmap + sub-pixel offset, box as
-  left/top/right/bottom distances from the centre, keypoint offsets from the centre, keypoint
-  heatmaps + shared sub-pixel offset. Decoding takes the centre peak, reads the regressions
-  there, and snaps each keypoint to its own heatmap peak when that peak is confident and near.
-  Its cost knobs (the head's convolutions are what a cached-feature epoch spends its time on):
-  ``stride`` (16 has 4x fewer cells than 8), ``width``, ``conv`` (``separable`` = depthwise 3x3 +
-  pointwise 1x1: ~8x fewer multiply-adds than a full 3x3, ~1.7x faster to train on CPU),
-  ``branch_depth`` (3x3 convs per output branch; 0 = every output is a 1x1 conv on the fused map)
-  and ``branches`` (which outputs share a branch, ``BRANCH_GROUPS``). ``docs/benchmarks.md``
-  ("Heads") records the measured trade-off behind the defaults (stride 16, full convs, width 64,
-  depth 1, a separate branch per output): every cheaper option measured there lost accuracy.
+Maps (``forward``; docs/contracts.md "Instances"), all in cell units at ``stride`` s:
+``heatmap (B, C, h, w)`` sigmoid, ``offset (B, 2, h, w)``, ``ltrb (B, 4, h, w)``,
+``kp_reg (B, 2K, h, w)``, ``kp_heatmap (B, K, h, w)`` sigmoid, ``kp_offset (B, 2K, h, w)``; plus
+``raw`` (the logits, for :meth:`DenseHead.loss`) and ``embed (B, D)`` (pooled last-stage features).
 
-All decoded outputs are in model-input pixels (pixel centres at integers). Targets likewise:
-``center (B, 2)``, ``box (B, 4)`` xyxy, ``keypoints (B, K, 3)`` (u, v, vis),
-``class (B,)`` (-1 = unknown), ``has_loc (B,)`` (localisation labels present).
+Targets (model-input pixels, padded per image; :func:`encode_targets` makes the maps' targets):
+``label (B, M)`` (-1 = empty slot), ``box (B, M, 4)`` xyxy, ``center (B, M, 2)``,
+``keypoints (B, M, K, 3)`` (u, v, vis), ``ignore (B, M)`` (neither object nor background),
+``has_loc (B,)`` (the image is labelled at all; unlabelled images add no loss).
+
+Cost knobs (a cached-feature epoch spends its time in these convolutions): ``stride`` (16 has 4x
+fewer cells than 8), ``width``, ``conv`` (``separable``: depthwise 3x3 + pointwise 1x1),
+``branch_depth`` (3x3 convs per output branch) and ``branches`` (``BRANCH_GROUPS``).
+``docs/benchmarks.md`` ("Heads") records the trade-off behind the defaults.
 """
 
 from __future__ import annotations
@@ -35,10 +35,12 @@ from torch import nn
 
 from sim2real.config import ConfigError, choice, rng
 
-GLOBAL_LOSS_WEIGHTS = {"cls": 1.0, "center": 1.0, "box": 1.0, "keypoints": 1.0, "kp_vis": 0.2}
-DENSE_LOSS_WEIGHTS = {"cls": 1.0, "center": 1.0, "offset": 1.0, "box": 0.1, "keypoints": 0.1,
+DENSE_LOSS_WEIGHTS = {"center": 1.0, "offset": 1.0, "box": 0.1, "keypoints": 0.1,
                       "kp_heatmap": 1.0, "kp_offset": 1.0}
 _HEATMAP_PRIOR = -math.log((1 - 0.1) / 0.1)  # sigmoid = 0.1 at init (CenterNet)
+MAP_NAMES = {"hm": "heatmap", "off": "offset", "box": "ltrb", "kp_reg": "kp_reg", "kp_hm": "kp_heatmap",
+             "kp_off": "kp_offset"}
+HEAD_VERSION = 2   # 1 = the single-object head (one target per image, a class MLP) before issue 12
 
 
 # Dense outputs that share one branch (3x3 tower + one 1x1 conv for all of them); {} = a branch per
@@ -55,78 +57,68 @@ BRANCH_GROUPS: dict[str, dict[str, str]] = {
 
 @dataclass
 class HeadConfig:
-    type: str = field(default="dense", metadata=choice("global", "dense"))
+    type: str = field(default="dense", metadata=choice("dense"))
     num_keypoints: int = field(default=8, metadata=rng(0, 64))
-    # Dense-head cost vs precision; defaults chosen by bench/bench_heads.py (docs/benchmarks.md, "Heads").
-    stride: int = field(default=16, metadata=choice(8, 16))    # dense: output map stride
-    width: int = field(default=64, metadata=rng(8, 1024))      # dense: channels of the fused map
-    conv: str = field(default="full", metadata=choice("full", "separable"))  # dense: 3x3 conv kind
-    branch_depth: int = field(default=1, metadata=rng(0, 4))  # dense: 3x3 convs per output branch
-    branches: str = field(default="separate", metadata=choice(*BRANCH_GROUPS))  # dense: outputs per branch
-    hidden: int = field(default=256, metadata=rng(8, 4096))    # MLP width (global regression, class)
-    dropout: float = field(default=0.1, metadata=rng(0.0, 0.9))
-    kp_min_vis: int = field(default=1, metadata=choice(1, 2))  # supervise keypoints with vis >= this
-    kp_score_thresh: float = field(default=0.1, metadata=rng(0.0, 1.0))  # dense: heatmap snap threshold
+    # Cost vs precision; defaults chosen by bench/bench_heads.py (docs/benchmarks.md, "Heads").
+    stride: int = field(default=16, metadata=choice(8, 16))    # output map stride
+    width: int = field(default=64, metadata=rng(8, 1024))      # channels of the fused map
+    conv: str = field(default="full", metadata=choice("full", "separable"))  # 3x3 conv kind
+    branch_depth: int = field(default=1, metadata=rng(0, 4))  # 3x3 convs per output branch
+    branches: str = field(default="separate", metadata=choice(*BRANCH_GROUPS))  # outputs per branch
+    max_instances: int = field(default=20, metadata=rng(1, 500))   # instances decoded per image
+    score_thresh: float = field(default=0.3, metadata=rng(0.0, 1.0))  # predict/live: report from this score
+    kp_min_vis: int = field(default=1, metadata=choice(1, 2))  # supervise corners with vis >= this
+    kp_score_thresh: float = field(default=0.1, metadata=rng(0.0, 1.0))  # corner-heatmap snap threshold
     loss_weights: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
-        known = GLOBAL_LOSS_WEIGHTS if self.type == "global" else DENSE_LOSS_WEIGHTS
         for k, v in self.loss_weights.items():
-            if k not in known:
-                raise ConfigError(f"loss_weights.{k}", f"one of {sorted(known)} for a {self.type} head")
+            if k not in DENSE_LOSS_WEIGHTS:
+                raise ConfigError(f"loss_weights.{k}", f"one of {sorted(DENSE_LOSS_WEIGHTS)}")
             if v < 0:
                 raise ConfigError(f"loss_weights.{k}", "a weight >= 0", v)
 
 
-# Values of options added after the first checkpoints were written: a stored head config without
-# them was built this way (checkpoints store every field, so only new fields need an entry).
-LEGACY_HEAD_DEFAULTS = {"conv": "full", "branch_depth": 1, "branches": "separate"}
-
-
 def loss_weights(cfg: HeadConfig, override: dict | None = None) -> dict[str, float]:
     """Head defaults <- config ``loss_weights`` <- ``override``; unknown names are errors."""
-    base = dict(GLOBAL_LOSS_WEIGHTS if cfg.type == "global" else DENSE_LOSS_WEIGHTS)
+    base = dict(DENSE_LOSS_WEIGHTS)
     for src in (cfg.loss_weights, override or {}):
         for k, v in src.items():
             if k not in base:
-                raise ValueError(f"unknown loss weight '{k}' for a {cfg.type} head; known: {sorted(base)}")
+                raise ValueError(f"unknown loss weight '{k}'; known: {sorted(base)}")
             base[k] = float(v)
     return base
 
 
 def check_targets(targets: dict, batch: int, k: int) -> dict:
-    """Targets as float/long tensors with the documented shapes (missing parts = unlabelled)."""
-    out = {}
-    cls = targets.get("class")
-    out["class"] = torch.full((batch,), -1, dtype=torch.long) if cls is None else torch.as_tensor(cls).long()
+    """Targets as tensors with the documented shapes; an image without ``label`` rows is a negative."""
+    lab = targets.get("label")
+    if lab is None:
+        lab = torch.full((batch, 1), -1, dtype=torch.long)
+    lab = torch.as_tensor(lab).long()
+    if lab.dim() != 2 or lab.shape[0] != batch:
+        raise ValueError(f"targets['label']: expected shape ({batch}, M), got {tuple(lab.shape)}")
+    m = lab.shape[1]
+    out = {"label": lab}
     has = targets.get("has_loc")
-    out["has_loc"] = (torch.zeros(batch, dtype=torch.bool) if has is None and "center" not in targets
-                      else torch.ones(batch, dtype=torch.bool) if has is None else torch.as_tensor(has).bool())
-    shapes = {"center": (batch, 2), "box": (batch, 4), "keypoints": (batch, k, 3)}
+    out["has_loc"] = (torch.ones(batch, dtype=torch.bool) if has is None else torch.as_tensor(has).bool())
+    ign = targets.get("ignore")
+    out["ignore"] = torch.zeros((batch, m), dtype=torch.bool) if ign is None else torch.as_tensor(ign).bool()
+    shapes = {"center": (batch, m, 2), "box": (batch, m, 4), "keypoints": (batch, m, k, 3)}
     for key, shape in shapes.items():
         v = targets.get(key)
-        if v is None:
-            if out["has_loc"].any():
-                raise ValueError(f"targets['{key}'] is missing but has_loc is set; expected shape {shape}")
-            v = torch.zeros(shape)
-        v = torch.as_tensor(v).float()
+        v = torch.zeros(shape) if v is None else torch.as_tensor(v).float()
         if tuple(v.shape) != shape:
             raise ValueError(f"targets['{key}']: expected shape {shape}, got {tuple(v.shape)}")
         out[key] = v
-    for key in ("class", "has_loc"):
-        if tuple(out[key].shape) != (batch,):
-            raise ValueError(f"targets['{key}']: expected shape ({batch},), got {tuple(out[key].shape)}")
+    for key, shape in (("has_loc", (batch,)), ("ignore", (batch, m))):
+        if tuple(out[key].shape) != shape:
+            raise ValueError(f"targets['{key}']: expected shape {shape}, got {tuple(out[key].shape)}")
     return out
 
 
 def _to(targets: dict, device) -> dict:
     return {k: v.to(device) for k, v in targets.items()}
-
-
-def class_loss(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-    if not (cls >= 0).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, cls, ignore_index=-1)
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -135,71 +127,12 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     return (torch.abs(pred - target) * m).sum() / m.sum().clamp(min=1.0)
 
 
-def class_mlp(in_ch: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_ch, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                         nn.Linear(hidden, num_classes))
-
-
-# --- global regression ---------------------------------------------------------------------------
-
-class GlobalHead(nn.Module):
-    """MLP on pooled last-stage features; coordinates regressed as fractions of the input size."""
-
-    def __init__(self, cfg: HeadConfig, num_classes: int, feature_info: Sequence[dict], input_hw: Sequence[int]):
-        super().__init__()
-        self.cfg, self.k = cfg, cfg.num_keypoints
-        self.register_buffer("size_wh", torch.tensor([float(input_hw[1]), float(input_hw[0])]), persistent=False)
-        self.tap_names = [feature_info[-1]["name"]]
-        d = feature_info[-1]["num_chs"]
-        self.trunk = nn.Sequential(nn.Linear(d, cfg.hidden), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout))
-        self.cls = nn.Linear(cfg.hidden, num_classes)
-        self.reg = nn.Linear(cfg.hidden, 2 + 4 + 3 * self.k)
-        nn.init.zeros_(self.reg.weight)
-        with torch.no_grad():  # start at the image centre / a centred box
-            self.reg.bias.zero_()
-            self.reg.bias[:2] = 0.5
-            self.reg.bias[2:6] = torch.tensor([0.25, 0.25, 0.75, 0.75])
-            self.reg.bias[6:6 + 2 * self.k] = 0.5
-
-    def forward(self, taps: dict[str, torch.Tensor]) -> dict:
-        feat = taps[self.tap_names[0]]
-        emb = feat.mean(dim=(2, 3))
-        h = self.trunk(emb)
-        r = self.reg(h)
-        k = self.k
-        raw = {"center": r[:, :2], "box": r[:, 2:6], "keypoints": r[:, 6:6 + 2 * k].reshape(r.shape[0], k, 2),
-               "kp_vis": r[:, 6 + 2 * k:]}
-        size = self.size_wh.to(r.dtype)
-        box = raw["box"].reshape(-1, 2, 2) * size
-        box = torch.cat([box.min(dim=1).values, box.max(dim=1).values], dim=1)
-        return {"logits": self.cls(h), "center": raw["center"] * size, "box": box,
-                "keypoints": raw["keypoints"] * size, "kp_score": torch.sigmoid(raw["kp_vis"]),
-                "embed": emb, "raw": raw}
-
-    def loss(self, outputs: dict, targets: dict, weights: dict):
-        raw = outputs["raw"]
-        dev = raw["center"].device
-        t = _to(check_targets(targets, raw["center"].shape[0], self.k), dev)
-        size = self.size_wh
-        m = t["has_loc"]
-        vis = (t["keypoints"][..., 2] >= self.cfg.kp_min_vis) & m[:, None]
-        parts = {
-            "cls": class_loss(outputs["logits"], t["class"]),
-            "center": masked_l1(raw["center"], t["center"] / size, m),
-            "box": masked_l1(raw["box"], t["box"] / size.repeat(2), m),
-            "keypoints": masked_l1(raw["keypoints"], t["keypoints"][..., :2] / size, vis),
-            "kp_vis": (F.binary_cross_entropy_with_logits(raw["kp_vis"], vis.float(), reduction="none")
-                       * m[:, None]).sum() / (m.sum() * self.k).clamp(min=1),
-        }
-        return _total(parts, weights)
-
-
 def _total(parts: dict, weights: dict):
     total = sum(weights[k] * v for k, v in parts.items())
     return total, {k: v.detach() for k, v in parts.items()}
 
 
-# --- dense (CenterNet-style) -------------------------------------------------------------------
+# --- targets ------------------------------------------------------------------------------------
 
 def gaussian_radius(h: torch.Tensor, w: torch.Tensor, min_overlap: float = 0.7) -> torch.Tensor:
     """CenterNet's radius: a corner shift this large keeps IoU >= ``min_overlap``."""
@@ -213,23 +146,95 @@ def gaussian_radius(h: torch.Tensor, w: torch.Tensor, min_overlap: float = 0.7) 
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
-def gaussian_heatmaps(cells: torch.Tensor, valid: torch.Tensor, sigma: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
-    """(B, N, 2) integer (x, y) cells -> (B, N, h, w) gaussians peaking at exactly 1; invalid = 0."""
-    h, w = hw
+def splat(cells: torch.Tensor, valid: torch.Tensor, sigma: torch.Tensor, channel: torch.Tensor,
+          shape: Sequence[int]) -> torch.Tensor:
+    """Gaussians peaking at exactly 1 on integer (x, y) ``cells (B, N, 2)`` into ``channel (B, N)`` of a
+    ``(B, C, h, w)`` map; overlapping gaussians of one channel keep their maximum; invalid = nothing."""
+    b, c, h, w = shape
+    out = torch.zeros(shape, device=cells.device)
+    if cells.shape[1] == 0:
+        return out
     ys = torch.arange(h, device=cells.device, dtype=torch.float32).view(1, 1, h, 1)
     xs = torch.arange(w, device=cells.device, dtype=torch.float32).view(1, 1, 1, w)
     cx, cy = cells[..., 0, None, None].float(), cells[..., 1, None, None].float()
-    s = sigma.view(sigma.shape[0], -1, 1, 1)
-    g = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * s ** 2))
-    return g * valid[..., None, None].float()
+    s = sigma.reshape(b, -1, 1, 1)
+    g = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * s ** 2)) * valid[..., None, None].float()  # (B,N,h,w)
+    onehot = F.one_hot(channel.clamp(min=0), c).float() * valid[..., None].float()                      # (B,N,C)
+    # max over instances per channel: (B, N, C, h, w) is small (N <= tens, h*w <= a few hundred)
+    return (g[:, :, None] * onehot[..., None, None]).amax(dim=1)
 
 
-def focal_loss(logits: torch.Tensor, gt: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
-    """CenterNet penalty-reduced focal loss (alpha 2, beta 4) over samples in ``sample_mask``."""
+def _cells(points: torch.Tensor, grid_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid-unit points -> (integer cells clamped into the map, inside-the-map flags)."""
+    ci = torch.floor(points).long()
+    inside = (ci >= 0).all(-1) & (ci <= grid_max).all(-1)
+    return torch.minimum(ci.clamp(min=0), grid_max), inside
+
+
+def encode_targets(t: dict, num_classes: int, hw: Sequence[int], stride: int, kp_min_vis: int = 1) -> dict:
+    """Padded instance targets (model-input pixels, see :func:`check_targets`) -> what the maps should be.
+
+    Returns ``heatmap (B, C, h, w)`` (gaussians, 1 at each object's centre cell), ``hm_ignore`` (cells
+    of ignored objects' boxes in their class channel: no loss there), per instance ``ind (B, M)``
+    (flat centre cell), ``pos (B, M)`` (a positive whose centre is on the map), ``offset``,
+    ``ltrb (B, M, 4)``, ``kp_rel (B, M, 2K)`` + ``kp_rel_mask``, and for corners ``kp_heatmap
+    (B, K, h, w)``, ``kp_ind (B, M, K)``, ``kp_pos``, ``kp_offset (B, M, K, 2)`` (all cell units)."""
+    h, w = int(hw[0]), int(hw[1])
+    s = float(stride)
+    lab, box, dev = t["label"], t["box"], t["label"].device
+    b, m = lab.shape
+    k = t["keypoints"].shape[2]
+    grid_max = torch.tensor([w - 1, h - 1], device=dev)
+    present = (lab >= 0) & t["has_loc"][:, None]
+    obj = present & ~t["ignore"]
+    c = t["center"] / s
+    ci, c_in = _cells(c, grid_max)
+    pos = obj & c_in
+    bw = ((box[..., 2] - box[..., 0]) / s).clamp(min=0)
+    bh = ((box[..., 3] - box[..., 1]) / s).clamp(min=0)
+    sigma = (2 * torch.floor(gaussian_radius(bh, bw)).clamp(min=0) + 1) / 6
+    heatmap = splat(ci, pos, sigma, lab, (b, num_classes, h, w))
+    # Ignored objects: their box region in their class channel is neither object nor background.
+    ign = present & t["ignore"]
+    ys = torch.arange(h, device=dev).view(1, 1, h, 1).float() + 0.5
+    xs = torch.arange(w, device=dev).view(1, 1, 1, w).float() + 0.5
+    bb = box / s
+    inside = ((xs >= bb[..., 0, None, None]) & (xs <= bb[..., 2, None, None]) & (ys >= bb[..., 1, None, None])
+              & (ys <= bb[..., 3, None, None]) & ign[..., None, None])                       # (B,M,h,w)
+    onehot = F.one_hot(lab.clamp(min=0), num_classes).bool() & ign[..., None]                 # (B,M,C)
+    hm_ignore = (inside[:, :, None] & onehot[..., None, None]).any(dim=1) & (heatmap < 1.0)
+    enc = {"heatmap": heatmap, "hm_ignore": hm_ignore, "ind": ci[..., 1] * w + ci[..., 0], "pos": pos,
+           "offset": c - ci.float(),
+           "ltrb": torch.stack([c[..., 0] - bb[..., 0], c[..., 1] - bb[..., 1], bb[..., 2] - c[..., 0],
+                                bb[..., 3] - c[..., 1]], dim=-1)}
+    if k:
+        kp = t["keypoints"]
+        kp_vis = (kp[..., 2] >= kp_min_vis) & pos[..., None]                                   # (B,M,K)
+        kc = kp[..., :2] / s
+        ki, k_in = _cells(kc, grid_max)
+        kp_pos = kp_vis & k_in
+        kp_sigma = sigma[..., None].expand(b, m, k)
+        corner = torch.arange(k, device=dev).expand(b, m, k)
+        enc.update(
+            kp_heatmap=splat(ki.reshape(b, m * k, 2), kp_pos.reshape(b, m * k), kp_sigma.reshape(b, m * k),
+                             corner.reshape(b, m * k), (b, k, h, w)),
+            kp_ind=ki[..., 1] * w + ki[..., 0], kp_pos=kp_pos, kp_offset=kc - ki.float(),
+            kp_rel=(kc - c[..., None, :]).reshape(b, m, 2 * k),
+            kp_rel_mask=kp_vis.repeat_interleave(2, dim=-1))
+    return enc
+
+
+def focal_loss(logits: torch.Tensor, gt: torch.Tensor, sample_mask: torch.Tensor,
+               ignore: torch.Tensor | None = None) -> torch.Tensor:
+    """CenterNet penalty-reduced focal loss (alpha 2, beta 4) over samples in ``sample_mask``,
+    cells in ``ignore`` left out."""
     m = sample_mask.view(-1, *([1] * (logits.dim() - 1))).float()
+    if ignore is not None:
+        m = m * (~ignore).float()
     p = torch.sigmoid(logits)
-    pos = (gt >= 1.0).float() * m
-    neg = (1 - (gt >= 1.0).float()) * m
+    is_pos = (gt >= 1.0).float()
+    pos = is_pos * m
+    neg = (1 - is_pos) * m
     pos_l = F.logsigmoid(logits) * (1 - p) ** 2 * pos
     neg_l = F.logsigmoid(-logits) * p ** 2 * (1 - gt) ** 4 * neg
     return -(pos_l.sum() + neg_l.sum()) / pos.sum().clamp(min=1.0)
@@ -263,12 +268,14 @@ def _branch(width: int, out: int, bias: float | None = None, depth: int = 1, con
     return seq
 
 
+
+
 class DenseHead(nn.Module):
     """CenterNet-style maps at stride ``cfg.stride``, fused top-down from deeper stages."""
 
     def __init__(self, cfg: HeadConfig, num_classes: int, feature_info: Sequence[dict], input_hw: Sequence[int]):
         super().__init__()
-        self.cfg, self.k, self.stride = cfg, cfg.num_keypoints, cfg.stride
+        self.cfg, self.k, self.stride, self.num_classes = cfg, cfg.num_keypoints, cfg.stride, num_classes
         by_red: dict[int, dict] = {}
         for f in feature_info:  # the last stage of each stride is the richest at that stride
             by_red[f["reduction"]] = f
@@ -285,7 +292,8 @@ class DenseHead(nn.Module):
         self.fuse = nn.Sequential(*conv3x3(w, w, cfg.conv, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
         k = self.k
         d, cv = cfg.branch_depth, cfg.conv
-        channels = {"hm": 1, "off": 2, "box": 4, **({"kp_reg": 2 * k, "kp_hm": k, "kp_off": 2} if k else {})}
+        channels = {"hm": num_classes, "off": 2, "box": 4,
+                    **({"kp_reg": 2 * k, "kp_hm": k, "kp_off": 2 * k} if k else {})}
         priors = {"hm": _HEATMAP_PRIOR, "kp_hm": _HEATMAP_PRIOR}
         self.out_channels = channels
         group_of = BRANCH_GROUPS[cfg.branches]
@@ -293,7 +301,7 @@ class DenseHead(nn.Module):
         for name in channels:
             if group_of:
                 self.groups.setdefault(group_of[name], []).append(name)
-        if not self.groups:  # a branch per output: hm, off, box, kp_reg, kp_hm, kp_off (original layout)
+        if not self.groups:  # a branch per output: hm, off, box, kp_reg, kp_hm, kp_off
             for name, ch in channels.items():
                 setattr(self, name, _branch(w, ch, priors.get(name), d, cv))
         else:  # a branch per group whose last 1x1 conv emits the group's outputs stacked
@@ -307,7 +315,6 @@ class DenseHead(nn.Module):
                             bias[start:start + channels[n]] = priors[n]
                         start += channels[n]
                 self.towers[g] = branch
-        self.cls = class_mlp(last["num_chs"], cfg.hidden, num_classes, cfg.dropout)
 
     def forward(self, taps: dict[str, torch.Tensor]) -> dict:
         emb = taps[self.embed_name].mean(dim=(2, 3))
@@ -323,84 +330,41 @@ class DenseHead(nn.Module):
                 raw.update(zip(names, torch.split(self.towers[g](p), [self.out_channels[n] for n in names], dim=1)))
         else:
             raw = {n: getattr(self, n)(p) for n in self.out_channels}
-        out = self.decode(raw)
-        out.update(logits=self.cls(emb), embed=emb, raw=raw)
+        out = {MAP_NAMES[n]: (torch.sigmoid(v) if n in ("hm", "kp_hm") else v) for n, v in raw.items()}
+        out.update(embed=emb, raw=raw)
         return out
-
-    def decode(self, raw: dict) -> dict:
-        """Peaks and regressions -> centre, box, keypoints (model-input pixels); ONNX-exportable."""
-        s, k = float(self.stride), self.k
-        hm = raw["hm"]
-        b, _, h, w = hm.shape
-        score, idx = torch.sigmoid(hm).flatten(1).max(dim=1)
-        idx = idx[:, None]
-        cell = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=-1).float()  # (B,1,2)
-        center = (cell + gather_at(raw["off"], idx)) * s                                        # (B,1,2)
-        ltrb = gather_at(raw["box"], idx)[:, 0].clamp(min=0) * s
-        c = center[:, 0]
-        box = torch.cat([c - ltrb[:, :2], c + ltrb[:, 2:]], dim=1)
-        if k == 0:
-            return {"center": c, "box": box, "keypoints": c.new_zeros(b, 0, 2), "kp_score": c.new_zeros(b, 0),
-                    "objectness": score}
-        kp_reg = c[:, None, :] + gather_at(raw["kp_reg"], idx)[:, 0].reshape(b, k, 2) * s
-        kp_score, kp_idx = torch.sigmoid(raw["kp_hm"]).flatten(2).max(dim=2)                     # (B,K)
-        kp_cell = torch.stack([kp_idx % w, torch.div(kp_idx, w, rounding_mode="floor")], dim=-1).float()
-        kp_hm = (kp_cell + gather_at(raw["kp_off"], kp_idx)) * s
-        diag = torch.linalg.vector_norm(box[:, 2:] - box[:, :2], dim=1, keepdim=True)
-        near = torch.linalg.vector_norm(kp_hm - kp_reg, dim=-1) <= torch.clamp(0.25 * diag, min=2 * s)
-        use_hm = (kp_score >= self.cfg.kp_score_thresh) & near
-        keypoints = torch.where(use_hm[..., None], kp_hm, kp_reg)
-        return {"center": c, "box": box, "keypoints": keypoints, "kp_score": kp_score, "objectness": score}
 
     def loss(self, outputs: dict, targets: dict, weights: dict):
         raw = outputs["raw"]
         hm = raw["hm"]
         b, _, h, w = hm.shape
-        s, k, dev = float(self.stride), self.k, hm.device
-        t = _to(check_targets(targets, b, k), dev)
-        m = t["has_loc"]
-        grid_max = torch.tensor([w - 1, h - 1], device=dev)
-
-        c = t["center"] / s                                                   # grid units
-        ci = torch.floor(c).long()
-        c_in = m & (ci >= 0).all(-1) & (ci <= grid_max).all(-1)
-        ci = torch.minimum(ci.clamp(min=0), grid_max)
-        bw = ((t["box"][:, 2] - t["box"][:, 0]) / s).clamp(min=0)
-        bh = ((t["box"][:, 3] - t["box"][:, 1]) / s).clamp(min=0)
-        sigma = (2 * torch.floor(gaussian_radius(bh, bw)).clamp(min=0) + 1) / 6
-        hm_gt = gaussian_heatmaps(ci[:, None], c_in[:, None], sigma, (h, w))  # (B,1,h,w)
-        cidx = (ci[:, 1] * w + ci[:, 0])[:, None]
-
-        kp = t["keypoints"]
-        kp_vis = (kp[..., 2] >= self.cfg.kp_min_vis) & m[:, None]
-        kc = kp[..., :2] / s
-        ki = torch.floor(kc).long()
-        k_in = kp_vis & (ki >= 0).all(-1) & (ki <= grid_max).all(-1)
-        ki = torch.minimum(ki.clamp(min=0), grid_max)
-        kidx = ki[..., 1] * w + ki[..., 0]
-
-        ltrb = torch.stack([c[:, 0] - t["box"][:, 0] / s, c[:, 1] - t["box"][:, 1] / s,
-                            t["box"][:, 2] / s - c[:, 0], t["box"][:, 3] / s - c[:, 1]], dim=1)
+        k = self.k
+        t = _to(check_targets(targets, b, k), hm.device)
+        enc = encode_targets(t, self.num_classes, (h, w), self.stride, self.cfg.kp_min_vis)
+        pos, ind = enc["pos"], enc["ind"]
+        labelled = t["has_loc"]
         parts = {
-            "cls": class_loss(outputs["logits"], t["class"]),
-            "center": focal_loss(hm, hm_gt, m),
-            "offset": masked_l1(gather_at(raw["off"], cidx)[:, 0], c - ci.float(), c_in),
-            "box": masked_l1(gather_at(raw["box"], cidx)[:, 0], ltrb, c_in),
+            "center": focal_loss(hm, enc["heatmap"], labelled, enc["hm_ignore"]),
+            "offset": masked_l1(gather_at(raw["off"], ind), enc["offset"], pos),
+            "box": masked_l1(gather_at(raw["box"], ind), enc["ltrb"], pos),
         }
         if k:
-            kp_gt = gaussian_heatmaps(ki, k_in, sigma[:, None].expand(b, k), (h, w))
-            kp_rel = (kc - c[:, None, :]).reshape(b, 2 * k)
-            kp_rel_mask = kp_vis.repeat_interleave(2, dim=1) & c_in[:, None]
+            m = ind.shape[1]
+            kp_rel = gather_at(raw["kp_reg"], ind)                                           # (B,M,2K)
+            # each corner type has its own offset channels: corners of different types share cells
+            kp_off = gather_at(raw["kp_off"], enc["kp_ind"].reshape(b, m * k)).reshape(b, m, k, k, 2)
+            kp_off = kp_off.diagonal(dim1=2, dim2=3).permute(0, 1, 3, 2)                   # (B,M,K,2)
             parts.update(
-                keypoints=masked_l1(gather_at(raw["kp_reg"], cidx)[:, 0, :, None], kp_rel[..., None], kp_rel_mask),
-                kp_heatmap=focal_loss(raw["kp_hm"], kp_gt, m),
-                kp_offset=masked_l1(gather_at(raw["kp_off"], kidx), kc - ki.float(), k_in))
+                keypoints=masked_l1(kp_rel[..., None], enc["kp_rel"][..., None], enc["kp_rel_mask"]),
+                kp_heatmap=focal_loss(raw["kp_hm"], enc["kp_heatmap"], labelled),
+                kp_offset=masked_l1(kp_off, enc["kp_offset"], enc["kp_pos"]))
         else:
-            parts.update(keypoints=hm.sum() * 0.0, kp_heatmap=hm.sum() * 0.0, kp_offset=hm.sum() * 0.0)
+            zero = hm.sum() * 0.0
+            parts.update(keypoints=zero, kp_heatmap=zero, kp_offset=zero)
         return _total(parts, weights)
 
 
-HEADS = {"global": GlobalHead, "dense": DenseHead}
+HEADS = {"dense": DenseHead}
 
 
 def build_head(cfg: HeadConfig, num_classes: int, feature_info: Sequence[dict], input_hw: Sequence[int]) -> nn.Module:

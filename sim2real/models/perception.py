@@ -10,7 +10,7 @@ from torch import nn
 
 from sim2real.config import ConfigError, rng
 from sim2real.models.backbone import Backbone, state_digests
-from sim2real.models.heads import LEGACY_HEAD_DEFAULTS, HeadConfig, build_head, loss_weights
+from sim2real.models.heads import MAP_NAMES, HeadConfig, build_head, loss_weights
 from sim2real.models.preprocess import Preprocess, resolve_input_hw
 from sim2real.models.registry import DEFAULT_BACKBONE, build_backbone
 
@@ -38,9 +38,10 @@ class ModelConfig:
 
 
 class PerceptionModel(nn.Module):
-    """``forward(x)`` -> ``logits (B, C)``, ``center (B, 2)``, ``box (B, 4)`` xyxy,
-    ``keypoints (B, K, 2)``, ``kp_score (B, K)`` in model-input pixels, plus ``embed (B, D)``
-    and ``raw`` (head outputs for :meth:`compute_loss`)."""
+    """``forward(x)`` -> the detection head's maps (``heatmap (B, C, h, w)``, ``offset``, ``ltrb``,
+    ``kp_reg``, ``kp_heatmap``, ``kp_offset``; docs/contracts.md "Instances"), ``embed (B, D)`` and
+    ``raw`` (logits for :meth:`compute_loss`). ``sim2real.eval.instances.decode_maps`` turns the
+    maps into instances."""
 
     def __init__(self, backbone: Backbone, classes: Sequence[str], head: HeadConfig | None = None,
                  input_hw: Sequence[int] | None = None, resize: str = "letterbox"):
@@ -68,6 +69,15 @@ class PerceptionModel(nn.Module):
     @property
     def num_keypoints(self) -> int:
         return self.head_cfg.num_keypoints
+
+    @property
+    def stride(self) -> int:
+        return int(self.head_cfg.stride)
+
+    def decode_options(self) -> dict:
+        """Keyword arguments of ``decode_maps`` for this model (stride, instance cap, corner snap)."""
+        c = self.head_cfg
+        return {"stride": self.stride, "max_instances": c.max_instances, "kp_score_thresh": c.kp_score_thresh}
 
     # --- forward ------------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
@@ -235,11 +245,12 @@ class PerceptionModel(nn.Module):
         return groups
 
 
-EXPORT_OUTPUTS = ("logits", "center", "box", "keypoints", "kp_score", "embed")
+EXPORT_OUTPUTS = (*MAP_NAMES.values(), "embed")
 
 
 class ExportModule(nn.Module):
-    """``model`` in eval mode returning the tuple ``EXPORT_OUTPUTS`` (for ONNX/TorchScript)."""
+    """``model`` in eval mode returning the tuple ``EXPORT_OUTPUTS`` (the maps + ``embed``; a head
+    without corners returns empty corner maps) for ONNX/TorchScript; decoding stays numpy."""
 
     output_names = EXPORT_OUTPUTS
 
@@ -254,7 +265,7 @@ class ExportModule(nn.Module):
 
     def forward(self, x: torch.Tensor):
         out = self.model(x)
-        return tuple(out[k] for k in EXPORT_OUTPUTS)
+        return tuple(out[k] if k in out else out["offset"][:, :0] for k in EXPORT_OUTPUTS)
 
 
 def build_model(cfg: ModelConfig, classes: Sequence[str], image_hw: Sequence[int] | None = None,
@@ -271,12 +282,12 @@ def build_model(cfg: ModelConfig, classes: Sequence[str], image_hw: Sequence[int
 
 
 def head_config_from_dict(d: dict) -> HeadConfig:
-    """A stored head config; options it predates take the values it was built with."""
+    """A stored head config (checkpoints store every field)."""
     known = {f for f in HeadConfig.__dataclass_fields__}
     unknown = [k for k in d if k not in known]
     if unknown:
         raise ValueError(f"head config has unknown keys {unknown}; known: {sorted(known)}")
-    cfg = HeadConfig(**{**LEGACY_HEAD_DEFAULTS, **d})
+    cfg = HeadConfig(**d)
     cfg.validate()
     return cfg
 

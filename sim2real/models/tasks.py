@@ -7,8 +7,9 @@ from typing import Iterable
 from sim2real.models.heads import HeadConfig, loss_weights
 
 # Which loss parts of the heads belong to which task; a task left out of ``tasks`` gets weight 0.
-TASK_PARTS = {"cls": ("cls",), "center": ("center", "offset"), "box": ("box",),
-              "keypoints": ("keypoints", "kp_vis", "kp_heatmap", "kp_offset")}
+# The per-class centre heatmap is both the class and the centre: "cls" and "center" share it.
+TASK_PARTS = {"cls": ("center",), "center": ("center", "offset"), "box": ("box",),
+              "keypoints": ("keypoints", "kp_heatmap", "kp_offset")}
 
 
 def task_loss_weights(head: HeadConfig, tasks: Iterable[str]) -> dict[str, float]:

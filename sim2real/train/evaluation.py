@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from sim2real.data.pool import Pool
-from sim2real.eval.loop import EvalBatch, run_batches, score
+from sim2real.eval.loop import Decoding, EvalBatch, run_batches, score
 from sim2real.features.augment import PhotometricAugment
 from sim2real.features.cache import build_or_load, feature_key_parts
 from sim2real.io import OutputError
@@ -73,12 +73,13 @@ def validate(model: PerceptionModel, source, pool: Pool, idx: np.ndarray, cfg: T
     forward = model.forward_from_cut if source.cached else model
     batches = (EvalBatch(b.inputs, b.geom, b.index, b.targets)
                for b in source.batches(idx, cfg.batch_size, 0, shuffle=False, augment=False) if b.inputs is not None)
-    run = run_batches(batches, forward, model.input_hw, device=device, amp=amp, embed=collect is not None,
+    run = run_batches(batches, forward, Decoding.of(model), device=device, amp=amp, embed=collect is not None,
                       loss=lambda out, targets: model.compute_loss(out, targets, weights))
     model.train()
     if not len(run):
         raise ValueError("no readable validation image (all corrupt?)")
-    m = score(run, pool.original_targets(run.index), len(model.classes), cfg.tasks)
+    m = score(run, pool.original_targets(run.index), model.classes, cfg.tasks, pool.scored_classes,
+              model.head_cfg.score_thresh)
     if collect is not None:
         collect.update(embed=run.embed, pred=run.pred, index=run.index)
     return m

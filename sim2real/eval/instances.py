@@ -1,0 +1,159 @@
+"""Dense maps -> object instances: the one decoder for torch, ONNX and TorchScript outputs (numpy only).
+
+The head (``sim2real.models.heads.DenseHead``) predicts, at stride ``s`` and in cell units
+(docs/contracts.md, "Instances"): per-class centre ``heatmap (B, C, h, w)`` (probabilities),
+``offset (B, 2, h, w)``, ``ltrb (B, 4, h, w)``, corner regressions ``kp_reg (B, 2K, h, w)`` relative
+to the centre, corner ``kp_heatmap (B, K, h, w)`` and per-corner ``kp_offset (B, 2K, h, w)``.
+
+Decoding, per image (CenterNet, Zhou et al. 2019, "Objects as Points"):
+1. peaks: a cell is a peak when it equals the maximum of its 3x3 neighbourhood in its class channel
+   (max-pool suppression replaces box NMS; ties are kept, so two touching objects of one class
+   whose centres fall in neighbouring cells both survive);
+2. the ``max_instances`` best peaks at or above ``score_thresh``, sorted by score;
+3. centre = (cell + offset) * s, box = centre -/+ ltrb * s, corners = centre + kp_reg * s;
+4. each corner snaps to the nearest peak of its own corner heatmap (score >= ``kp_score_thresh``)
+   within max(0.25 * box diagonal, 2 s) of its regressed position (the heatmap is more precise
+   than the regression); its score is that peak's, else the heatmap's value under the regressed
+   corner.
+
+Everything is in model-input pixels (pixel centres at integers); :func:`instances_to_original`
+maps a batch to original image pixels with the preprocessing geometry.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+MAP_KEYS = ("heatmap", "offset", "ltrb", "kp_reg", "kp_heatmap", "kp_offset")
+EVAL_SCORE_THRESH = 0.01   # scoring keeps low-score detections: AP integrates over every threshold
+KP_CANDIDATES = 16         # corner-heatmap peaks considered per corner type
+
+
+def local_peaks(maps: np.ndarray) -> np.ndarray:
+    """``(..., h, w)`` -> the same array with every value that is not its 3x3 maximum set to 0."""
+    padded = np.pad(maps, [(0, 0)] * (maps.ndim - 2) + [(1, 1), (1, 1)], constant_values=-np.inf)
+    h, w = maps.shape[-2:]
+    neigh = padded[..., 0:h, 0:w]
+    for dy in range(3):
+        for dx in range(3):
+            neigh = np.maximum(neigh, padded[..., dy:dy + h, dx:dx + w])
+    return np.where(maps >= neigh, maps, 0.0)
+
+
+def empty_instances(b: int, p: int, k: int) -> dict[str, np.ndarray]:
+    """``b`` images x ``p`` empty slots (label -1, score 0, coordinates 0)."""
+    return {"label": np.full((b, p), -1, np.int64), "score": np.zeros((b, p), np.float32),
+            "center": np.zeros((b, p, 2), np.float32), "box": np.zeros((b, p, 4), np.float32),
+            "keypoints": np.zeros((b, p, k, 2), np.float32), "kp_score": np.zeros((b, p, k), np.float32)}
+
+
+def decode_maps(maps: Mapping[str, np.ndarray], stride: int, max_instances: int = 20,
+                score_thresh: float = EVAL_SCORE_THRESH, kp_score_thresh: float = 0.1) -> dict[str, np.ndarray]:
+    """The head's maps (numpy, batched) -> padded instances in model-input pixels, best first:
+    ``label (B, P)`` (-1 = empty), ``score (B, P)``, ``center (B, P, 2)``, ``box (B, P, 4)`` xyxy,
+    ``keypoints (B, P, K, 2)``, ``kp_score (B, P, K)`` with ``P = max_instances``."""
+    hm = np.asarray(maps["heatmap"], np.float32)
+    b, c, h, w = hm.shape
+    kp_reg = maps.get("kp_reg")
+    k = 0 if kp_reg is None else np.asarray(kp_reg).shape[1] // 2
+    s, p = float(stride), int(max_instances)
+    out = empty_instances(b, p, k)
+    peaks = local_peaks(hm).reshape(b, -1)
+    n_take = min(p, peaks.shape[1])
+    # argpartition + sort of the few kept: the top-P of C*h*w cells without a full sort.
+    top = np.argpartition(-peaks, n_take - 1, axis=1)[:, :n_take]
+    kp_cand = _corner_candidates(maps, kp_score_thresh) if k else None
+    for i in range(b):
+        cells = top[i][np.argsort(-peaks[i, top[i]], kind="stable")]
+        cells = cells[peaks[i, cells] >= max(score_thresh, 1e-12)]
+        n = len(cells)
+        if not n:
+            continue
+        cls, rem = np.divmod(cells, h * w)
+        y, x = np.divmod(rem, w)
+        off = np.asarray(maps["offset"][i], np.float32)[:, y, x].T                  # (n, 2)
+        center = (np.stack([x, y], 1).astype(np.float32) + off) * s
+        ltrb = np.clip(np.asarray(maps["ltrb"][i], np.float32)[:, y, x].T, 0, None) * s
+        out["label"][i, :n] = cls
+        out["score"][i, :n] = peaks[i, cells]
+        out["center"][i, :n] = center
+        out["box"][i, :n] = np.concatenate([center - ltrb[:, :2], center + ltrb[:, 2:]], 1)
+        if k:
+            reg = np.asarray(kp_reg[i], np.float32)[:, y, x].T.reshape(n, k, 2) * s + center[:, None, :]
+            kps, ksc = _snap_corners(reg, out["box"][i, :n], kp_cand[i], np.asarray(maps["kp_heatmap"][i]), s)
+            out["keypoints"][i, :n] = kps
+            out["kp_score"][i, :n] = ksc
+    return out
+
+
+def _corner_candidates(maps: Mapping[str, np.ndarray], thresh: float) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Per image, per corner type: ``(points (n, 2) model-input px, scores (n,))`` of its heatmap peaks."""
+    khm = np.asarray(maps["kp_heatmap"], np.float32)
+    koff = np.asarray(maps["kp_offset"], np.float32)
+    b, k, h, w = khm.shape
+    peaks = local_peaks(khm).reshape(b, k, -1)
+    res = []
+    for i in range(b):
+        per = []
+        for j in range(k):
+            n = min(KP_CANDIDATES, h * w)
+            cells = np.argpartition(-peaks[i, j], n - 1)[:n]
+            cells = cells[peaks[i, j, cells] >= max(thresh, 1e-12)]
+            y, x = np.divmod(cells, w)
+            pts = np.stack([x, y], 1).astype(np.float32) + koff[i, 2 * j:2 * j + 2][:, y, x].T
+            per.append((pts, peaks[i, j, cells]))
+        res.append(per)
+    return res
+
+
+def _snap_corners(reg: np.ndarray, boxes: np.ndarray, cands: Sequence[tuple[np.ndarray, np.ndarray]],
+                  kp_heatmap: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Regressed corners ``(n, K, 2)`` -> snapped corners and their scores (see module doc, step 4)."""
+    n, k = reg.shape[:2]
+    h, w = kp_heatmap.shape[-2:]
+    kps = reg.copy()
+    diag = np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    reach = np.maximum(0.25 * diag, 2 * s)                                           # (n,)
+    cx = np.clip(np.floor(reg[..., 0] / s), 0, w - 1).astype(np.int64)
+    cy = np.clip(np.floor(reg[..., 1] / s), 0, h - 1).astype(np.int64)
+    scores = kp_heatmap[np.arange(k)[None, :], cy, cx].astype(np.float32)           # (n, K)
+    for j in range(k):
+        pts, sc = cands[j]
+        if not len(pts):
+            continue
+        d = np.linalg.norm(reg[:, j, None, :] - pts[None] * s, axis=-1)           # (n, m)
+        best = d.argmin(axis=1)
+        ok = d[np.arange(n), best] <= reach
+        kps[ok, j] = pts[best[ok]] * s
+        scores[ok, j] = sc[best[ok]]
+    return kps, scores
+
+
+def instances_to_original(pred: Mapping[str, np.ndarray], metas: Sequence) -> dict[str, np.ndarray]:
+    """Padded instances in model-input pixels -> ORIGINAL pixels; ``metas[i]`` maps image i
+    (a ``PreprocessMeta``: ``to_original(points)``, ``box_to_original(box)``). Empty slots stay 0."""
+    res = {k: np.array(v, copy=True) for k, v in pred.items()}
+    for key in ("center", "box", "keypoints"):
+        if key in res:
+            res[key] = res[key].astype(np.float64)
+    for i, m in enumerate(metas):
+        n = int((np.asarray(pred["label"][i]) >= 0).sum())
+        if not n:
+            continue
+        if "center" in res:
+            res["center"][i, :n] = m.to_original(np.asarray(pred["center"][i, :n], np.float64))
+        if "box" in res:
+            res["box"][i, :n] = np.stack([m.box_to_original(bx) for bx in np.asarray(pred["box"][i, :n], np.float64)])
+        if "keypoints" in res and res["keypoints"].shape[2]:
+            kp = np.asarray(pred["keypoints"][i, :n], np.float64)
+            res["keypoints"][i, :n] = m.to_original(kp.reshape(-1, 2)).reshape(kp.shape)
+    return res
+
+
+def select(pred: Mapping[str, np.ndarray], i: int, score_thresh: float = 0.0) -> dict[str, np.ndarray]:
+    """Image ``i``'s instances with score >= ``score_thresh`` (no padding): arrays with a leading
+    instance axis (``label (n,)``, ``box (n, 4)``, ...)."""
+    keep = (np.asarray(pred["label"][i]) >= 0) & (np.asarray(pred["score"][i]) >= score_thresh)
+    return {k: np.asarray(v[i])[keep] for k, v in pred.items() if np.ndim(v) >= 2}
