@@ -31,8 +31,9 @@ from sim2real.runinfo import write_run_info
 from sim2real.tracking import TrackingConfig, make_logger
 
 DEFAULT_METHODS = ["finetune", "coral", "mmd", "dann", "adabn"]
-TABLE_METRICS = ("center_err_px_median", "box_iou_mean", "pck@0.05")
+TABLE_METRICS = ("ap50", "center_err_px_median", "box_iou_mean", "pck@0.05")
 CSV_COLUMNS = ["k", "method", "kind", "selection", "best_epoch", "epochs_run",
+               "real/ap50", "real/ap", "real/fp_per_image", "real/dup_per_image", "sim/ap50", "sim/ap", "gap/ap50",
                "real/center_err_px_median", "real/center_err_px_mean", "real/box_iou_mean", "real/pck@0.05",
                "real/acc", "sim/center_err_px_median", "sim/box_iou_mean", "sim/pck@0.05", "sim/acc",
                "gap/center_err_px_median", "gap/box_iou_mean", "gap/pck@0.05", "gap/feat_mmd", "gap/feat_coral",

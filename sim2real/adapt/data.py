@@ -160,8 +160,7 @@ class AdaptData:
         full = CocoDataset(ann, root, classes=self.classes, num_keypoints=self.num_keypoints)
         n = len(full)
         if n < 4:
-            raise ValueError(f"sim dataset {ann}: {n} image(s) with a target of the model's classes "
-                             f"{self.classes}; adaptation needs at least 4 (more is better)")
+            raise ValueError(f"sim dataset {ann}: {n} image(s); adaptation needs at least 4 (more is better)")
         held_out = self._checkpoint_val_split(ann, full)
         if held_out is not None:
             # Sim metrics on images the checkpoint never trained on: its own validation split.

@@ -157,7 +157,11 @@ class CocoDataset(Dataset):
         cat_to_label = {c["id"]: self.classes.index(c["name"]) for c in data["categories"]
                         if c["name"] in self.classes}
         # The classes this file labels: a model's other classes are not scored on it (they may be there).
-        self.scored_classes = sorted(set(cat_to_label.values()))
+        # An exported real subset lists all the model's classes as categories and names the labelled ones.
+        info = data.get("info") if isinstance(data.get("info"), dict) else {}
+        labelled = info.get("labelled_classes")
+        names = set(labelled) if isinstance(labelled, list) else set(self.file_classes)
+        self.scored_classes = sorted({i for i, c in enumerate(self.classes) if c in names})
         k_from_cats = max((len(c.get("keypoints") or []) for c in data["categories"]), default=0)
         self.num_keypoints = int(num_keypoints if num_keypoints is not None else k_from_cats)
         self._build_index(data, cat_to_label)

@@ -496,7 +496,9 @@ def export_coco(coco: CocoSet, out_dir: str | Path, *, classes: Sequence[str] | 
                     ann[key] = a.raw[key]
             annotations.append(ann)
     info = {"description": f"real subset exported from {coco.source}" + (f" ({name})" if name else ""),
-            "source": str(coco.source), "source_sha256": coco.sha256}
+            "source": str(coco.source), "source_sha256": coco.sha256,
+            # Categories follow the model's class list; only these are labelled (and scored) here.
+            "labelled_classes": [c for i, c in enumerate(classes) if i in set(cmap.values())]}
     if not copy_images:
         info["image_root"] = str(root_abs)
     atomic_write_json(out / "annotations.json",

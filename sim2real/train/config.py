@@ -49,6 +49,11 @@ class TrainConfig:
     val_dataset: Optional[str] = None         # separate validation set; else split off val_fraction
     val_image_root: Optional[str] = None
     val_fraction: float = field(default=0.2, metadata=rng(0.0, 0.9))
+    # Classes to detect, in the data's category order; null = every class with an is_target object
+    # in the training data (the scene's targets; distractor-only classes such as clutter left out).
+    classes: Optional[list[str]] = None
+    # Objects less visible than this (occluded / cut off) are "ignore": neither object nor background.
+    min_visibility: float = field(default=0.2, metadata=rng(0.0, 1.0))
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: list[str] = field(default_factory=lambda: ["cls", "center", "box", "keypoints"])
     epochs: int = field(default=30, metadata=rng(1, None))

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sim2real.config import to_dict
-from sim2real.data.dataset import CocoDataset, check_same_classes
+from sim2real.config import ConfigError, to_dict
+from sim2real.data.dataset import (CocoDataset, category_names, check_same_classes, detection_classes, read_coco,
+                                   resolve_annotation_file)
 from sim2real.data.pool import Pool, split_indices
 from sim2real.engine import (
     BestSelector,
@@ -92,10 +93,30 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float) -> Call
 
 # --- datasets and caches ----------------------------------------------------------------------------
 
+def train_classes(cfg: TrainConfig) -> list[str]:
+    """The classes to detect: ``cfg.classes`` (each must be in the data), else every class with an
+    ``is_target`` object in the training datasets, in the first dataset's category order."""
+    datas = [read_coco(resolve_annotation_file(p)) for p in cfg.datasets]
+    names = category_names(datas[0])
+    if cfg.classes is not None:
+        missing = [c for c in cfg.classes if c not in names]
+        if missing or not cfg.classes:
+            raise ConfigError("classes", f"a non-empty list of the training data's classes {names}", cfg.classes)
+        return [c for c in names if c in cfg.classes]
+    wanted = {c for d in datas for c in detection_classes(d)}
+    found = [c for c in names if c in wanted]
+    if not found:
+        raise ConfigError("classes", f"classes to detect: no object of {cfg.datasets[0]} is marked is_target; name "
+                                     f"them, e.g. classes=[{names[0]}]", None)
+    return found
+
+
 def _load_pools(cfg: TrainConfig, k: int) -> tuple[Pool, np.ndarray, Pool, np.ndarray]:
-    train_pool = Pool.load(cfg.datasets, cfg.image_root, num_keypoints=k)
+    classes = train_classes(cfg)
+    kw = dict(num_keypoints=k, classes=classes, min_visibility=cfg.min_visibility)
+    train_pool = Pool.load(cfg.datasets, cfg.image_root, **kw)
     if cfg.val_dataset:
-        val_pool = Pool([CocoDataset(cfg.val_dataset, image_root=cfg.val_image_root, num_keypoints=k)])
+        val_pool = Pool([CocoDataset(cfg.val_dataset, image_root=cfg.val_image_root, **kw)])
         check_same_classes(train_pool.classes, val_pool.classes, "train " + ", ".join(cfg.datasets),
                            "val " + cfg.val_dataset)
         return train_pool, np.arange(len(train_pool)), val_pool, np.arange(len(val_pool))
