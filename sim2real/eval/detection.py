@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

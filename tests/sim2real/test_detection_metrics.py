@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -156,25 +158,36 @@ def test_dup_per_image_flags_a_second_detection_of_one_object():
 
 
 def test_matched_pairs_hand_computed():
-    true = make_true([[(CUBE, (0, 0, 10, 10)), (BALL, (20, 20, 40, 40))]])
+    # Ground-truth slots in the other order than the predictions, so a slot mix-up shows.
+    true = make_true([[(BALL, (20, 20, 40, 40)), (CUBE, (0, 0, 10, 10))]])
     pred = make_pred([[(CUBE, 0.9, (1, 0, 11, 10), (6, 5)),      # IoU 90/110, centre 1 px off
                        (CUBE, 0.8, (20, 20, 40, 40), (33, 34))]])  # the ball, called a cube; centre 5 px off
-    pred["keypoints"][0, 0] += [1, 0]  # 1 px > 0.05 * 14.1: misses
-    pred["keypoints"][0, 1] += [1, 0]  # 1 px < 0.05 * 28.3: hits
+    pred["keypoints"][0] = true["keypoints"][0, ::-1] + [1, 0]  # 1 px: > 0.05 * 14.1 (cube), < 0.05 * 28.3
     m = detection_metrics(pred, true, CLASSES[:2])
     assert m["box_iou_mean"] == pytest.approx((90 / 110 + 1) / 2)
     assert m["center_err_px_median"] == pytest.approx(3) and m["center_err_px_mean"] == pytest.approx(3)
     assert m["acc"] == 0.5 and m["confusion"] == [[1, 0], [1, 0]]
     assert m["pck@0.05"] == 0.5
     assert m["recall@thr"] == 1 and m["precision@thr"] == 1 and m["fp_per_image"] == 0
-    # COCO AP is per class: the ball is never found as a ball; the cube's best detection is first.
-    assert m["ap50/cube"] == pytest.approx(1) and m["ap50/ball"] == 0.0
+    # COCO AP is per class: the ball is never found as a ball; the cube's detection (IoU 0.82, ranked
+    # first) is a hit at the IoU thresholds 0.5 ... 0.8, 7 of 10.
+    assert m["ap50/cube"] == pytest.approx(1) and m["ap/cube"] == pytest.approx(0.7)
+    assert m["ap50/ball"] == 0 and m["ap/ball"] == 0
+    assert m["ap"] == pytest.approx(0.35) and m["ap50"] == pytest.approx(0.5) and m["ap75"] == pytest.approx(0.5)
+
+
+def test_matching_takes_the_best_free_ground_truth():
+    true = make_true([[(CUBE, (0, 0, 10, 10)), (CUBE, (0, 0, 10, 12))]])
+    # The first detection overlaps both (IoU 0.83 and 1): it takes the second, leaving the first free.
+    pred = make_pred([[(CUBE, 0.9, (0, 0, 10, 12)), (CUBE, 0.8, (0, 0, 10, 10))]])
+    m = detection_metrics(pred, true, CLASSES[:1])
+    assert m["box_iou_mean"] == pytest.approx(1) and m["recall@thr"] == 1
 
 
 def test_centre_only_predictions_match_the_nearest_centre():
     true = make_true([[(CUBE, (0, 0, 10, 10)), (BALL, (20, 20, 40, 40))]])
     pred = make_pred([[(CUBE, 0.9, (0, 0, 0, 0), (6, 5)), (BALL, 0.8, (0, 0, 0, 0), (30, 27)),
-                       (BALL, 0.7, (0, 0, 0, 0), (30, 50))]], with_box=False)  # 20 px > half diagonal 14.1
+                       (BALL, 0.85, (0, 0, 0, 0), (30, 50))]], with_box=False)  # 20 px > half diagonal 14.1
     m = detection_metrics(pred, true, CLASSES[:2])
     assert "ap" not in m and "box_iou_mean" not in m
     assert m["center_err_px_mean"] == pytest.approx(2) and m["acc"] == 1
@@ -232,3 +245,29 @@ def test_output_is_json_with_plain_numbers():
         assert json.loads(json.dumps(m, allow_nan=True)).keys() == m.keys()
         json.dumps(reliability(pred, true), allow_nan=True)
         json.dumps(pr_curves(pred, true, CLASSES), allow_nan=True)
+
+
+@pytest.mark.parametrize("y1, hit", [(299, True), (301, False)])  # IoU 100/199 and 100/201
+def test_coco_ap50_agrees_with_the_xyxy_box_iou(y1, hit):
+    true = make_true([[(CUBE, (100, 100, 200, 200))]])
+    m = detection_metrics(make_pred([[(CUBE, 0.9, (100, 100, 200, y1))]]), true, CLASSES[:1])
+    assert m["ap50"] == pytest.approx(float(hit)) and m["recall@thr"] == float(hit)
+    assert m["ap75"] == 0 and m["box_iou_mean" if hit else "fp_per_image"] == pytest.approx(100 / 199 if hit else 1)
+
+
+def test_matching_goes_by_score_not_by_slot():
+    true = make_true([[(CUBE, (0, 0, 10, 10))]])
+    pred = make_pred([[(CUBE, 0.4, (0, 0, 10, 10)), (CUBE, 0.9, (1, 0, 11, 10))]])
+    pred = {k: v[:, ::-1] for k, v in pred.items()}  # the weaker detection in the first slot
+    m = detection_metrics(pred, true, CLASSES[:1])
+    assert m["center_err_px_mean"] == 1 and m["box_iou_mean"] == pytest.approx(90 / 110)
+    assert m["fp_per_image"] == 1 and m["dup_per_image"] == 1
+
+
+def test_ignore_is_optional_and_the_module_is_torch_free():
+    true = make_true(SCENE)
+    del true["ignore"]
+    m = detection_metrics(make_pred(gt_dets(SCENE)), true, CLASSES)
+    assert m["n_instances"] == 7 and m["ap"] == pytest.approx(1)
+    code = "import sys, sim2real.eval.detection; assert 'torch' not in sys.modules, 'torch loaded'"
+    subprocess.run([sys.executable, "-c", code], check=True)
