@@ -489,27 +489,31 @@ def load_scene(scene: "SceneConfig | dict | str | os.PathLike | None") -> SceneC
 
 
 DEFAULT_SCENE_YAML = """\
-# Default tabletop scene: one target from several pybullet_data classes + a few distractors.
+# Default tabletop scene: 2-6 labelled targets per frame from six classes, drawn with replacement
+# (same-class duplicates are common), placed close together so that some hide others, plus 0-2
+# clutter distractors. Classes: pybullet_data's duck, mug and teddy meshes and three primitives
+# (cube, cylinder, sphere), sized to be >= ~20 px at 320x240 and told apart by silhouette whatever
+# their random colour/texture (the cylinder is tall and slim, so it never looks like a sphere from
+# above). lego was dropped: at 3-5 cm it is ~10 px here and a coloured lego looks like a cube.
 objects:
-  - {class: duck, urdf: duck_vhacd.urdf, scale: [0.8, 1.2]}
-  - {class: mug, urdf: objects/mug.urdf, scale: [0.7, 1.0], mass: 0.3}
-  - {class: lego, urdf: lego/lego.urdf, scale: [1.5, 2.5]}
-  - {class: teddy, urdf: teddy_vhacd.urdf, scale: [0.8, 1.1]}
-  - {class: cube, shape: box, size: [0.05, 0.05, 0.05], scale: [0.8, 1.7]}
-  - {class: cylinder, shape: cylinder, radius: 0.03, height: 0.1, scale: [0.8, 1.2]}
-  - {class: sphere, shape: sphere, radius: 0.03, scale: [0.8, 1.3]}
+  - {class: duck, urdf: duck_vhacd.urdf, scale: [1.0, 1.4]}
+  - {class: mug, urdf: objects/mug.urdf, scale: [0.8, 1.0], mass: 0.3}
+  - {class: teddy, urdf: teddy_vhacd.urdf, scale: [1.0, 1.3]}
+  - {class: cube, shape: box, size: [0.06, 0.06, 0.06], scale: [0.9, 1.3]}
+  - {class: cylinder, shape: cylinder, radius: 0.026, height: 0.14, scale: [0.9, 1.2]}
+  - {class: sphere, shape: sphere, radius: 0.035, scale: [0.9, 1.2]}
   - {class: clutter, role: distractor, urdf: "random_urdfs/*/*.urdf", scale: [0.6, 1.0]}
-num_targets: [1, 1]
-num_distractors: [0, 3]
+num_targets: [2, 6]
+num_distractors: [0, 2]
 camera:
   width: 320
   height: 240
   fov_deg: 45.0
-  target: [0.0, 0.0, 0.0]
-  target_jitter_m: [0.05, 0.05, 0.0]
-  distance_m: [0.5, 0.8]
+  target: [0.0, 0.0, 0.03]
+  target_jitter_m: [0.03, 0.03, 0.0]
+  distance_m: [0.5, 0.75]
   azimuth_deg: [-180, 180]
-  elevation_deg: [35, 75]
+  elevation_deg: [35, 70]
   roll_deg: [-5, 5]
   focal_jitter: 0.02
   principal_jitter_px: 3.0
@@ -523,8 +527,10 @@ background:
     images: [brick, grass, gravel, coffee, rocket, astronaut, chelsea, camera]
 object_appearance: {random_color: true, value_range: [0.35, 1.0], texture_prob: 0.5}
 placement:
-  area_x_m: [-0.2, 0.2]
-  area_y_m: [-0.2, 0.2]
+  # Tight enough that objects often stand behind one another in view (partial occlusion).
+  area_x_m: [-0.13, 0.13]
+  area_y_m: [-0.13, 0.13]
+  min_separation_m: 0.005
 lighting:
   randomize: true
   shadow_prob: 0.5

@@ -61,6 +61,8 @@ def test_panda_visibility_matches_brute_force():
     scene["camera"].update({"azimuth_deg": [170, 190], "elevation_deg": [30, 40],
                             "distance_m": [0.9, 1.0]})  # look past the robot at the objects
     scene["num_distractors"] = [2, 2]
+    # Objects spread wider than the default scene's, so that some stand beside the robot in view.
+    scene["placement"].update({"area_x_m": [-0.2, 0.2], "area_y_m": [-0.25, 0.25]})
     env = gym.make(PANDA, scene=scene, width=W, height=H)
     u = env.unwrapped
     try:
