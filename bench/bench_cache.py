@@ -11,7 +11,7 @@ kept for comparison; ``dense_grouped`` shares branches (3 instead of 6: cheaper,
 On a shared machine use one thread (``OMP_NUM_THREADS=1``): with two threads on two busy cores,
 small ops wait for a descheduled thread and the cached epochs' times become erratic.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_cache.py [--images 128] [--epochs 2] [--heads global dense dense_s8]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_cache.py [--images 128] [--epochs 2] [--heads dense dense_s8 dense_grouped]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sim2real.train.trainer import train
 
 
 # head name -> model overrides (everything else: the defaults of sim2real.models.HeadConfig)
-HEADS = {"global": ["model.head.type=global"], "dense": ["model.head.type=dense"],
+HEADS = {"dense": ["model.head.type=dense"],
          "dense_s8": ["model.head.type=dense", "model.head.stride=8"],
          "dense_grouped": ["model.head.type=dense", "model.head.branches=grouped"]}
 
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     # The default model input for a 4:3 camera (backbone size 224 fitted to the aspect ratio).
     p.add_argument("--input-h", type=int, default=224)
     p.add_argument("--input-w", type=int, default=288)
-    p.add_argument("--heads", nargs="+", default=["global", "dense"], choices=list(HEADS),
-                   help="heads to time (global: pooled MLP; dense: the default CenterNet-style head; dense_s8: "
+    p.add_argument("--heads", nargs="+", default=["dense", "dense_s8"], choices=list(HEADS),
+                   help="heads to time (dense: the default CenterNet-style head; dense_s8: "
                         "the same at stride 8, the previous default; dense_grouped: 3 shared branches)")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -1,4 +1,6 @@
-"""Which head and model input localise best: global vs dense heads, stride 8 vs 16, aspect kept vs squashed.
+"""Which dense-head options and model input localise best: stride 8 vs 16, conv kind, width, branches,
+aspect kept vs squashed (the single-object global head is gone since issue 12: the detection head is
+the per-class CenterNet head).
 
 End to end through the CLI, on the digital twin of the real ViSP cube footage:
 
@@ -17,7 +19,7 @@ the pixels of each set's images: 320x240 for sim, 640x480 for real.  A candidate
 complete under ``<out>/runs/<name>/seed<seed>`` with the same settings is reused (``--fresh`` redoes it).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_heads.py [--frames 400] [--val-frames 100]
-        [--epochs 20] [--batch-size 16] [--seeds 0 1] [--out runs/heads] [--only dense_s16 global] [--fresh]
+        [--epochs 20] [--batch-size 16] [--seeds 0 1] [--out runs/heads] [--only dense_s16 dense_s8] [--fresh]
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_heads.py --head-cost   # what each head costs per epoch
 """
 
@@ -52,7 +54,6 @@ def dense(stride: int, conv: str = "full", width: int = 64, depth: int = 1, bran
                    f"model.head.branch_depth={depth}", f"model.head.branches={branches}"]
 
 
-GLOBAL = ("global (pooled MLP)", ["model.head.type=global"])
 S240 = ("240x320", ["model.input_hw=[240,320]"])                 # the 640x480 camera at half size: aspect kept
 S224 = ("224x304", ["model.input_short_side=224"])               # the backbone's 224, aspect kept (the default)
 SQUASH = ("224x224 squash", ["model.input_hw=[224,224]", "model.resize=stretch"])  # the ImageNet square
@@ -66,8 +67,6 @@ def candidate(head: tuple[str, list[str]], size: tuple[str, list[str]]) -> tuple
 # 3x3 convs; w = channels; separate / kp_shared / grouped / shared = 6 / 4 / 3 / 1 output branches
 # (sim2real.models.heads.BRANCH_GROUPS); depth = 3x3 convs per branch.
 CANDIDATES: dict[str, tuple[str, str, list[str]]] = {
-    "global": candidate(GLOBAL, S240),
-    "global_224sq": candidate(GLOBAL, SQUASH),
     "dense_s8": candidate(dense(8), S240),
     "dense_s16": candidate(dense(16), S240),
     "dense_s16_sep": candidate(dense(16, "separable"), S240),
@@ -175,10 +174,12 @@ def head_cost(names: list[str], input_hw=(224, 288), images: int = 128, batch: i
     bb = build_backbone("efficientnet_lite0")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, *input_hw, generator=g)
-    c = torch.rand(batch, 2, generator=g) * torch.tensor([input_hw[1], input_hw[0]]) * 0.8 + 20
-    kp = torch.cat([c[:, None] + 10 * torch.randn(batch, 8, 2, generator=g), torch.full((batch, 8, 1), 2.0)], -1)
-    t = {"center": c, "box": torch.cat([c - 20, c + 20], 1), "keypoints": kp, "class": torch.zeros(batch).long(),
-         "has_loc": torch.ones(batch, dtype=torch.bool)}
+    # One cube per image, as padded instance targets (docs/contracts.md, "Instances"): M = 1.
+    c = torch.rand(batch, 1, 2, generator=g) * torch.tensor([input_hw[1], input_hw[0]]) * 0.8 + 20
+    kp = torch.cat([c[:, :, None] + 10 * torch.randn(batch, 1, 8, 2, generator=g),
+                    torch.full((batch, 1, 8, 1), 2.0)], -1)
+    t = {"label": torch.zeros(batch, 1).long(), "center": c, "box": torch.cat([c - 20, c + 20], -1), "keypoints": kp,
+         "ignore": torch.zeros(batch, 1, dtype=torch.bool), "has_loc": torch.ones(batch, dtype=torch.bool)}
     out = {}
     for name in names:
         heads = [o.removeprefix("model.") for o in CANDIDATES[name][2] if o.startswith("model.head.")]

@@ -116,9 +116,12 @@ def _load_pools(cfg: TrainConfig, k: int) -> tuple[Pool, np.ndarray, Pool, np.nd
     kw = dict(num_keypoints=k, classes=classes, min_visibility=cfg.min_visibility)
     train_pool = Pool.load(cfg.datasets, cfg.image_root, **kw)
     if cfg.val_dataset:
-        val_pool = Pool([CocoDataset(cfg.val_dataset, image_root=cfg.val_image_root, **kw)])
-        check_same_classes(train_pool.classes, val_pool.classes, "train " + ", ".join(cfg.datasets),
-                           "val " + cfg.val_dataset)
+        val = CocoDataset(cfg.val_dataset, image_root=cfg.val_image_root, **kw)
+        # Both sets are read with the same class list (by name), so compare what the validation file
+        # defines: a class it lacks would never be validated.
+        check_same_classes(train_pool.classes, [c for c in train_pool.classes if c in val.file_classes],
+                           "train " + ", ".join(cfg.datasets), "val " + cfg.val_dataset)
+        val_pool = Pool([val])
         return train_pool, np.arange(len(train_pool)), val_pool, np.arange(len(val_pool))
     train_idx, val_idx = split_indices(len(train_pool), cfg.val_fraction, cfg.seed, train_pool.groups())
     return train_pool, train_idx, train_pool, val_idx

@@ -22,8 +22,8 @@ def backbone():
     return build_backbone("efficientnet_lite0")
 
 
-def make_model(backbone, input_hw=(64, 64), trainable=0, head="global"):
-    cfg = ModelConfig(input_hw=list(input_hw), head=HeadConfig(type=head), trainable_blocks=trainable)
+def make_model(backbone, input_hw=(64, 64), trainable=0, stride=16):
+    cfg = ModelConfig(input_hw=list(input_hw), head=HeadConfig(stride=stride), trainable_blocks=trainable)
     return build_model(cfg, ["square", "disc", "triangle"], backbone=backbone).eval()
 
 
@@ -53,10 +53,11 @@ def test_miss_then_hit_and_matches_the_frozen_part(tmp_path, data, backbone):
         ref = model.frozen_part(x)["cut"]
     got = second.batch([4, 1])["cut"]
     torch.testing.assert_close(got, ref, atol=2e-2, rtol=2e-3)  # fp16 storage
-    # The logits computed from cached features equal the end-to-end forward.
+    # The maps computed from cached features equal the end-to-end forward.
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_from_cut(second.batch([4, 1]))["logits"], model(x)["logits"],
-                                   atol=2e-2, rtol=1e-2)
+        a, b = model.forward_from_cut(second.batch([4, 1])), model(x)
+    for k in ("heatmap", "ltrb", "kp_reg"):
+        torch.testing.assert_close(a[k], b[k], atol=2e-2, rtol=1e-2)
 
 
 def test_dataset_content_change_misses(tmp_path, data, backbone):
@@ -87,7 +88,7 @@ def test_content_hash_ignores_touch(tmp_path, data):
 def test_backbone_weights_cut_and_preprocessing_miss(tmp_path, data, backbone):
     model = make_model(backbone)
     base = cached(model, CocoDataset(data), tmp_path).path
-    random_init = build_model(ModelConfig(weights="none", input_hw=[64, 64], head=HeadConfig(type="global")),
+    random_init = build_model(ModelConfig(weights="none", input_hw=[64, 64], head=HeadConfig()),
                               ["square", "disc", "triangle"]).eval()
     assert cached(random_init, CocoDataset(data), tmp_path).path != base
     later_cut = make_model(backbone, trainable=1)
@@ -97,9 +98,11 @@ def test_backbone_weights_cut_and_preprocessing_miss(tmp_path, data, backbone):
     stretch = make_model(backbone)
     stretch.resize = "stretch"
     assert cached(stretch, CocoDataset(data), tmp_path).path != base
-    dense = make_model(backbone, head="dense")  # taps early stages too: other arrays cached
-    # default stride 16: the stride-16 map (blocks_4); stride 8 would add blocks_2
-    assert set(cached(dense, CocoDataset(data), tmp_path).features) == {"cut", "blocks_4"}
+    # The dense head taps early stages too: default stride 16 the stride-16 map (blocks_4) ...
+    assert set(cached(model, CocoDataset(data), tmp_path).features) == {"cut", "blocks_4"}
+    # ... stride 8 adds blocks_2: other arrays cached, another entry
+    s8 = cached(make_model(backbone, stride=8), CocoDataset(data), tmp_path)
+    assert s8.path != base and set(s8.features) == {"cut", "blocks_2", "blocks_4"}
     # A frozen stage whose weights changed after building (e.g. AdaBN) gives other features.
     changed = make_model(build_backbone("efficientnet_lite0"))
     with torch.no_grad():

@@ -12,6 +12,7 @@ from torch import nn
 
 from sim2real.config import ConfigError, load_config
 from sim2real.models import HeadConfig, ModelConfig, PerceptionModel, build_backbone, load_checkpoint, save_checkpoint
+from sim2real.models.heads import MAP_NAMES
 from sim2real.models.perception import head_config_from_dict, head_config_to_dict
 
 HW = (64, 96)
@@ -29,16 +30,21 @@ def make(backbone, **head_kw) -> PerceptionModel:
 
 
 def targets(b=2):
-    kp = torch.tensor([[[30.0, 20.0, 2.0]] * 8, [[60.0, 40.0, 1.0]] * 8])[:b]
-    return {"center": torch.tensor([[33.0, 25.5], [58.2, 38.9]])[:b],
-            "box": torch.tensor([[20.0, 12.0, 46.0, 39.0], [45.0, 27.0, 71.0, 50.0]])[:b],
-            "keypoints": kp, "class": torch.tensor([0, 1])[:b], "has_loc": torch.tensor([True, True])[:b]}
+    """Padded instances: image 0 holds a cube and a ball, image 1 one ball."""
+    kp = torch.tensor([[[[30.0, 20.0, 2.0]] * 8, [[70.0, 45.0, 2.0]] * 8],
+                       [[[60.0, 40.0, 1.0]] * 8, [[0.0, 0.0, 0.0]] * 8]])[:b]
+    return {"label": torch.tensor([[0, 1], [1, -1]])[:b],
+            "center": torch.tensor([[[33.0, 25.5], [75.0, 50.0]], [[58.2, 38.9], [0.0, 0.0]]])[:b],
+            "box": torch.tensor([[[20.0, 12.0, 46.0, 39.0], [66.0, 40.0, 84.0, 60.0]],
+                                 [[45.0, 27.0, 71.0, 50.0], [0.0, 0.0, 0.0, 0.0]]])[:b],
+            "keypoints": kp, "ignore": torch.zeros(b, 2, dtype=torch.bool), "has_loc": torch.tensor([True, True])[:b]}
 
 
 def test_defaults_are_the_measured_choice():
     """docs/benchmarks.md ("Heads"): stride 16, full 3x3 convs, one per branch, width 64."""
     d = HeadConfig()
     assert (d.type, d.stride, d.width, d.conv, d.branch_depth, d.branches) == ("dense", 16, 64, "full", 1, "separate")
+    assert (d.max_instances, d.score_thresh) == (20, 0.3)
 
 
 @pytest.mark.parametrize("stride,conv,depth,branches", [(16, "full", 1, "grouped"), (8, "separable", 1, "separate"),
@@ -52,9 +58,10 @@ def test_options_forward_backward_on_cached_features(lite0, stride, conv, depth,
     model.train()
     out = model.forward_from_cut(feats)
     hw = (HW[0] // stride, HW[1] // stride)
-    channels = {"hm": 1, "off": 2, "box": 4, "kp_reg": 16, "kp_hm": 8, "kp_off": 2}
+    channels = {"hm": 2, "off": 2, "box": 4, "kp_reg": 16, "kp_hm": 8, "kp_off": 16}  # hm: one per class
     assert {k: tuple(v.shape) for k, v in out["raw"].items()} == {k: (2, c, *hw) for k, c in channels.items()}
-    assert out["center"].shape == (2, 2) and out["keypoints"].shape == (2, 8, 2)
+    assert {MAP_NAMES[k]: tuple(out[MAP_NAMES[k]].shape) for k in channels} == {
+        MAP_NAMES[k]: (2, c, *hw) for k, c in channels.items()}
     total, parts = model.compute_loss(out, targets())
     assert torch.isfinite(total) and all(torch.isfinite(v) for v in parts.values())
     total.backward()
@@ -124,12 +131,14 @@ def test_checkpoint_round_trip_keeps_options(tmp_path, lite0):
     model = make(lite0, stride=8, conv="separable", branch_depth=2, branches="grouped").eval()
     x = torch.randn(1, 3, *HW, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        ref = model(x)["center"]
+        ref = model(x)
     loaded = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model))
     h = loaded.head_cfg
     assert (h.conv, h.branch_depth, h.stride, h.branches) == ("separable", 2, 8, "grouped")
     with torch.no_grad():
-        assert torch.equal(loaded(x)["center"], ref)
+        got = loaded(x)
+    for k in MAP_NAMES.values():
+        assert torch.equal(got[k], ref[k]), k
 
 
 def test_checkpoint_from_before_the_options_loads_as_built(tmp_path, lite0):
@@ -148,5 +157,5 @@ def test_checkpoint_from_before_the_options_loads_as_built(tmp_path, lite0):
     assert (loaded.head_cfg.conv, loaded.head_cfg.branch_depth, loaded.head_cfg.branches) == ("full", 1, "separate")
     assert "head.hm.0.weight" in loaded.state_dict()  # the original module layout
     with torch.no_grad():
-        assert torch.equal(loaded(x)["center"], model(x)["center"])
+        assert torch.equal(loaded(x)["heatmap"], model(x)["heatmap"])
     assert head_config_from_dict(head_config_to_dict(HeadConfig(conv="separable"))).conv == "separable"

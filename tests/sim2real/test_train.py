@@ -20,7 +20,7 @@ from sim2real.train.trainer import train
 
 def make_cfg(tmp_path, data, run="run", **over) -> TrainConfig:
     base = {"datasets": f"[{data}]", "run_dir": str(tmp_path / run), "cache_dir": str(tmp_path / "cache"),
-            "model.input_hw": "[64,64]", "model.head.type": "global", "epochs": 3, "batch_size": 8,
+            "model.input_hw": "[64,64]", "epochs": 3, "batch_size": 8,
             "lr": 3e-3, "tracking.mode": "disabled", "progress": "false", "patience": 0}
     base.update({k: str(v) for k, v in over.items()})
     return load_config(TrainConfig, None, [f"{k}={v}" for k, v in base.items()])
@@ -32,10 +32,11 @@ def shapes(tmp_path_factory):
 
 
 def test_tiny_dataset_learns_better_than_chance(tmp_path, shapes):
-    cfg = make_cfg(tmp_path, shapes, epochs=8, batch_size=16, **{"model.head.type": "dense"})
+    cfg = make_cfg(tmp_path, shapes, epochs=8, batch_size=16, **{"model.head.stride": 8})
     r = train(cfg)
-    assert r.best["n"] == 12
-    assert r.best["acc"] >= 0.6           # chance = 1/3
+    assert r.best["n"] == 12 and r.best["n_instances"] == 24   # every image: its target and a distractor
+    assert r.best["ap50"] >= 0.3 and r.best["recall@thr"] >= 0.3   # untrained: ~0
+    assert r.best["acc"] >= 0.6           # of the matched instances; chance = 1/3
     assert r.best["box_iou_mean"] >= 0.4  # a centred default box scores ~0.1 here
     assert r.best["center_err_px_median"] < 5.0
     run = tmp_path / "run"
@@ -45,7 +46,7 @@ def test_tiny_dataset_learns_better_than_chance(tmp_path, shapes):
     assert {(r["epoch"], r["split"]) for r in recs} == {(e, s) for e in range(8) for s in ("train", "val")}
     assert r.cache and r.cache[0]["hit"] is False
     # A second run on the same data and model reuses the cached features.
-    again = train(make_cfg(tmp_path, shapes, run="run2", epochs=1, **{"model.head.type": "dense"}))
+    again = train(make_cfg(tmp_path, shapes, run="run2", epochs=1, **{"model.head.stride": 8}))
     assert again.cache[0]["hit"] is True
 
 
@@ -155,8 +156,15 @@ def test_two_datasets_train_as_one_pool(tmp_path):
     pool = Pool.load([a, b])
     assert len(pool) == 11
     t = pool.original_targets(np.array([7, 0, 10, 5]))
-    np.testing.assert_array_equal(t["box"], np.stack([pool.datasets[1].boxes[1], pool.datasets[0].boxes[0],
-                                                      pool.datasets[1].boxes[4], pool.datasets[0].boxes[5]]))
+    a_t, b_t = pool.datasets[0].original_targets(), pool.datasets[1].original_targets()
+    for key in ("label", "box", "center", "keypoints", "kp_vis", "ignore"):
+        np.testing.assert_array_equal(t[key], np.stack([b_t[key][1], a_t[key][0], b_t[key][4], a_t[key][5]]))
+    # datasets with different instance counts: padded with empty slots (label -1)
+    plain = write_shapes_dataset(tmp_path / "plain", num_images=3, seed=4, distractors=False)
+    mixed = Pool.load([plain, a])
+    t = mixed.original_targets(np.array([4, 1]))
+    assert t["label"].shape == (2, 2) and t["label"][1, 1] == -1 and t["label"][0, 1] >= 0
+    np.testing.assert_array_equal(t["box"][0], a_t["box"][1])
     r = train(make_cfg(tmp_path, a, epochs=1, datasets=f"[{a},{b}]", val_fraction=0.3))
     assert r.best["n"] == 3 and len(r.cache) == 2
     c = write_shapes_dataset(tmp_path / "c", num_images=4, classes=("disc", "square", "triangle"))
@@ -167,12 +175,41 @@ def test_two_datasets_train_as_one_pool(tmp_path):
 def test_cli_train_then_resume_longer(tmp_path, shapes, capsys):
     run = tmp_path / "cli_run"
     args = ["train", "--no-progress", "--data", str(shapes), "--run-dir", str(run), f"cache_dir={tmp_path / 'c'}",
-            "model.input_hw=[32,32]", "model.head.type=global", "epochs=1", "tracking.mode=disabled"]
+            "model.input_hw=[32,32]", "epochs=1", "tracking.mode=disabled"]
     assert main(args) == 0
     assert "best epoch 1/1" in capsys.readouterr().out
     assert main(["train", "--no-progress", "--resume", str(run), "epochs=2"]) == 0
     assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 0, 1, 1]
     assert json.loads((run / "run_info.json").read_text())["resumed_at_epoch"] == 1
+
+
+def test_classes_select_what_is_detected(tmp_path):
+    """``classes=`` names the classes to detect; by default every class with an is_target object
+    (a class seen only as a distractor is left out), in the data's category order."""
+    from sim2real.config import ConfigError
+    from sim2real.models import read_checkpoint_meta
+    from sim2real.train.trainer import _load_pools, train_classes
+
+    data = write_shapes_dataset(tmp_path / "d", num_images=12, seed=5)
+    ann = json.loads((data / "annotations.json").read_text())
+    for a in ann["annotations"]:
+        if a["category_id"] == 3:      # triangles: distractors only
+            a["is_target"] = False
+    (data / "annotations.json").write_text(json.dumps(ann))
+    cfg = make_cfg(tmp_path, data, epochs=1)
+    assert train_classes(cfg) == ["square", "disc"]
+    pool = _load_pools(cfg, 8)[0]
+    lab = pool.original_targets(np.arange(len(pool)))["label"]
+    assert len(pool) == 12 and sorted(lab[lab >= 0].tolist()) == sorted(
+        a["category_id"] - 1 for a in ann["annotations"] if a["category_id"] != 3)
+    train(cfg)
+    assert read_checkpoint_meta(tmp_path / "run" / "best.pt")["classes"] == ["square", "disc"]
+    picked = make_cfg(tmp_path, data, run="picked", classes="[triangle,square]")
+    assert train_classes(picked) == ["square", "triangle"]
+    lab = _load_pools(picked, 8)[0].original_targets(np.arange(12))["label"]
+    assert set(lab[lab >= 0].tolist()) == {0, 1} and (lab == 1).sum() == sum(a["category_id"] == 3 for a in ann["annotations"])
+    with pytest.raises(ConfigError, match="classes"):
+        train_classes(make_cfg(tmp_path, data, classes="[hexagon]"))
 
 
 def test_split_keeps_scene_groups_together():
@@ -190,7 +227,7 @@ def test_split_keeps_scene_groups_together():
 
 def _train_args(tmp_path, data, *extra):
     return ["train", "--no-progress", "--data", str(data), "--run-dir", str(tmp_path / "run"),
-            "model.input_hw=[64,64]", "model.head.type=global", "epochs=1", "batch_size=8",
+            "model.input_hw=[64,64]", "epochs=1", "batch_size=8",
             "tracking.mode=disabled", *extra]
 
 

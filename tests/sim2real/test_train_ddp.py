@@ -53,7 +53,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     digests.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(wrapper), "train", "--no-progress", f"datasets=[{data}]", f"run_dir={run}",
-           f"cache_dir={tmp_path / 'cache'}", "model.input_hw=[64,64]", "model.head.type=global",
+           f"cache_dir={tmp_path / 'cache'}", "model.input_hw=[64,64]",
            "model.trainable_blocks=1", "epochs=2", "batch_size=4", "tracking.mode=disabled", "device=cpu"]
     env = dict(os.environ, OMP_NUM_THREADS="1", DIGEST_DIR=str(digests),
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))

@@ -34,11 +34,26 @@ def test_pck_counts_only_visible_keypoints():
 
 
 def test_perception_metrics_names():
-    true = {"label": np.array([0, 1]), "center": np.zeros((2, 2)), "box": np.array([[0, 0, 10, 10]] * 2, float),
-            "keypoints": np.zeros((2, 1, 2)), "kp_vis": np.array([[2], [2]])}
-    pred = {"label": np.array([0, 0]), "center": np.array([[1.0, 0], [3.0, 0]]), "box": true["box"],
-            "keypoints": np.array([[[0.1, 0]], [[5.0, 0]]])}
-    m = perception_metrics(pred, true, 2)
+    """Padded instances: image 0 holds a class-0 object (found, 1 px off) and a class-1 one (found as
+    class 0, 3 px off); image 1 one object (missed) and a false detection far away."""
+    box = [0.0, 0.0, 10.0, 10.0]
+    box2 = [20.0, 20.0, 30.0, 30.0]
+    true = {"label": np.array([[0, 1], [1, -1]]), "center": np.array([[[5, 5], [25, 25]], [[5, 5], [0, 0]]], float),
+            "box": np.array([[box, box2], [box, [0] * 4]]), "keypoints": np.zeros((2, 2, 1, 2)),
+            "kp_vis": np.array([[[2], [2]], [[2], [0]]]), "ignore": np.zeros((2, 2), bool)}
+    true["keypoints"][0, 1] = 20.0
+    pred = {"label": np.array([[0, 0, -1], [0, -1, -1]]), "score": np.array([[0.9, 0.8, 0], [0.7, 0, 0]], np.float32),
+            "center": np.array([[[6, 5], [28, 25], [0, 0]], [[45, 45], [0, 0], [0, 0]]], float),
+            "box": np.array([[box, box2, [0] * 4], [[40, 40, 50, 50], [0] * 4, [0] * 4]], float),
+            "keypoints": np.array([[[[0.1, 0]], [[25.0, 20.0]], [[0, 0]]], [[[0, 0]], [[0, 0]], [[0, 0]]]])}
+    m = perception_metrics(pred, true, ["a", "b"])
     assert m["acc"] == 0.5 and m["center_err_px_median"] == 2.0 and m["box_iou_mean"] == 1.0
-    assert m["pck@0.05"] == 0.5 and m["confusion"] == [[1, 0], [1, 0]] and m["n"] == 2
-    assert "center_err_px_median" not in perception_metrics({"label": pred["label"]}, true, 2)
+    assert m["pck@0.05"] == 0.5 and m["confusion"] == [[1, 0], [1, 0]] and m["n"] == 2 and m["n_instances"] == 3
+    assert m["recall@thr"] == 2 / 3 and m["precision@thr"] == 2 / 3 and m["fp_per_image"] == 0.5
+    assert {"ap", "ap50", "ap/a", "ap/b"} <= set(m)
+    # Without a centre (or keypoint) output, no centre (or PCK) metric.
+    boxes_only = perception_metrics({k: pred[k] for k in ("label", "score", "box")}, true, ["a", "b"])
+    assert "center_err_px_median" not in boxes_only and "pck@0.05" not in boxes_only and boxes_only["acc"] == 0.5
+    # Only the scored classes: class 1 left out on both sides.
+    one = perception_metrics(pred, true, ["a", "b"], scored=[0])
+    assert one["n_instances"] == 1 and one["acc"] == 1.0 and "ap/b" not in one
