@@ -216,14 +216,16 @@ def test_instance_comparison_and_label_matching():
     from sim2real.eval.instances import empty_instances
 
     a, b = empty_instances(2, 4, 0), empty_instances(2, 4, 0)
-    # image 0: a has cube@(10,10) and cylinder@(50,50); b the same two shifted 1 px plus a far cube
+    # image 0: a has cube@(10,10) and cylinder@(50,50); b the same two shifted 1 px, a far cube and a
+    # cylinder right on a's cube (another class: never its match)
     a["label"][0, :2], a["score"][0, :2], a["center"][0, :2] = [0, 1], [0.9, 0.8], [[10, 10], [50, 50]]
-    b["label"][0, :3], b["score"][0, :3], b["center"][0, :3] = [1, 0, 0], [0.7, 0.9, 0.5], [[51, 50], [10, 11], [200, 9]]
+    b["label"][0], b["score"][0] = [1, 0, 0, 1], [0.7, 0.9, 0.5, 0.3]
+    b["center"][0] = [[51, 50], [10, 11], [200, 9], [10, 10]]
     for d in (a, b):
         d["box"][..., :2], d["box"][..., 2:] = d["center"] - 5, d["center"] + 5
     rep = compare_instances(a, b, max_dist=20)
-    assert (rep["instances_a"], rep["instances_b"], rep["matched"]) == (2, 3, 2)
-    assert rep["count_diff_mean"] == 0.5 and not rep["count_equal"] and rep["matched_share"] == pytest.approx(2 / 3)
+    assert (rep["instances_a"], rep["instances_b"], rep["matched"]) == (2, 4, 2)
+    assert rep["count_diff_mean"] == 1.0 and not rep["count_equal"] and rep["matched_share"] == 0.5
     assert rep["center_shift_px_max"] == pytest.approx(1.0) and rep["score_change_max"] == pytest.approx(0.1)
     # a cube label at (10, 12) and an ignored cylinder at (50, 50): the cube is found (2 px), the
     # prediction on the ignored one is neither a hit nor a false positive
@@ -231,4 +233,4 @@ def test_instance_comparison_and_label_matching():
               "box": np.array([[[0, 0, 20, 24], [40, 40, 60, 60]], [[0] * 4, [0] * 4]], float),
               "ignore": np.array([[False, True], [False, False]])}
     assert label_match(a, labels) == {"recall": 1.0, "precision": 1.0, "center_err_px_median": 2.0}
-    assert label_match(b, labels)["precision"] == pytest.approx(1 / 2)  # the far cube is a false positive
+    assert label_match(b, labels)["precision"] == pytest.approx(1 / 3)  # the far cube, the stray cylinder
