@@ -8,17 +8,20 @@ import json
 HELP = "export a checkpoint to ONNX or TorchScript for edge CPUs"
 DESCRIPTION = """\
 Export a trained checkpoint for CPU deployment. The graph takes the preprocessed batch and
-returns the decoded outputs (logits, center, box, keypoints, kp_score [, objectness], model-input
-pixels) plus the pooled embedding. ONNX files carry the classes, preprocessing and input size in
-their metadata, so `sim2real live --checkpoint model.onnx` needs nothing else.
+returns the detection head's dense maps (heatmap, offset, ltrb, kp_reg, kp_heatmap, kp_offset)
+plus the pooled embedding; decoding them into instances (every object of every class) runs in
+numpy, the same for torch, ONNX and TorchScript. ONNX files carry the classes, preprocessing,
+input size and decoding settings (stride, max_instances, score_thresh, kp_score_thresh) in their
+metadata, so `sim2real live --checkpoint model.onnx` needs nothing else.
 
-Every export is checked: onnx.checker, then the outputs are compared with PyTorch on seeded noise
+Every export is checked: onnx.checker, then the maps are compared with PyTorch on seeded noise
 (and on real images when --eval-data/--calib-data is given); a max |difference| above
---tolerance (1e-4) is an error. A report goes to <out>.export.json.
+--tolerance (1e-4) is an error. The report (<out>.export.json) also compares the decoded instances.
 
 --quantize dynamic|static writes an int8 copy <out stem>.int8-<mode>.onnx (onnxruntime.quantization;
-static calibrates on --calib-data) and reports how predictions change (class agreement, centre
-shift, box IoU fp32 vs int8; accuracy and centre error when the data has labels).
+static calibrates on --calib-data) and reports how the decoded instances change (instance counts,
+share matched, centre shift, score change, box IoU fp32 vs int8; recall, precision and centre
+error when the data has labels).
 
 examples:
   sim2real export --checkpoint runs/train/x/best.pt --format onnx

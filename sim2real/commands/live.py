@@ -10,8 +10,12 @@ from sim2real.commands._common import add_config_arguments, config_from_args, fl
 HELP = "run a checkpoint on a camera, video, stream or folder of frames"
 DESCRIPTION = """\
 Run a model on live frames: OpenCV capture in its own thread, the model's own preprocessing (the
-same Preprocess as training; gray cameras included), predictions drawn on the frame with an
-FPS/latency line. At the end (end of file, stream lost, --max-frames, Ctrl-C) latency p50/p95/p99
+same Preprocess as training; gray cameras included), every detected object drawn on the frame
+(class, score, box, 3D-box corners; one colour per class) with an FPS/latency line. Objects are
+reported from --score-thresh (default: the model's head.score_thresh, stored in the checkpoint or
+the exported file). --jsonl writes one line per frame: {"frame", "timestamp", "media_time_s",
+"instances": [{"class", "class_id", "score", "box", "center", "keypoints"}, ...]} in original
+pixels, the same instance records as `sim2real predict`. At the end (end of file, stream lost, --max-frames, Ctrl-C) latency p50/p95/p99
 per stage (capture wait, preprocess, infer, draw, write) and FPS are printed and saved as JSON, and
 every output file is finalized (a Ctrl-C still leaves a playable video).
 
@@ -52,7 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for inference (default OMP_NUM_THREADS or all cores)")
     p.add_argument("--display", action="store_true", help="show a window (needs a GUI OpenCV build)")
     p.add_argument("--output", help="write the annotated video here (.mp4; MJPG .avi fallback)")
-    p.add_argument("--jsonl", help="write one prediction record per frame here (original pixels)")
+    p.add_argument("--jsonl", help="write one record per frame here: every instance (original pixels)")
+    p.add_argument("--score-thresh", type=float,
+                   help="report objects from this score (default: the model's head.score_thresh)")
     p.add_argument("--run-dir", help="run folder for config, stats and metrics (default runs/live/<time>)")
     p.add_argument("--stats", help="latency/FPS stats JSON (default <run-dir>/stats.json)")
     p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from sim2real.deploy.loop import run_live
 
     extra = flag_overrides(
-        args, {"backend": "backend", "threads": "threads", "max_frames": "max_frames",
+        args, {"backend": "backend", "threads": "threads", "max_frames": "max_frames", "score_thresh": "score_thresh",
                "max_retries": "retry.max_retries", "drift_threshold": "drift.threshold"},
         {"display": "display=true", "drop": "drop=latest", "no_drop": "drop=all", "realtime": "realtime=true",
          "tta_bn": "tta.enabled=true"})

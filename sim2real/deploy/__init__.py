@@ -6,16 +6,19 @@ Quick tour::
 
     backend = load_backend("model.onnx", threads=2)      # or a checkpoint .pt (torch eager)
     x, meta = backend.preprocess(frame_bgr, color="bgr")  # the model's own Preprocess
-    out = backend(x[None].numpy())                        # logits, center, box, keypoints,
-                                                          # kp_score, objectness, embed
-    records = to_records(out, [meta], backend.classes)    # ORIGINAL pixels, predict-JSONL layout
+    out = backend(x[None].numpy())                        # dense maps (heatmap, offset, ltrb, kp_reg,
+                                                          # kp_heatmap, kp_offset) + embed, numpy
+    records = to_records(out, [meta], backend.classes, backend.score_thresh, **backend.decode_options)
+    # -> [{"instances": [{"class", "class_id", "score", "box", "center", "keypoints"}, ...]}],
+    #    ORIGINAL pixels, the predict-JSONL instance records
 
     export_onnx(model, "model.onnx", batch=1)             # metadata_props carry classes/preprocess
     stats = run_live(LiveConfig(checkpoint="model.onnx", source="clip.mp4", output="out.mp4"))
 
 Modules: ``sources`` (parse/open a source), ``capture`` (capture thread, latest-frame or every
 frame, reconnect backoff), ``backends`` (torch / torchscript / onnxruntime behind one call),
-``export`` and ``quantize`` (ONNX/TorchScript, parity, int8), ``predictions`` (records via
+``export`` and ``quantize`` (ONNX/TorchScript, map and decoded-instance parity, int8),
+``predictions`` (the one numpy decoding of every backend's maps, records via
 :func:`sim2real.eval.records.prediction_record`),
 ``overlay`` (drawing), ``video_writer`` (always-finalized video), ``latency`` (p50/p95/p99),
 ``tta`` (BatchNorm re-estimation), ``drift`` (MMD / mean-embedding drift monitor),

@@ -7,9 +7,12 @@
   file is all a deployment needs.
 
 Every backend carries ``classes`` and the model's ``preprocess`` (a ``Preprocess``) so the live
-loop prepares frames exactly as training did.  Outputs are the model's decoded tensors in
-model-input pixels: ``logits, center, box, keypoints, kp_score`` (+ ``objectness`` for dense
-heads) and the pooled ``embed``.
+loop prepares frames exactly as training did, plus how its maps decode: ``decode_options``
+(``stride``, ``max_instances``, ``kp_score_thresh``) and the model's ``score_thresh``.  Outputs are
+the head's dense maps as numpy (``OUTPUT_NAMES`` = ``sim2real.models.perception.EXPORT_OUTPUTS``:
+``heatmap, offset, ltrb, kp_reg, kp_heatmap, kp_offset`` in cell units, docs/contracts.md
+"Instances") and the pooled ``embed``; every backend's maps go through the one numpy decoder,
+:func:`sim2real.deploy.predictions.decode_outputs` (``sim2real.eval.instances.decode_maps``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ from typing import Any
 
 import numpy as np
 
-#: Output tensors, in the order the exported graphs list them (those a head lacks are skipped).
-OUTPUT_NAMES = ("logits", "center", "box", "keypoints", "kp_score", "objectness", "embed")
+from sim2real.eval.instances import MAP_KEYS
+
+#: Output tensors, in the order the exported graphs list them: the head's maps + ``embed``
+#: (= ``sim2real.models.perception.EXPORT_OUTPUTS``; spelled out here so the ONNX path needs no torch).
+OUTPUT_NAMES = (*MAP_KEYS, "embed")
+#: Decoding settings an exported file records (ONNX metadata_props / the TorchScript meta file).
+DECODE_KEYS = ("stride", "max_instances", "score_thresh", "kp_score_thresh")
 INPUT_NAME = "input"
 META_PREFIX = "sim2real."
 ONNX_FORMAT = "sim2real-onnx"
@@ -42,13 +50,26 @@ class InferenceBackend:
     input_hw: tuple[int, int]
     source: str = ""
     meta: dict
+    decode_options: dict       # decode_maps keywords: stride, max_instances, kp_score_thresh
+    score_thresh: float        # the model's reporting threshold (head.score_thresh)
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def info(self) -> dict:
         return {"backend": self.name, "model": self.source, "classes": list(self.classes),
-                "input_hw": list(self.input_hw)}
+                "input_hw": list(self.input_hw), **self.decode_options, "score_thresh": self.score_thresh}
+
+    def _set_decoding(self, meta: dict, path) -> None:
+        """``decode_options`` / ``score_thresh`` from an exported file's metadata."""
+        missing = [k for k in ("outputs", *DECODE_KEYS) if k not in meta]
+        if missing or list(meta["outputs"])[:len(MAP_KEYS)] != list(MAP_KEYS):
+            raise BackendError(f"{path}: exported before multi-object detection (outputs "
+                               f"{meta.get('outputs')}, metadata lacks {missing or 'the dense maps'}); "
+                               "re-export the checkpoint with 'sim2real export'")
+        self.decode_options = {"stride": int(meta["stride"]), "max_instances": int(meta["max_instances"]),
+                               "kp_score_thresh": float(meta["kp_score_thresh"])}
+        self.score_thresh = float(meta["score_thresh"])
 
 
 def _check_batch(batch: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
@@ -80,7 +101,10 @@ class TorchBackend(InferenceBackend):
         self.input_hw = tuple(model.input_hw)
         self.source = source
         self.threads = threads
-        self.meta = {"classes": self.classes, "preprocess": model.preprocess_cfg, "input_hw": list(self.input_hw)}
+        self.decode_options = dict(model.decode_options())
+        self.score_thresh = float(model.head_cfg.score_thresh)
+        self.meta = {"classes": self.classes, "preprocess": model.preprocess_cfg, "input_hw": list(self.input_hw),
+                     "outputs": list(OUTPUT_NAMES), **self.decode_options, "score_thresh": self.score_thresh}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, threads: int = 0) -> "TorchBackend":
@@ -93,7 +117,7 @@ class TorchBackend(InferenceBackend):
 
         with torch.inference_mode():
             out = self.model(x)
-        return {k: out[k].numpy() for k in OUTPUT_NAMES if k in out}
+        return {k: out[k].float().numpy() for k in OUTPUT_NAMES if k in out}
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import torch
@@ -125,6 +149,7 @@ class TorchScriptBackend(InferenceBackend):
             raise BackendError(f"{path}: TorchScript file without {TS_META_FILE}; export it with "
                                "'sim2real export --format torchscript'")
         self.meta = json.loads(extra[TS_META_FILE])
+        self._set_decoding(self.meta, path)
         self.outputs = list(self.meta["outputs"])
         self.classes = list(self.meta["classes"])
         self.preprocess = Preprocess.from_dict(self.meta["preprocess"])
@@ -152,7 +177,8 @@ def set_onnx_metadata(onnx_model, meta: dict) -> None:
 
 
 def read_onnx_metadata(props: dict[str, str], path: str | Path) -> dict:
-    """``metadata_props`` of an exported model -> ``{classes, preprocess, input_hw, ...}``."""
+    """``metadata_props`` of an exported model -> ``{classes, preprocess, input_hw, outputs, stride,
+    max_instances, score_thresh, kp_score_thresh, ...}`` (every ``sim2real.*`` entry, JSON-decoded)."""
     meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
     if meta.get("format") != ONNX_FORMAT:
         raise BackendError(f"{path}: no sim2real metadata in the ONNX file (metadata_props "
@@ -195,6 +221,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         except Exception as e:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...)
             raise BackendError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
         self.meta = read_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        self._set_decoding(self.meta, path)
         self.classes = list(self.meta["classes"])
         self.preprocess = Preprocess.from_dict(self.meta["preprocess"])
         self.input_hw = tuple(self.meta["input_hw"])

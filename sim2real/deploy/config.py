@@ -51,7 +51,7 @@ class LiveConfig:
     threads: int = field(default=0, metadata=rng(0, None))   # 0 = OMP_NUM_THREADS or all cores
     display: bool = False
     output: Optional[str] = None         # annotated video (.mp4, mp4v; falls back to MJPG .avi)
-    jsonl: Optional[str] = None          # one prediction record per frame, original pixels
+    jsonl: Optional[str] = None          # one record per frame: every instance, original pixels
     run_dir: Optional[str] = None        # default runs/live/<UTC time>
     stats: Optional[str] = None          # default <run_dir>/stats.json
     max_frames: int = field(default=0, metadata=rng(0, None))  # 0 = until the source ends
@@ -59,6 +59,8 @@ class LiveConfig:
     realtime: bool = False               # play files/folders at their frame rate (with drop=latest)
     folder_fps: float = field(default=30.0, metadata=rng(0.0, None, lo_open=True))
     output_fps: float = field(default=0.0, metadata=rng(0.0, None))  # 0 = the source's frame rate
+    # report instances from this score; None = the model's head.score_thresh (checkpoint / export metadata)
+    score_thresh: Optional[float] = None
     kp_threshold: float = field(default=0.5, metadata=rng(0.0, 1.0))
     overlay: bool = True                 # draw the FPS/latency line
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -68,5 +70,7 @@ class LiveConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        if self.score_thresh is not None and not 0.0 <= self.score_thresh <= 1.0:
+            raise ConfigError("score_thresh", "a score in [0, 1] or null (the model's)", self.score_thresh)
         if self.drift.threshold is not None and self.drift.threshold < 0:
             raise ConfigError("drift.threshold", "a value >= 0", self.drift.threshold)

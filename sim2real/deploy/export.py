@@ -1,12 +1,15 @@
 """Export a ``PerceptionModel`` to ONNX or TorchScript for CPU deployment, and prove it matches.
 
-The exported graph takes the preprocessed batch ``input`` (B, 3, H, W) float32 and returns the
-decoded tensors (``logits, center, box, keypoints, kp_score`` [+ ``objectness``] in model-input
-pixels) plus the pooled ``embed``.  ONNX files carry everything the live loop needs in
-``metadata_props`` (``sim2real.classes``, ``sim2real.preprocess``, ``sim2real.input_hw``, ...).
+The exported graph (``sim2real.models.perception.ExportModule``) takes the preprocessed batch
+``input`` (B, 3, H, W) float32 and returns the head's dense maps ``heatmap, offset, ltrb, kp_reg,
+kp_heatmap, kp_offset`` (cell units, docs/contracts.md "Instances") plus the pooled ``embed``, named
+``EXPORT_OUTPUTS``.  Decoding (peaks -> instances) stays outside the graph, in numpy, shared by
+every backend (:mod:`sim2real.deploy.predictions`).  ONNX files carry everything the live loop
+needs in ``metadata_props``: ``sim2real.classes``, ``preprocess``, ``input_hw``, ``outputs`` and
+the decoding settings ``stride``, ``max_instances``, ``score_thresh``, ``kp_score_thresh``.
 
 ONNX export uses the TorchScript-based exporter (``dynamo=False``): it ships with torch and
-needs no ``onnxscript``, and it handles the dense head's argmax decoding.
+needs no ``onnxscript``.
 """
 
 from __future__ import annotations
@@ -18,39 +21,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from sim2real.deploy.backends import (INPUT_NAME, ONNX_FORMAT, OUTPUT_NAMES, TS_META_FILE, OnnxRuntimeBackend,
-                                      TorchBackend, set_onnx_metadata)
+from sim2real.deploy.backends import (INPUT_NAME, ONNX_FORMAT, TS_META_FILE, OnnxRuntimeBackend, TorchBackend,
+                                      set_onnx_metadata)
+from sim2real.deploy.predictions import compare_instances, decode_outputs
+from sim2real.eval.instances import EVAL_SCORE_THRESH
 from sim2real.io import atomic_path
+from sim2real.models.perception import EXPORT_OUTPUTS, ExportModule
 
 DEFAULT_OPSET = 17
 
 
-class ExportWrapper(nn.Module):
-    """``model(x)`` dict -> a tuple of the deployable outputs (no ``raw`` head maps)."""
-
-    def __init__(self, model: nn.Module, names: list[str]):
-        super().__init__()
-        self.model, self.names = model, list(names)
-
-    def forward(self, x: torch.Tensor):
-        out = self.model(x)
-        return tuple(out[n] for n in self.names)
-
-
-def output_names(model) -> list[str]:
-    """The deployable outputs this model produces (probe with one zero image)."""
-    with torch.inference_mode():
-        out = model(torch.zeros(1, 3, *model.input_hw))
-    return [n for n in OUTPUT_NAMES if n in out]
+def output_names(model=None) -> list[str]:
+    """The exported outputs, in graph order (every model exports the same names)."""
+    return list(EXPORT_OUTPUTS)
 
 
 def model_metadata(model, outputs: list[str], batch: int | None, extra: dict | None = None) -> dict:
-    """What a deployment needs besides the weights (JSON-able)."""
-    meta = {"format": ONNX_FORMAT, "version": 1, "classes": list(model.classes),
+    """What a deployment needs besides the weights (JSON-able): classes, preprocessing, outputs and
+    how to decode them (``stride``, ``max_instances``, ``score_thresh``, ``kp_score_thresh``)."""
+    meta = {"format": ONNX_FORMAT, "version": 2, "classes": list(model.classes),
             "preprocess": model.preprocess_cfg, "input_hw": list(model.input_hw), "outputs": outputs,
             "input": INPUT_NAME, "batch": "dynamic" if batch is None else int(batch),
+            **model.decode_options(), "score_thresh": float(model.head_cfg.score_thresh),
+            "num_keypoints": int(model.num_keypoints),
             "backbone": model.backbone.name, "backbone_hash": model.backbone.weights_hash,
             "head": _head_dict(model), "quantization": "none"}
     meta.update(extra or {})
@@ -70,7 +64,7 @@ def export_onnx(model, path: str | Path, batch: int | None = 1, opset: int = DEF
 
     model = model.eval()
     names = output_names(model)
-    wrapper = ExportWrapper(model, names).eval()
+    wrapper = ExportModule(model)
     dummy = torch.zeros(batch or 2, 3, *model.input_hw)
     dynamic = None
     if batch is None:
@@ -95,7 +89,7 @@ def export_torchscript(model, path: str | Path, batch: int = 1, extra_meta: dict
     """Traced TorchScript with the same metadata in an extra file ``sim2real_meta.json``."""
     model = model.eval()
     names = output_names(model)
-    wrapper = ExportWrapper(model, names).eval()
+    wrapper = ExportModule(model)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(wrapper, torch.zeros(batch, 3, *model.input_hw), check_trace=False)
@@ -136,6 +130,15 @@ def check_parity(model, backend, batch: np.ndarray) -> dict[str, float]:
 
 def onnx_parity(model, onnx_path: str | Path, batch: np.ndarray, threads: int = 1) -> dict[str, float]:
     return check_parity(model, OnnxRuntimeBackend(onnx_path, threads=threads), batch)
+
+
+def decoded_parity(model, backend, batch: np.ndarray, score_thresh: float = EVAL_SCORE_THRESH) -> dict:
+    """Torch vs ``backend`` after decoding (model-input pixels) at ``score_thresh`` (default the
+    scoring threshold: every detection): :func:`sim2real.deploy.predictions.compare_instances`."""
+    opts = model.decode_options()
+    ref = decode_outputs(TorchBackend(model)(batch), None, score_thresh, **opts)
+    got = decode_outputs(backend(batch), None, score_thresh, **opts)
+    return compare_instances(ref, got)
 
 
 # --- the whole export job (what ``sim2real export`` runs) ------------------------------------------
@@ -199,7 +202,9 @@ def export_checkpoint(checkpoint: str | Path, fmt: str = "onnx", out: str | Path
     diffs = check_parity(model, backend, probe)
     worst = max(diffs, key=diffs.get)
     report["parity"] = {"max_abs_diff": diffs, "worst": worst, "tolerance": tolerance,
-                        "samples": int(len(probe)), "passed": diffs[worst] <= tolerance}
+                        "samples": int(len(probe)), "passed": diffs[worst] <= tolerance,
+                        # what the maps' difference does to the instances (informative)
+                        "decoded": decoded_parity(model, backend, probe)}
     log(f"[export] {out}: max |onnx - torch| = {diffs[worst]:.2e} ({worst})" if fmt == "onnx" else
         f"[export] {out}: max |torchscript - torch| = {diffs[worst]:.2e} ({worst})")
 

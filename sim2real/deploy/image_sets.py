@@ -2,7 +2,8 @@
 
 A set is a folder of images, a dataset folder (with ``annotations.json``) or a COCO ``.json``
 (``image_root``: the folder its ``file_name`` entries are relative to).  COCO sets also give
-labels (class index in the model's class list, target centre in original pixels).
+labels: every instance of the model's classes as padded arrays (``CocoDataset.original_targets``,
+ORIGINAL pixels; docs/contracts.md "Instances").
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 class ImageSet:
     paths: list[Path]
     images: list[np.ndarray]
-    labels: dict[str, np.ndarray] | None  # {"label": (N,), "center": (N, 2)} for COCO sets
+    # COCO sets: padded instances {"label": (N, M) (-1 = empty), "center": (N, M, 2), "box": (N, M, 4),
+    # "keypoints": (N, M, K, 2), "kp_vis": (N, M, K), "ignore": (N, M)}; None for a folder of images
+    labels: dict[str, np.ndarray] | None
     skipped: list[str] = field(default_factory=list)   # "<file>: <reason>" of unreadable images left out
 
 
@@ -47,10 +50,9 @@ def load_image_set(spec: str | Path, image_root: str | Path | None = None, max_i
         ds = CocoDataset(p, image_root=image_root, classes=classes)
         idx = _evenly(len(ds), max_images)
         if not len(idx):
-            raise ValueError(f"COCO set {p} has no image with a target of classes {list(classes or [])}")
+            raise ValueError(f"COCO set {p} has no images (classes {list(classes or [])})")
         paths = [ds.image_path(int(i)) for i in idx]
-        t = ds.original_targets(idx)
-        labels = {"label": t["label"], "center": t["center"]}
+        labels = dict(ds.original_targets(idx))
     else:
         files = list_images(p)
         if not files:

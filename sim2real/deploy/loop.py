@@ -1,4 +1,10 @@
-"""The live loop: capture -> Preprocess -> backend -> records -> overlay -> outputs, with stats.
+"""The live loop: capture -> Preprocess -> backend (dense maps) -> numpy decoding -> instance
+records -> overlay -> outputs, with stats.
+
+Each frame's JSONL record is ``{"frame", "timestamp", ["media_time_s"], "instances": [...]}``: the
+``predict`` record (:func:`sim2real.eval.records.prediction_record`) of every instance scoring at
+least ``score_thresh`` (config; default the model's ``head.score_thresh``, from the checkpoint or
+the ONNX/TorchScript metadata), in ORIGINAL pixels.
 
 Frame delivery (``drop``): ``latest`` keeps only the newest frame (cameras and streams: a slow
 model skips stale frames instead of lagging ever further behind); ``all`` processes every frame
@@ -31,7 +37,7 @@ from sim2real.deploy.capture import Backoff, CaptureThread
 from sim2real.deploy.config import LiveConfig
 from sim2real.deploy.drift import DriftMonitor
 from sim2real.deploy.latency import LatencyStats, format_summary
-from sim2real.deploy.overlay import draw_prediction, draw_status, to_bgr
+from sim2real.deploy.overlay import draw_record, draw_status, to_bgr
 from sim2real.deploy.predictions import to_records
 from sim2real.deploy.sources import open_source, parse_source, source_fps
 from sim2real.deploy.video_writer import VideoOutput
@@ -129,6 +135,7 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
                          f"pass the training checkpoint .pt instead of {backend.source}")
     if cfg.display:
         check_display()
+    score_thresh = backend.score_thresh if cfg.score_thresh is None else float(cfg.score_thresh)
     drop = {"latest": True, "all": False}.get(cfg.drop, live_source)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir()
     stats_path = Path(cfg.stats) if cfg.stats else run_dir / "stats.json"
@@ -176,10 +183,11 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
     stop = _StopSignal(log)
     stats = LatencyStats()
     stopped_by = None
-    records = 0
+    records = instances = 0
     video_path = None
     log(f"[live] {backend.name} backend, model {backend.source or '<in memory>'}, input {backend.input_hw}, "
-        f"source {name} ({'live' if live_source else 'file'}, {'latest-frame' if drop else 'every frame'})")
+        f"source {name} ({'live' if live_source else 'file'}, {'latest-frame' if drop else 'every frame'}), "
+        f"score threshold {score_thresh:g}")
     try:
         if cfg.output:
             video = VideoOutput(cfg.output, cfg.output_fps or fps_in, log=log)
@@ -209,10 +217,10 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
             with stats.stage("infer"):
                 out = backend(batch.numpy())
             t_post = time.perf_counter()
-            rec = to_records(out, [meta], backend.classes)[0]
-            rec = {"frame": frame.index, "timestamp": round(frame.wall_time, 6),
-                   **({"media_time_s": round(frame.media_time_s, 6)} if frame.media_time_s is not None else {}),
-                   **rec}
+            where = {"frame": frame.index, "timestamp": round(frame.wall_time, 6),
+                     **({"media_time_s": round(frame.media_time_s, 6)} if frame.media_time_s is not None else {})}
+            rec = to_records(out, [meta], backend.classes, score_thresh, **backend.decode_options, where=[where])[0]
+            instances += len(rec["instances"])
             if drift is not None and "embed" in out:
                 d = drift.update(out["embed"][0], frame.index)
                 if d is not None:
@@ -224,7 +232,7 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
             stats.add("records", (time.perf_counter() - t_post) * 1e3)
             with stats.stage("draw"):
                 img = to_bgr(frame.image, frame.is_rgb)
-                draw_prediction(img, rec, cfg.kp_threshold)
+                draw_record(img, rec, cfg.kp_threshold)
                 if cfg.overlay:
                     draw_status(img, stats.recent_fps(),
                                 {"pre": stats.last("preprocess"), "infer": stats.last("infer")},
@@ -276,6 +284,8 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
     stopped_by = stopped_by or stop.reason or capture.stats.end_reason or "stopped"
     summary = _summary(cfg, backend, name, live_source, drop, stats, capture, stopped_by, video, video_path,
                        records, drift, adapter)
+    summary["detections"] = {"score_thresh": score_thresh, "instances": instances,
+                             "per_frame_mean": round(instances / stats.frames, 4) if stats.frames else 0.0}
     finalize(lambda: atomic_write_json(stats_path, summary, indent=2))
     finalize(lambda: logger.summary({f"live/{k}": v for k, v in _flat_summary(summary).items()}))
     finalize(logger.close)
@@ -317,6 +327,8 @@ def _flat_summary(summary: dict) -> dict:
     """Scalars of the stats for the run logger (W&B summary)."""
     out = {"frames": summary["frames"], "fps": summary["fps"], "dropped": summary["capture"]["dropped"],
            "retries": summary["capture"]["retries"]}
+    if "detections" in summary:
+        out["instances_per_frame"] = summary["detections"]["per_frame_mean"]
     for stage, v in summary["latency_ms"].items():
         for q in ("p50", "p95", "p99"):
             out[f"latency_ms/{stage}/{q}"] = v[q]

@@ -1,4 +1,5 @@
-"""Draw a prediction (class + score, box, keypoints, centre) and the FPS/latency line on a frame."""
+"""Draw a frame's instances (class + score, box, 3D-box corners, centre; one colour per class) and
+the FPS/latency line on a frame."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import numpy as np
 # bottom face 0-1-2-3, top face 4-5-6-7, verticals i <-> i+4.
 BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
 
-BOX_COLOR = (0, 200, 255)      # BGR
-CENTER_COLOR = (0, 0, 255)
-KP_COLOR = (255, 200, 0)
+# One BGR colour per class index (distinct hues, bright enough for the white label text's background).
+CLASS_COLORS = ((0, 200, 255), (255, 160, 0), (80, 220, 80), (220, 80, 220), (0, 80, 255),
+                (255, 255, 0), (160, 100, 255), (0, 255, 200), (120, 180, 255), (200, 200, 200))
 TEXT_COLOR = (255, 255, 255)
 
 
@@ -39,31 +40,52 @@ def _label(img: np.ndarray, text: str, org: tuple[int, int], font_scale: float, 
                 cv2.LINE_AA)
 
 
-def draw_prediction(img: np.ndarray, pred: dict, kp_threshold: float = 0.5) -> np.ndarray:
-    """Draw one prediction record (original pixels, as in the predict JSONL) onto ``img`` in place."""
+def class_color(class_id: int) -> tuple[int, int, int]:
+    """The BGR colour of a class (one per class index; the palette repeats after 10 classes)."""
+    return CLASS_COLORS[int(class_id) % len(CLASS_COLORS)]
+
+
+def _darker(color: tuple[int, int, int]) -> tuple[int, int, int]:
+    return tuple(int(c * 0.6) for c in color)
+
+
+def draw_instance(img: np.ndarray, inst: dict, kp_threshold: float = 0.5,
+                  color: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Draw one instance of a record (``{"class", "class_id", "score", "box", "center",
+    "keypoints"}``, original pixels) onto ``img`` in place: box with a ``class score`` label, the
+    3D-box corners and edges, the centre; all in the class's colour unless ``color`` is given."""
     fs, th = _scale(img)
-    kps = np.asarray(pred.get("keypoints") or np.zeros((0, 3)), dtype=np.float64).reshape(-1, 3)
+    color = class_color(inst.get("class_id", 0)) if color is None else color
+    kps = np.asarray(inst.get("keypoints") or np.zeros((0, 3)), dtype=np.float64).reshape(-1, 3)
     if len(kps) == 8:
         for a, b in BOX_EDGES:
             pa, pb = kps[a], kps[b]
             if min(pa[2], pb[2]) >= kp_threshold and np.isfinite(pa[:2]).all() and np.isfinite(pb[:2]).all():
                 cv2.line(img, (int(round(pa[0])), int(round(pa[1]))), (int(round(pb[0])), int(round(pb[1]))),
-                         KP_COLOR, max(1, th - 1), cv2.LINE_AA)
+                         color, max(1, th - 1), cv2.LINE_AA)
     for u, v, s in kps:
         if not (np.isfinite(u) and np.isfinite(v)):
             continue
         # Filled = confident, hollow = low score: keeps uncertain corners visible but distinct.
-        cv2.circle(img, (int(round(u)), int(round(v))), 2 + th, KP_COLOR, -1 if s >= kp_threshold else th,
+        cv2.circle(img, (int(round(u)), int(round(v))), 2 + th, color, -1 if s >= kp_threshold else th,
                    cv2.LINE_AA)
-    box = pred.get("box")
-    if box is not None and np.isfinite(box).all():
+    box = inst.get("box")
+    if box is not None and np.isfinite(np.asarray(box, np.float64)).all():
         x0, y0, x1, y1 = (int(round(c)) for c in box)
-        cv2.rectangle(img, (x0, y0), (x1, y1), BOX_COLOR, th + 1)
-        _label(img, f"{pred.get('class', '?')} {pred.get('score', 0.0):.2f}", (x0, y0 - 2), fs, th, (0, 120, 200))
-    center = pred.get("center")
-    if center is not None and np.isfinite(center).all():
-        cv2.drawMarker(img, (int(round(center[0])), int(round(center[1]))), CENTER_COLOR, cv2.MARKER_CROSS,
+        cv2.rectangle(img, (x0, y0), (x1, y1), color, th + 1)
+        _label(img, f"{inst.get('class', '?')} {inst.get('score') or 0.0:.2f}", (x0, y0 - 2), fs, th, _darker(color))
+    center = inst.get("center")
+    if center is not None and np.isfinite(np.asarray(center, np.float64)).all():
+        cv2.drawMarker(img, (int(round(center[0])), int(round(center[1]))), color, cv2.MARKER_CROSS,
                        10 + 4 * th, th + 1, cv2.LINE_AA)
+    return img
+
+
+def draw_record(img: np.ndarray, rec: dict, kp_threshold: float = 0.5) -> np.ndarray:
+    """Draw every instance of a frame's record (``{"instances": [...]}``, as in the predict / live
+    JSONL) onto ``img`` in place, lowest score first so the best ones end on top."""
+    for inst in sorted(rec.get("instances", []), key=lambda d: d.get("score") or 0.0):
+        draw_instance(img, inst, kp_threshold)
     return img
 
 

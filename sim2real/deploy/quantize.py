@@ -5,7 +5,7 @@
   calibrated on real images preprocessed exactly like training (``--calib-data``).
 
 Either way the int8 model keeps the fp32 model's metadata (``sim2real.quantization`` says which)
-and :func:`compare_models` reports how far its predictions move on a dataset or on images.
+and :func:`compare_models` reports how far its decoded instances move on a dataset or on images.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import numpy as np
 
 from sim2real.deploy.backends import (INPUT_NAME, META_PREFIX, InferenceBackend, read_onnx_metadata,
                                       set_onnx_metadata)
+from sim2real.deploy.predictions import compare_instances, decode_outputs, match_instances
+from sim2real.eval.instances import select
 from sim2real.io import atomic_path
 
 
@@ -76,7 +78,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, mode: str,
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmpdir, _quiet_root_logger():
         prep = Path(tmpdir) / "prep.onnx"
         # Shape inference + graph folding first, as onnxruntime recommends for quantization
-        # (ONNX shape inference: the symbolic one gives up on the dense head's decoding).
+        # (ONNX shape inference only: skip_symbolic_shape).
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=True)
         q = Path(tmpdir) / "int8.onnx"
         if mode == "dynamic":
@@ -97,61 +99,80 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, mode: str,
 
 # --- what quantization costs ---------------------------------------------------------------------
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, :2], b[:, :2])
-    rb = np.minimum(a[:, 2:], b[:, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(1)  # noqa: E731
-    union = area(a) + area(b) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def run_on_images(backend: InferenceBackend, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs for every image, localisation mapped back to ORIGINAL pixels."""
-    outs, metas = [], []
+def run_on_images(backend: InferenceBackend, images: Sequence[np.ndarray], score_thresh: float | None = None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list]:
+    """``(instances, outputs, metas)`` for every image: padded decoded instances at ``score_thresh``
+    (default the backend's) in ORIGINAL pixels, the raw outputs (maps, ``embed``) stacked, and each
+    image's ``PreprocessMeta``."""
+    thr = backend.score_thresh if score_thresh is None else float(score_thresh)
+    outs, insts, metas = [], [], []
     for img in images:
         x, meta = backend.preprocess(img)
-        outs.append(backend(x[None].numpy()))
+        out = backend(x[None].numpy())
+        outs.append(out)
         metas.append(meta)
-    res = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-    res["center"] = np.stack([m.to_original(c) for m, c in zip(metas, res["center"])])
-    res["box"] = np.stack([m.box_to_original(b) for m, b in zip(metas, res["box"])])
-    if res["keypoints"].size:
-        res["keypoints"] = np.stack([m.to_original(k) for m, k in zip(metas, res["keypoints"])])
-    return res
+        insts.append(decode_outputs(out, [meta], thr, **backend.decode_options))
+    cat = lambda rows: {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}  # noqa: E731
+    return cat(insts), cat(outs), metas
+
+
+
+def label_match(pred: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict:
+    """Decoded instances vs padded ground truth (``label (N, M)`` -1 = empty, ``center``, ``box``,
+    optional ``ignore``; ORIGINAL pixels): a labelled instance is found when a prediction of its
+    class lies within max(8 px, a quarter of its box diagonal) of its centre (one prediction per
+    instance). ``recall``, ``precision`` (predictions on ignored instances left out) and the median
+    centre error of the found instances."""
+    found = total = n_pred = 0
+    errs: list[float] = []
+    ignore = labels.get("ignore")
+    for i in range(len(labels["label"])):
+        keep = np.asarray(labels["label"][i]) >= 0
+        ign = np.zeros_like(keep) if ignore is None else np.asarray(ignore[i], bool)
+        gt = {k: np.asarray(labels[k][i])[keep] for k in ("label", "center", "box")}
+        ign = ign[keep]
+        p = select(pred, i)
+        pairs = match_instances(gt, p)
+        diag = np.hypot(gt["box"][:, 2] - gt["box"][:, 0], gt["box"][:, 3] - gt["box"][:, 1]) if len(gt["box"]) else []
+        hits = [(g, q) for g, q in pairs
+                if np.linalg.norm(gt["center"][g] - p["center"][q]) <= max(8.0, 0.25 * float(diag[g]))]
+        on_ignored = sum(1 for g, _ in hits if ign[g])
+        found += sum(1 for g, _ in hits if not ign[g])
+        total += int((~ign).sum())
+        n_pred += len(p["label"]) - on_ignored
+        errs += [float(np.linalg.norm(gt["center"][g] - p["center"][q])) for g, q in hits if not ign[g]]
+    return {"recall": found / total if total else None, "precision": found / n_pred if n_pred else None,
+            "center_err_px_median": float(np.median(errs)) if errs else None}
 
 
 def compare_models(ref: InferenceBackend, test: InferenceBackend, images: Sequence[np.ndarray],
-                   labels: dict[str, np.ndarray] | None = None) -> dict:
-    """How ``test`` (int8) differs from ``ref`` (fp32) on ``images``: class agreement, centre /
-    keypoint distance (original px), box IoU, max logit change; with ``labels`` (``label``,
-    ``center`` in original px) also accuracy and median centre error of both and the change."""
-    a, b = run_on_images(ref, images), run_on_images(test, images)
-    ca, cb = a["logits"].argmax(1), b["logits"].argmax(1)
-    rep = {"images": len(images),
-           "class_agreement": float((ca == cb).mean()),
-           "center_shift_px_median": float(np.median(np.linalg.norm(a["center"] - b["center"], axis=1))),
-           "center_shift_px_max": float(np.max(np.linalg.norm(a["center"] - b["center"], axis=1))),
-           "box_iou_fp32_vs_int8_mean": float(_iou(a["box"], b["box"]).mean()),
-           "prob_change_max": float(np.abs(_softmax(a["logits"]) - _softmax(b["logits"])).max()),
-           "embed_cosine_mean": float(np.mean(np.sum(a["embed"] * b["embed"], 1) /
-                                              np.maximum(np.linalg.norm(a["embed"], axis=1) *
-                                                         np.linalg.norm(b["embed"], axis=1), 1e-12)))}
-    if a["keypoints"].size:
-        rep["keypoint_shift_px_median"] = float(np.median(np.linalg.norm(a["keypoints"] - b["keypoints"], axis=-1)))
+                   labels: dict[str, np.ndarray] | None = None, score_thresh: float | None = None) -> dict:
+    """How ``test`` (int8) differs from ``ref`` (fp32) on ``images``, both decoded at ``score_thresh``
+    (default ``ref``'s model threshold): instance counts and their difference per image, the share
+    of instances matched (same class, nearest centre, at most one heatmap cell apart:
+    ``match_radius_px``), and over matched instances the centre / keypoint shift (original px),
+    score change and box IoU; the largest heatmap change and the embedding cosine. With ``labels`` (padded instance arrays, ORIGINAL px: ``label (N, M)``,
+    ``center``, ``box``, ``ignore``) also recall, precision and median centre error of both and
+    the change (``delta/...``)."""
+    thr = ref.score_thresh if score_thresh is None else float(score_thresh)
+    a, out_a, metas = run_on_images(ref, images, thr)
+    b, out_b, _ = run_on_images(test, images, thr)
+    # One cell of the heatmap, in original pixels (the coarsest image): the farthest a centre can
+    # move and still be "the same detection".
+    radius = float(ref.decode_options["stride"]) / min(min(m.scale) for m in metas) if metas else np.inf
+    cmp = compare_instances(a, b, radius)
+    ea, eb = out_a["embed"], out_b["embed"]
+    rep = {"images": len(images), "score_thresh": thr, "match_radius_px": round(radius, 2),
+           "instances_fp32": cmp.pop("instances_a"), "instances_int8": cmp.pop("instances_b"), **cmp,
+           "heatmap_change_max": float(np.abs(out_a["heatmap"].astype(np.float64) - out_b["heatmap"]).max()),
+           "embed_cosine_mean": float(np.mean(np.sum(ea * eb, 1) / np.maximum(
+               np.linalg.norm(ea, axis=1) * np.linalg.norm(eb, axis=1), 1e-12)))}
     if labels is not None:
-        for tag, r, c in (("fp32", a, ca), ("int8", b, cb)):
-            rep[f"{tag}/acc"] = float((c == labels["label"]).mean())
-            err = np.linalg.norm(r["center"] - labels["center"], axis=1)
-            rep[f"{tag}/center_err_px_median"] = float(np.median(err))
-        rep["delta/acc"] = rep["int8/acc"] - rep["fp32/acc"]
-        rep["delta/center_err_px_median"] = rep["int8/center_err_px_median"] - rep["fp32/center_err_px_median"]
+        for tag, r in (("fp32", a), ("int8", b)):
+            rep.update({f"{tag}/{k}": v for k, v in label_match(r, labels).items()})
+        for k in ("recall", "precision", "center_err_px_median"):
+            fp, q = rep[f"fp32/{k}"], rep[f"int8/{k}"]
+            rep[f"delta/{k}"] = None if fp is None or q is None else q - fp
     return rep
 
 

@@ -11,7 +11,7 @@ import pytest
 from sim2real.deploy.capture import Backoff, CaptureThread
 from sim2real.deploy.drift import DriftMonitor, median_bandwidth, mmd2_rbf
 from sim2real.deploy.latency import LatencyStats, format_summary
-from sim2real.deploy.overlay import draw_prediction, draw_status
+from sim2real.deploy.overlay import class_color, draw_record, draw_status
 from sim2real.deploy.sources import SourceError, open_source, parse_source
 from sim2real.deploy.video_writer import VideoOutput
 
@@ -148,13 +148,20 @@ def test_video_output_is_playable_with_every_frame(tmp_path):
     assert not list(tmp_path.glob(".a.mp4.*"))  # no temporary file left behind
 
 
-def test_overlay_draws_prediction_and_status():
-    img = np.zeros((96, 128, 3), np.uint8)
-    pred = {"class": "cube", "score": 0.9, "box": [10, 20, 60, 70], "center": [35, 45],
-            "keypoints": [[10 + 5 * i, 20 + 5 * i, 0.9 if i % 2 else 0.1] for i in range(8)]}
-    draw_prediction(img, pred)
+def test_overlay_draws_every_instance_in_its_class_colour_and_status():
+    img = np.zeros((120, 160, 3), np.uint8)
+    rec = {"frame": 0, "instances": [
+        {"class": "cube", "class_id": 0, "score": 0.9, "box": [10, 20, 60, 70], "center": [35, 45],
+         "keypoints": [[10 + 5 * i, 20 + 5 * i, 0.9 if i % 2 else 0.1] for i in range(8)]},
+        {"class": "cylinder", "class_id": 1, "score": 0.6, "box": [90, 60, 150, 110], "center": [120, 85],
+         "keypoints": []}]}
+    draw_record(img, rec)
     draw_status(img, 12.5, {"infer": 30.0}, dropped=2)
-    assert img.any() and img[45, 35].tolist() == [0, 0, 255]
+    assert class_color(0) != class_color(1)
+    assert img[45, 35].tolist() == list(class_color(0)) and img[85, 120].tolist() == list(class_color(1))
+    assert img[110, 150].tolist() == list(class_color(1))  # the cylinder's box corner
+    blank = np.zeros_like(img)
+    assert not draw_record(blank, {"frame": 1, "instances": []}).any()
 
 
 def test_latency_summary_has_percentiles():
