@@ -11,17 +11,24 @@ from sim2real.eval.metrics import CONTRACT_METRICS, METRIC_NAMES
 
 HELP = "score a checkpoint on a labelled dataset (sim or real)"
 DESCRIPTION = """\
-Score a checkpoint on a labelled COCO dataset: classification accuracy and confusion matrix; median
-centre error (pixels of the ORIGINAL images), mean box IoU, PCK of visible keypoints at 0.05 of the
-box diagonal. Writes eval_<name>.json and eval_<name>.md next to the checkpoint (or into --out),
-and a run folder eval_<name>/ beside them with metrics.jsonl, summary.json, a self-contained
-report.html (frames with predictions, confusion matrix, error histograms) and a W&B offline run
+Score a checkpoint on a labelled COCO dataset, every object of every class: COCO box AP (IoU
+0.5:0.95), AP50, AP75 and AR, overall and per class (ap50/<class>, ap/<class>); on the detections
+matched to a labelled object: class accuracy and confusion matrix, median centre error (pixels of
+the ORIGINAL images), mean box IoU, PCK of visible keypoints at 0.05 of the box diagonal; false
+positives and duplicates per image at the model's score threshold, and the expected calibration
+error of the scores. A file scores only the classes it labels. Writes eval_<name>.json and
+eval_<name>.md next to the checkpoint (or into --out), and a run folder eval_<name>/ beside them
+with metrics.jsonl, summary.json, predictions.jsonl (per image: every detection from the score
+threshold and every labelled instance), a self-contained report.html (frames with predictions,
+per-class table, precision-recall curves, reliability diagram, confusion matrix, error
+histograms) and a W&B offline run
 (unless --no-wandb or tracking.mode=disabled). Metrics are named <domain>/<metric>, with domain
 sim or real (--domain; by default "sim" for a generator dataset folder with manifest.json, else
 "real"); `sim2real gap` scores a sim and a real set together and reports the gap.
 
 The dataset's categories are matched to the model's classes by name; images with no annotation of a
-model class are counted and left out, corrupt images are skipped and counted.
+model class are scored as negatives (every detection there is a false positive) and counted,
+corrupt images are skipped and counted.
 
 examples:
   sim2real evaluate --checkpoint runs/train/sim/best.pt --data data/sim/tabletop
@@ -64,18 +71,38 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+PER_CLASS = (("ap50", "AP50"), ("ap", "AP"))
+
+
+def per_class_rows(metrics: dict, classes) -> list[tuple[str, list[str]]]:
+    """``[(class, [AP50, AP] as text)]``; a class the labels do not define reads "not labelled"."""
+    rows = []
+    for c in classes:
+        if not any(f"{k}/{c}" in metrics for k, _ in PER_CLASS):
+            rows.append((c, ["not labelled"] * len(PER_CLASS)))
+        else:
+            rows.append((c, [_fmt(metrics.get(f"{k}/{c}")) for k, _ in PER_CLASS]))
+    return rows
+
+
 def markdown_summary(result: dict) -> str:
     m, classes = result["metrics"], result["classes"]
     lines = [f"# Evaluation of {result['checkpoint']}", "", f"- data: {result['data']}",
-             f"- images scored: {m['n']} (corrupt skipped: {m['num_corrupt']}, without a target: "
-             f"{m['num_without_target']})", "", "| metric | value |", "|---|---|"]
-    for k in METRIC_NAMES:
+             f"- images scored: {m['n']}, labelled objects: {m.get('n_instances', '-')} (corrupt skipped: "
+             f"{m['num_corrupt']}, without an object of a model class: {m['num_without_target']})", "",
+             "| metric | value |", "|---|---|"]
+    for k in METRIC_NAMES + ("recall@thr", "precision@thr"):
         if k in m:
             lines.append(f"| {k} | {_fmt(m[k])} |")
-    lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
-              "| true \\ pred | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
-    for name, row in zip(classes, m["confusion"]):
-        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    if "confusion" in m:
+        lines += ["", "Confusion matrix of the matched detections (rows: true class, columns: predicted):", "",
+                  "| true \\ pred | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+        for name, row in zip(classes, m["confusion"]):
+            lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "Per class (COCO box AP; AP50 at IoU 0.5, AP over IoU 0.5:0.95):", "",
+              "| class | " + " | ".join(h for _, h in PER_CLASS) + " |", "|---" * (len(PER_CLASS) + 1) + "|"]
+    for c, vals in per_class_rows(m, classes):
+        lines.append(f"| {c} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -100,7 +127,7 @@ def tracking_config(items: list[str], no_wandb: bool):
 def _track(args, run_dir: Path, dom, model, meta: dict, result: dict, domain: str, tracking) -> Path | None:
     """metrics.jsonl + W&B (``<domain>/<metric>``) and report.html of one evaluation."""
     from sim2real.eval.metrics import task_metrics
-    from sim2real.gap.run import checkpoint_method, write_gap_report
+    from sim2real.gap.run import checkpoint_method, write_gap_report, write_image_records
     from sim2real.runinfo import write_run_info
     from sim2real.tracking import make_logger
 
@@ -116,6 +143,7 @@ def _track(args, run_dir: Path, dom, model, meta: dict, result: dict, domain: st
         logger.log(record, step=0)
         logger.summary({**record, f"data/{domain}_n": m["n"], f"data/{domain}_num_corrupt": m["num_corrupt"],
                         "method": method, "checkpoint": result["checkpoint"]})
+        write_image_records(run_dir / "predictions.jsonl", dom, model.classes)
         if args.no_report:
             return None
         report = write_gap_report(run_dir, [dom], classes=model.classes, method=method, logger=logger,
@@ -150,4 +178,9 @@ def run(args: argparse.Namespace) -> int:
           + (f" ({metrics['num_corrupt']} corrupt image(s) skipped)" if metrics["num_corrupt"] else ""))
     if report is not None:
         print(f"report: {report}")
+    width = max(len(c) for c in list(model.classes) + ["class"])
+    print("per class:")
+    print(f"  {'class':<{width}} " + " ".join(f"{h:>12}" for _, h in PER_CLASS))
+    for c, vals in per_class_rows(metrics, model.classes):
+        print(f"  {c:<{width}} " + " ".join(f"{v:>12}" for v in vals))
     return 0

@@ -64,4 +64,5 @@ def evaluate_domain(model: PerceptionModel, ds: CocoDataset, name: str, tasks: S
     run, m, true = _coco_pass(model, ds, rows, tasks, batch_size, device, num_workers, embed=True)
     index = run.index
     return DomainEval(name, m, run.embed.astype(np.float32), run.pred, true, lambda r: ds.load(int(index[r])),
-                      tuple(tasks))
+                      tuple(tasks), score_thresh=float(model.head_cfg.score_thresh), scored=list(ds.scored_classes),
+                      names=[ds.file_names[int(i)] for i in index])

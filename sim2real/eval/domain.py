@@ -15,7 +15,11 @@ class DomainEval:
     """One model on one labelled set: what the gap record and the report need.
 
     ``rows`` index the evaluated images in ``true``/``pred``/``features`` order; ``load(row)``
-    returns that image as stored (uint8 RGB or gray), or None if it cannot be read.
+    returns that image as stored (uint8 RGB or gray), or None if it cannot be read. ``pred`` and
+    ``true`` are padded instance arrays (docs/contracts.md, "Instances"). ``score_thresh``: the
+    model's reporting threshold (the report's frames and the per-image records show the detections
+    from it); ``scored``: the class indices the labels define (None = all; see :meth:`scored_classes`);
+    ``names``: per row, the image's file name (None = unknown: records name the row).
     """
 
     name: str                                  # "sim" / "real"
@@ -25,9 +29,20 @@ class DomainEval:
     true: dict[str, np.ndarray]                # targets, ORIGINAL pixels
     load: Callable[[int], Optional[np.ndarray]]
     tasks: Sequence[str] = ALL_TASKS
+    score_thresh: float = 0.3
+    scored: Optional[Sequence[int]] = None
+    names: Optional[Sequence[str]] = None
 
     def __len__(self) -> int:
         return len(self.features)
+
+    def scored_classes(self, classes: Sequence[str]) -> list[int]:
+        """The class indices the labels define: ``scored`` when given, else those with a per-class
+        ``ap50/<class>`` metric (only a scored class has one), else every class."""
+        if self.scored is not None:
+            return sorted(int(c) for c in self.scored)
+        found = [i for i, c in enumerate(classes) if f"ap50/{c}" in self.metrics]
+        return found or list(range(len(classes)))
 
 
 def subset_rows(n: int, max_images: Optional[int]) -> np.ndarray:

@@ -7,8 +7,12 @@ Task metrics (from evaluating one model on a sim and on a real set):
 - lower-is-better metrics (``center_err_px_median``, ``loss/<name>``, ``rmse`` ...):
   ``gap/<m> = real/<m> - sim/<m>``.
 
-The direction is read from the metric name's tokens (``HIGHER_TOKENS`` / ``LOWER_TOKENS``; an
-error token wins, e.g. ``iou_err`` is lower-is-better); pass ``directions`` for anything else.
+The direction of the standard metric set comes from ``sim2real.eval.metrics.METRIC_GOAL`` (``ap``,
+``ap50``, ``ap75``, ``ar`` higher; ``ece``, ``fp_per_image``, ``dup_per_image`` lower ...), and a
+per-class key ``<metric>/<class>`` (``ap50/cube``) takes its metric's direction, whatever the class
+is called. Other names are read from their tokens (``HIGHER_TOKENS`` / ``LOWER_TOKENS``; an error
+token wins, e.g. ``iou_err`` is lower-is-better; ``loss/<part>`` is a loss); pass ``directions``
+for anything else.
 
 Feature-space distances between the sim and real embeddings (>= 0, larger = further apart):
 ``gap/feat_mmd``, ``gap/feat_coral``, ``gap/feat_frechet``, ``gap/feat_pad`` (see
@@ -38,7 +42,16 @@ def _strip(name: str) -> str:
 
 def metric_direction(name: str) -> str | None:
     """``"higher"`` / ``"lower"`` is better for a metric name, or None when the name does not say."""
-    tokens = set(re.split(r"[^a-z0-9]+", _strip(name).lower()))
+    from sim2real.eval.metrics import METRIC_GOAL  # numpy only
+
+    name = _strip(name)
+    head = name.split("/", 1)[0]
+    for key in (name, head):  # "ap50" and the per-class "ap50/<class>"
+        if key in METRIC_GOAL:
+            return "higher" if METRIC_GOAL[key] == "max" else "lower"
+    if head == "loss":
+        return "lower"
+    tokens = set(re.split(r"[^a-z0-9]+", name.lower()))
     if tokens & LOWER_TOKENS:
         return "lower"
     if tokens & HIGHER_TOKENS:

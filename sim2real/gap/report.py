@@ -1,7 +1,9 @@
 """A self-contained local report of a run: ``<run_dir>/report.html`` + ``<run_dir>/report/*.png``.
 
 Built from the run folder's ``metrics.jsonl`` / ``summary.json`` and, when given, feature arrays,
-confusion matrices, localization errors and frames with predictions. The HTML embeds every plot
+confusion matrices, localization errors, frames with predictions (any number of instances), a
+per-class AP table, precision-recall curves per class and the reliability diagram of the detection
+scores. The HTML embeds every plot
 as base64 PNG, so the single file can be mailed or attached to an issue; the PNG files are also
 kept and handed to the W&B sink through ``logger.log_media``.
 
@@ -54,7 +56,9 @@ def _plt():
 def _fmt(v: Any) -> str:
     num = finite_number(v)
     if num is None:
-        return "—" if v is None else html.escape(str(v))
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "—"
+        return html.escape(str(v))
     return f"{num:.4g}"
 
 
@@ -98,6 +102,12 @@ def _latest_values(records: list[dict], summary: dict) -> dict[str, Any]:
     return latest
 
 
+def _per_class_key(name: str) -> bool:
+    """``ap/<class>``, ``ap50/<class>`` (per-class metrics of ``sim2real.eval.detection``)."""
+    head, _, rest = name.partition("/")
+    return bool(rest) and head in ("ap", "ap50", "ap75", "ar")
+
+
 def _table_rows(values: dict[str, Any], feature_gaps: dict[str, float]) -> list[dict[str, Any]]:
     from sim2real.gap.naming import FEATURE_PREFIX, gap_metrics
 
@@ -110,6 +120,8 @@ def _table_rows(values: dict[str, Any], feature_gaps: dict[str, float]) -> list[
         computed = gap_metrics(sim, real)
     rows = []
     for name in sorted(set(sim) | set(real)):
+        if _per_class_key(name):  # ap50/<class>: the per-class table's
+            continue
         if finite_number(sim.get(name)) is None and finite_number(real.get(name)) is None:
             continue
         gap = values.get(f"gap/{name}", computed.get(f"gap/{name}"))
@@ -150,7 +162,9 @@ def _panel_priority(name: str) -> tuple[int, str]:
     # Task metrics (which carry sim/real/gap curves) first, then losses, then bookkeeping such as
     # timings, so a crowded run still shows what matters within max_panels.
     lname = name.lower()
-    if any(t in lname for t in ("acc", "center_err", "iou", "pck", "feat_")):
+    if _per_class_key(lname):
+        return (4, name)
+    if lname in ("ap", "ap50", "ap75", "ar") or any(t in lname for t in ("acc", "center_err", "iou", "pck", "feat_")):
         return (0, name)
     if "loss" in lname:
         return (1, name)
@@ -305,31 +319,66 @@ def _keypoints(kp: Any) -> np.ndarray:
     return arr
 
 
-def _draw(ax, pred: Mapping | None, label: Mapping | None) -> None:
+def _draw_one(ax, pred: Mapping | None, label: Mapping | None, tag: bool = False) -> None:
+    """One instance: ``label`` a COCO-style annotation (``bbox`` xywh, ``center_px``, ``keypoints``)
+    or a ground-truth record (``box`` xyxy, ``center``, ``keypoints`` [[u, v, vis]]), green;
+    ``pred`` a predict-record instance (``box`` xyxy, ``center``, ``keypoints``, ``class``, ``score``), red.
+    ``tag``: write class (and score) at the box's corner."""
     from matplotlib.patches import Rectangle
 
     if label:
+        ignored = bool(label.get("ignore"))
+        style = dict(fill=False, edgecolor="lime", lw=1.2, linestyle=":" if ignored else "-")
+        box = None
         if "bbox" in label:  # COCO [x, y, w, h]
             x, y, w, h = label["bbox"]
-            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="lime", lw=1.2))
-        if "center_px" in label:
-            ax.plot(*label["center_px"], "+", color="lime", ms=9, mew=1.5)
-        if "keypoints" in label:
+            box = (x, y, x + w, y + h)
+        elif "box" in label:
+            box = tuple(label["box"])
+        if box is not None:
+            ax.add_patch(Rectangle((box[0] - 0.5, box[1] - 0.5), box[2] - box[0], box[3] - box[1], **style))
+        center = label.get("center_px", label.get("center"))
+        if center is not None:
+            ax.plot(*center, "+", color="lime", ms=9, mew=1.5)
+        if label.get("keypoints") is not None and len(label["keypoints"]):
             kp = _keypoints(label["keypoints"])
             vis = kp[:, 2] > 0 if kp.shape[1] > 2 else np.ones(len(kp), bool)
             ax.scatter(kp[vis, 0], kp[vis, 1], s=9, facecolors="none", edgecolors="lime")
+        if tag and box is not None and (label.get("class_name") or label.get("class")):
+            ax.text(box[0], box[3], str(label.get("class_name", label.get("class"))), color="lime", fontsize=6,
+                    va="top", ha="left")
     if pred:
         if "box" in pred:  # xyxy
             x0, y0, x1, y1 = pred["box"]
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", lw=1.2))
+            if tag and "class" in pred:
+                score = finite_number(pred.get("score"))
+                ax.text(x0, y0, f"{pred['class']}" + (f" {score:.2f}" if score is not None else ""), color="white",
+                        fontsize=6, va="bottom", ha="left", bbox=dict(facecolor="red", alpha=0.6, pad=0.5, lw=0))
         if "center" in pred:
             ax.plot(*pred["center"], "x", color="red", ms=8, mew=1.5)
-        if "keypoints" in pred:
+        if pred.get("keypoints") is not None and len(pred["keypoints"]):
             kp = _keypoints(pred["keypoints"])
             ax.scatter(kp[:, 0], kp[:, 1], s=7, color="red")
 
 
+def _draw(ax, pred: Mapping | None, label: Mapping | None) -> None:
+    """Every instance of a frame: ``{"instances": [...]}`` dicts (every predicted / labelled object,
+    tagged with class and score) or one single-object dict each."""
+    multi = bool((pred and "instances" in pred) or (label and "instances" in label))
+    labels = (label or {}).get("instances", []) if label and "instances" in label else ([label] if label else [])
+    preds = (pred or {}).get("instances", []) if pred and "instances" in pred else ([pred] if pred else [])
+    for lab in labels:
+        _draw_one(ax, None, lab, tag=multi)
+    for p in preds:
+        _draw_one(ax, p, None, tag=multi)
+
+
 def _frame_title(pred: Mapping | None, label: Mapping | None) -> str:
+    if (pred and "instances" in pred) or (label and "instances" in label):
+        n_pred = len((pred or {}).get("instances", []))
+        n_true = len((label or {}).get("instances", []))
+        return f"{n_pred} pred | {n_true} true"
     parts = []
     if pred and "class" in pred:
         score = finite_number(pred.get("score"))
@@ -362,7 +411,64 @@ def _plot_frames(frames: Mapping[str, Sequence[tuple]], path: Path, max_per_doma
             ax.set_xlim(-0.5, arr.shape[1] - 0.5)
             ax.set_ylim(arr.shape[0] - 0.5, -0.5)
             ax.set_title(f"{domain} #{c}  {_frame_title(pred, label)}", fontsize=8)
-    fig.suptitle("predictions (red) vs labels (green)", fontsize=10)
+    fig.suptitle("predictions (red: class score, from the model's score threshold) vs labels (green; dotted = "
+                 "ignored)", fontsize=10)
+    return _save(fig, path)
+
+
+def _plot_pr(curves: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], path: Path) -> bytes:
+    """One panel per domain: precision vs recall at IoU 0.5, a line per class (``detection.pr_curves``)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.8), squeeze=False, layout="constrained")
+    for ax, (domain, per_class) in zip(axes.flat, curves.items()):
+        drawn = 0
+        for name, c in per_class.items():
+            r, p = np.asarray(c.get("recall", []), np.float64), np.asarray(c.get("precision", []), np.float64)
+            if not r.size:
+                continue
+            p = np.where(p < 0, np.nan, p)  # COCOeval: -1 = undefined (recall not reached)
+            ax.plot(r, p, label=name, lw=1.4)
+            drawn += 1
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title(f"{domain}: precision-recall at IoU 0.5", fontsize=10)
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no labelled instance", ha="center", va="center", transform=ax.transAxes)
+    return _save(fig, path)
+
+
+def _plot_reliability(tables: Mapping[str, Mapping[str, Any]], path: Path) -> bytes:
+    """One panel per domain: accuracy (fraction of true positives) vs mean score per score bin
+    (``detection.reliability``), the diagonal = perfect calibration, with the ECE in the title."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.4 * len(tables), 3.8), squeeze=False, layout="constrained")
+    for ax, (domain, t) in zip(axes.flat, tables.items()):
+        edges = np.asarray(t["bin_edges"], np.float64)
+        acc = np.asarray(t["accuracy"], np.float64)
+        conf = np.asarray(t["confidence"], np.float64)
+        count = np.asarray(t["count"], np.float64)
+        width = np.diff(edges)
+        ax.bar(edges[:-1], np.nan_to_num(acc), width=width, align="edge", edgecolor="black", alpha=0.7,
+               color=_DOMAIN_COLORS.get(domain, "tab:blue"), label="fraction correct")
+        used = count > 0
+        ax.plot(conf[used], acc[used], "o", color="black", ms=3, label="mean score")
+        ax.plot([0, 1], [0, 1], "--", color="gray", lw=1)
+        for x, w, n in zip(edges[:-1], width, count):
+            if n:
+                ax.text(x + w / 2, 0.02, f"{int(n)}", ha="center", va="bottom", fontsize=6, rotation=90)
+        ece = finite_number(t.get("ece"))
+        ax.set_title(f"{domain}: reliability of detection scores" + (f" (ECE {ece:.3f})" if ece is not None else ""),
+                     fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("detection score")
+        ax.set_ylabel("fraction true positive (IoU 0.5)")
+        ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
 
@@ -372,11 +478,35 @@ def _plot_frames(frames: Mapping[str, Sequence[tuple]], path: Path, max_per_doma
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f2f2f2}td:first-child{text-align:left}img{max-width:100%;margin:0.5em 0}
-.note{color:#666;font-size:0.9em}"""
+.note{color:#666;font-size:0.9em}td.nl{color:#999;text-align:center}"""
+
+
+def _per_class_html(per_class: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The per-class table: a row per class, AP50 and AP per domain; a class a domain's labels do
+    not define reads "not labelled"."""
+    domains = list(per_class)
+    classes: list[str] = []
+    for d in domains:
+        classes += [c for c in per_class[d] if c not in classes]
+    head = "".join(f"<th>{html.escape(d)} {m}</th>" for d in domains for m in ("AP50", "AP"))
+    out = ["<h2>Per class</h2>", f"<table class='per-class'><tr><th>class</th>{head}</tr>"]
+    for c in classes:
+        cells = []
+        for d in domains:
+            v = per_class[d].get(c)
+            if v is None:
+                cells.append("<td colspan='2' class='nl'>not labelled</td>")
+            else:
+                cells.append(f"<td>{_fmt(v.get('ap50'))}</td><td>{_fmt(v.get('ap'))}</td>")
+        out.append(f"<tr><td>{html.escape(c)}</td>{''.join(cells)}</tr>")
+    out.append("</table><p class='note'>COCO box AP per class: AP50 at IoU 0.5, AP averaged over IoU "
+               "0.5:0.95; — = no labelled instance of the class in the scored images.</p>")
+    return out
 
 
 def _html(title: str, method: str, rows: list[dict], images: dict[str, bytes],
-          notes: Mapping[str, Sequence[str]] | None = None) -> str:
+          notes: Mapping[str, Sequence[str]] | None = None,
+          per_class: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     table = ["<table><tr><th>metric</th><th>sim</th><th>real</th><th>gap (+ = real worse)</th></tr>"]
     for row in rows:
         table.append(f"<tr><td>{html.escape(row['metric'])}</td><td>{_fmt(row['sim'])}</td>"
@@ -387,6 +517,8 @@ def _html(title: str, method: str, rows: list[dict], images: dict[str, bytes],
              f"<p>method: <b>{html.escape(method)}</b></p>", "<h2>Sim vs real</h2>", *table,
              "<p class='note'>gap/&lt;metric&gt; = sim − real for accuracy/IoU/PCK, real − sim for errors "
              "and losses; feature rows are distances between sim and real embeddings (0 = same).</p>"]
+    if per_class:
+        parts += _per_class_html(per_class)
     for heading, lines in (notes or {}).items():
         parts.append(f"<h2>{html.escape(heading)}</h2><ul>"
                      + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
@@ -406,7 +538,10 @@ def write_report(run_dir: str | Path, *, title: str | None = None, method: str |
                  frames: Mapping[str, Sequence[tuple]] | None = None,
                  logger: Any = None, seed: int = 0, max_points: int = 300, max_frames: int = 6,
                  compute_feature_gaps: bool = True,
-                 notes: Mapping[str, Sequence[str]] | None = None) -> Report:
+                 notes: Mapping[str, Sequence[str]] | None = None,
+                 per_class: Mapping[str, Mapping[str, Any]] | None = None,
+                 pr_curves: Mapping[str, Mapping[str, Any]] | None = None,
+                 reliability: Mapping[str, Mapping[str, Any]] | None = None) -> Report:
     """Write ``<run_dir>/report.html`` and ``<run_dir>/report/*.png``; returns what was written.
 
     - ``features``: ``{"before": (sim (N, D), real (M, D)), "after": (...)}`` (any stage names;
@@ -420,6 +555,10 @@ def write_report(run_dir: str | Path, *, title: str | None = None, method: str |
       ``score``), ``label`` a COCO annotation (``bbox`` xywh, ``center_px``, ``keypoints``); both
       in the image's pixels, either may be None.
     - ``notes``: ``{heading: [line, ...]}`` plain-text sections shown after the table.
+    - ``per_class``: ``{"sim": {class: {"ap": v, "ap50": v} | None}, "real": ...}``: the per-class
+      table (None = the domain's labels do not define the class: "not labelled").
+    - ``pr_curves``: ``{"sim": detection.pr_curves(...), ...}``: precision-recall per class at IoU 0.5.
+    - ``reliability``: ``{"sim": detection.reliability(...) + {"ece": v}, ...}``: reliability diagram.
     - ``logger``: a RunLogger; every PNG is sent with ``log_media("report/<name>", png)`` and the HTML
       with kind ``"html"``.
     """
@@ -457,11 +596,15 @@ def write_report(run_dir: str | Path, *, title: str | None = None, method: str |
         add("confusion", _plot_confusion(confusion, classes, out_dir / "confusion.png"))
     if loc_errors:
         add("localization_errors", _plot_errors(loc_errors, out_dir / "localization_errors.png"))
+    if pr_curves:
+        add("precision_recall", _plot_pr(pr_curves, out_dir / "precision_recall.png"))
+    if reliability:
+        add("reliability", _plot_reliability(reliability, out_dir / "reliability.png"))
     if frames and any(frames.values()):
         add("frames", _plot_frames(frames, out_dir / "frames.png", max_frames))
 
     html_path = atomic_write_text(run_dir / "report.html", _html(title or f"sim2real report: {run_dir.name}",
-                                                                 method, rows, images, notes))
+                                                                 method, rows, images, notes, per_class))
     if logger is not None:
         for name, path in paths.items():
             logger.log_media(f"report/{name}", path, kind="image")

@@ -7,13 +7,19 @@ The pieces are shared by every stage that reports a gap:
   :class:`~sim2real.eval.DomainEval` from its validation pass with :func:`domain_from_validation`;
 - :func:`gap_record`: ``sim/<m>``, ``real/<m>``, ``gap/<m>`` (positive = real worse) and
   ``gap/feat_*`` (feature distances) as one flat, loggable record;
-- :func:`write_gap_report`: ``report.html`` + PNGs (frames with predictions, t-SNE of sim vs real
-  features, confusion matrices, localization error histograms), also sent to W&B via the logger;
+- :func:`write_gap_report`: ``report.html`` + PNGs (frames with every predicted and labelled
+  instance, t-SNE of sim vs real features, confusion matrices, localization error histograms of
+  the matched instances, precision-recall curves per class, the detection-score reliability
+  diagram) and the per-class AP table, also sent to W&B via the logger;
+- :func:`image_records` / :func:`write_image_records`: one JSON record per image with every
+  predicted instance from the model's score threshold and every ground-truth instance
+  (``predictions_<domain>.jsonl``);
 - :func:`run_gap`: all of it for ``sim2real gap`` (config :class:`GapConfig`).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,28 +29,35 @@ import numpy as np
 
 from sim2real.config import ConfigError, choice, rng, to_dict
 from sim2real.eval.domain import DomainEval, subset_rows
+from sim2real.eval.instances import select
 from sim2real.eval.metrics import METRIC_NAMES, task_metrics
+from sim2real.eval.records import prediction_record, rounded
 from sim2real.gap.naming import FEATURE_PREFIX, sim_real_record
 from sim2real.gap.tracker import FeatureGapTracker, GapTrackingConfig
 from sim2real.tracking import TrackingConfig
 
 TABLE_ORDER = METRIC_NAMES + ("loss",)
+PER_CLASS_METRICS = ("ap", "ap50")        # per-class keys ``<metric>/<class>`` of perception_metrics
+MATCH_IOU = 0.5                           # as the metrics' matching (sim2real.eval.detection)
 
 
 # --------------------------------------------------------------------------- evaluation
 
 
 def domain_from_validation(name: str, metrics: dict, collected: Mapping[str, np.ndarray], pool,
-                           tasks: Sequence[str]) -> DomainEval:
-    """A :class:`DomainEval` from the trainer's ``validate(..., collect=...)`` pass over ``pool``."""
+                           tasks: Sequence[str], score_thresh: float = 0.3) -> DomainEval:
+    """A :class:`DomainEval` from the trainer's ``validate(..., collect=...)`` pass over ``pool``
+    (``score_thresh``: the model's reporting threshold, ``model.head.score_thresh``)."""
     index = np.asarray(collected["index"], np.int64)
+    d_of, i_of = pool.locate(index)
+    names = [pool.datasets[int(d)].file_names[int(i)] for d, i in zip(d_of, i_of)]
 
     def load(row: int) -> Optional[np.ndarray]:
-        d, i = pool.locate(index[row:row + 1])
-        return pool.datasets[int(d[0])].load(int(i[0]))
+        return pool.datasets[int(d_of[row])].load(int(i_of[row]))
 
     return DomainEval(name, metrics, np.asarray(collected["embed"], np.float32), dict(collected["pred"]),
-                      pool.original_targets(index), load, tuple(tasks))
+                      pool.original_targets(index), load, tuple(tasks), score_thresh=float(score_thresh),
+                      scored=list(pool.scored_classes), names=names)
 
 
 # --------------------------------------------------------------------------- records
@@ -67,72 +80,190 @@ def gap_record(sim: DomainEval | Mapping[str, Any], real: DomainEval | Mapping[s
     return record
 
 
-def per_image_errors(dom: DomainEval) -> dict[str, np.ndarray]:
-    """Per-image localization errors in ORIGINAL pixels: centre distance, mean distance of the
-    visible keypoints, and box IoU (for the report's histograms)."""
+def _scored_arrays(dom: DomainEval, classes: Sequence[str]) -> tuple[dict, dict]:
+    """``dom.pred`` / ``dom.true`` with every instance of a class the labels do not define emptied."""
+    keep = np.asarray(dom.scored_classes(classes), np.int64)
+    pred = dict(dom.pred, label=np.where(np.isin(dom.pred["label"], keep), dom.pred["label"], -1))
+    true = dict(dom.true, label=np.where(np.isin(dom.true["label"], keep), dom.true["label"], -1))
+    return pred, true
+
+
+def match_instances(dom: DomainEval, classes: Sequence[str]) -> np.ndarray:
+    """``(N, P)`` ground-truth slot of each prediction (-1 = unmatched), as the matched-instance
+    metrics match (``sim2real.eval.detection``): the predictions of scored classes with a score
+    from ``dom.score_thresh``, in descending score order, each take the free, not ignored
+    ground-truth instance (any class) of highest box IoU >= 0.5 (without boxes: the nearest centre
+    within half the true box diagonal)."""
+    pred, true = _scored_arrays(dom, classes)
+    p_label, t_label = np.asarray(pred["label"]), np.asarray(true["label"])
+    score = np.asarray(pred["score"], np.float64)
+    ignore = np.asarray(true.get("ignore", np.zeros(t_label.shape, bool)), bool)
+    tb = np.asarray(true["box"], np.float64)
+    match = np.full(p_label.shape, -1, np.int64)
+    use_box = "box" in dom.tasks and "box" in pred
+    for i in range(len(p_label)):
+        act = np.flatnonzero((p_label[i] >= 0) & (score[i] >= dom.score_thresh))
+        gts = np.flatnonzero((t_label[i] >= 0) & ~ignore[i])
+        if not len(act) or not len(gts):
+            continue
+        act = act[np.argsort(-score[i, act], kind="stable")]
+        if use_box:
+            from sim2real.eval.metrics import box_iou
+
+            pb = np.asarray(pred["box"][i], np.float64)[act]
+            q = np.stack([box_iou(pb, np.repeat(tb[i, g][None], len(act), 0)) for g in gts], 1)   # (a, g)
+            ok = q >= MATCH_IOU
+        else:
+            pc, tc = np.asarray(pred["center"][i], np.float64)[act], np.asarray(true["center"][i], np.float64)[gts]
+            dist = np.linalg.norm(pc[:, None] - tc[None], axis=-1)
+            half = 0.5 * np.hypot(tb[i, gts, 2] - tb[i, gts, 0], tb[i, gts, 3] - tb[i, gts, 1])
+            q, ok = -dist, dist <= half[None]
+        free = np.ones(len(gts), bool)
+        for a, j in enumerate(act):
+            cand = ok[a] & free
+            if cand.any():
+                g = int(np.argmax(np.where(cand, q[a], -np.inf)))
+                match[i, j], free[g] = gts[g], False
+    return match
+
+
+def per_image_errors(dom: DomainEval, classes: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
+    """Localization errors of the matched instances (:func:`match_instances`) in ORIGINAL pixels,
+    one value per matched pair: centre distance, mean distance of the visible keypoints, and box
+    IoU (for the report's histograms)."""
     from sim2real.eval.metrics import box_iou, center_errors
 
     out: dict[str, np.ndarray] = {}
     p, t = dom.pred, dom.true
+    if not p or "label" not in p or not len(p["label"]):
+        return out
+    classes = list(classes) if classes is not None else [str(c) for c in range(int(max(
+        np.max(p["label"], initial=-1), np.max(t["label"], initial=-1))) + 1)]
+    match = match_instances(dom, classes)
+    ii, jj = np.nonzero(match >= 0)
+    gg = match[ii, jj]
     if "center" in dom.tasks and "center" in p:
-        out["center_err_px"] = center_errors(p["center"], t["center"])
-    if "keypoints" in dom.tasks and "keypoints" in p and p["keypoints"].size and t["keypoints"].size:
-        dist = np.linalg.norm(np.asarray(p["keypoints"], np.float64) - t["keypoints"], axis=-1)
-        vis = np.asarray(t["kp_vis"]) == 2
+        out["center_err_px"] = center_errors(np.asarray(p["center"])[ii, jj], np.asarray(t["center"])[ii, gg])
+    kp = np.asarray(p.get("keypoints", np.zeros((0,))))
+    if "keypoints" in dom.tasks and kp.ndim == 4 and kp.shape[2] and np.asarray(t["keypoints"]).shape[2:3] == kp.shape[2:3]:
+        dist = np.linalg.norm(kp[ii, jj].astype(np.float64) - np.asarray(t["keypoints"], np.float64)[ii, gg], axis=-1)
+        vis = np.asarray(t["kp_vis"])[ii, gg] == 2
         with np.errstate(invalid="ignore"):
             per = np.where(vis.any(1), (dist * vis).sum(1) / np.maximum(vis.sum(1), 1), np.nan)
         out["keypoint_err_px"] = per[np.isfinite(per)]
     if "box" in dom.tasks and "box" in p:
-        out["box_iou"] = box_iou(p["box"], t["box"])
+        out["box_iou"] = box_iou(np.asarray(p["box"])[ii, jj], np.asarray(t["box"])[ii, gg])
     return out
 
 
-def _round(v: float, nd: int = 2) -> float:
-    return round(float(v), nd)
+def _class_name(classes: Sequence[str], c: int) -> str:
+    return classes[c] if 0 <= c < len(classes) else str(c)
+
+
+def true_instances(dom: DomainEval, row: int, classes: Sequence[str]) -> list[dict]:
+    """Image ``row``'s ground-truth instances: ``{"class", "class_id", "box": [x0, y0, x1, y1],
+    "center": [u, v], "keypoints": [[u, v, vis], ...], "ignore": bool}`` (ORIGINAL pixels)."""
+    t = dom.true
+    label = np.asarray(t["label"][row])
+    kps = np.asarray(t["keypoints"][row]) if "keypoints" in t else np.zeros((len(label), 0, 2))
+    vis = np.asarray(t["kp_vis"][row]) if "kp_vis" in t else np.zeros(kps.shape[:2])
+    ignore = np.asarray(t["ignore"][row]) if "ignore" in t else np.zeros(len(label), bool)
+    out = []
+    for j in np.flatnonzero(label >= 0):
+        out.append({"class": _class_name(classes, int(label[j])), "class_id": int(label[j]),
+                    "box": [rounded(v) for v in t["box"][row][j]], "center": [rounded(v) for v in t["center"][row][j]],
+                    "keypoints": [[rounded(u), rounded(v), int(s)] for (u, v), s in zip(kps[j], vis[j])],
+                    "ignore": bool(ignore[j])})
+    return out
+
+
+def image_records(dom: DomainEval, classes: Sequence[str]) -> list[dict]:
+    """One record per evaluated image: ``{"image": file name (or "row": index), "instances": [the
+    predict record's instances from dom.score_thresh, best first], "ground_truth": [...]}``
+    (:func:`sim2real.eval.records.prediction_record`, :func:`true_instances`; ORIGINAL pixels)."""
+    recs = []
+    for row in range(len(dom.pred.get("label", ()))):
+        where = {"image": dom.names[row]} if dom.names is not None else {"row": row}
+        rec = prediction_record(select(dom.pred, row, dom.score_thresh), classes, **where)
+        rec["ground_truth"] = true_instances(dom, row, classes)
+        recs.append(rec)
+    return recs
+
+
+def write_image_records(path: str | Path, dom: DomainEval, classes: Sequence[str]) -> Path:
+    """:func:`image_records` as JSONL (one image a line) at ``path``."""
+    from sim2real.io import atomic_write_text
+
+    return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in image_records(dom, classes)))
 
 
 def frame_items(dom: DomainEval, classes: Sequence[str], n: int = 6) -> list[tuple]:
-    """Up to ``n`` evenly spaced ``(image, prediction, label)`` triples for the report's frame grid
-    (predictions limited to the trained tasks, all in the image's own pixels)."""
+    """Up to ``n`` evenly spaced ``(image, prediction, label)`` triples for the report's frame grid:
+    ``prediction`` = ``{"instances": [...]}`` with every predicted instance from the model's score
+    threshold (class, score, box, centre, keypoints, limited to the trained tasks), ``label`` =
+    ``{"instances": [...]}`` with every ground-truth instance; all in the image's own pixels."""
     items = []
     for row in subset_rows(len(dom), n):
         img = dom.load(int(row))
         if img is None:
             continue
-        label_id = int(dom.pred["label"][row])
-        pred: dict[str, Any] = {"class": classes[label_id] if label_id < len(classes) else str(label_id),
-                                "score": float(dom.pred["score"][row]) if "score" in dom.pred else None}
-        if "center" in dom.tasks:
-            pred["center"] = [_round(v) for v in dom.pred["center"][row]]
-        if "box" in dom.tasks:
-            pred["box"] = [_round(v) for v in dom.pred["box"][row]]
-        if "keypoints" in dom.tasks and dom.pred["keypoints"].size:
-            pred["keypoints"] = [[_round(u), _round(v), 1.0] for u, v in dom.pred["keypoints"][row]]
-        x0, y0, x1, y1 = (float(v) for v in dom.true["box"][row])
-        true_id = int(dom.true["label"][row])
-        label = {"class_name": classes[true_id] if true_id < len(classes) else str(true_id),
-                 "bbox": [x0, y0, x1 - x0, y1 - y0], "center_px": [float(v) for v in dom.true["center"][row]]}
-        if dom.true["keypoints"].size:
-            label["keypoints"] = [[float(u), float(v), float(s)] for (u, v), s in
-                                  zip(dom.true["keypoints"][row], dom.true["kp_vis"][row])]
-        items.append((img, pred, label))
+        rec = prediction_record(select(dom.pred, int(row), dom.score_thresh), classes)
+        for inst in rec["instances"]:
+            for task in ("center", "box", "keypoints"):
+                if task not in dom.tasks:
+                    inst.pop(task, None)
+        items.append((img, {"instances": rec["instances"]}, {"instances": true_instances(dom, int(row), classes)}))
     return items
+
+
+def per_class_table(domains: Sequence[DomainEval], classes: Sequence[str]) -> dict[str, dict[str, Optional[dict]]]:
+    """``{domain: {class: {"ap": v, "ap50": v} | None}}``: None = the domain's labels do not define
+    the class ("not labelled"); a value is None where it is undefined (no instance of it)."""
+    out: dict[str, dict[str, Optional[dict]]] = {}
+    for d in domains:
+        scored = set(d.scored_classes(classes))
+        out[d.name] = {c: ({m: d.metrics.get(f"{m}/{c}") for m in PER_CLASS_METRICS} if k in scored else None)
+                       for k, c in enumerate(classes)}
+    return out
+
+
+def pr_curves_of(domains: Sequence[DomainEval], classes: Sequence[str]) -> dict[str, dict]:
+    """``{domain: detection.pr_curves(...)}`` (IoU 0.5, per scored class) of the domains with boxes."""
+    from sim2real.eval.detection import pr_curves
+
+    return {d.name: pr_curves(d.pred, d.true, classes, d.scored_classes(classes)) for d in domains
+            if "box" in d.tasks and "box" in d.pred and len(d.pred["label"])}
+
+
+def reliability_of(domains: Sequence[DomainEval], classes: Sequence[str]) -> dict[str, dict]:
+    """``{domain: detection.reliability(...) + {"ece": metrics' ece}}`` of the detection scores."""
+    from sim2real.eval.detection import reliability
+
+    out = {}
+    for d in domains:
+        if "label" in d.pred and len(d.pred["label"]):
+            table = reliability({k: v for k, v in d.pred.items() if k != "box" or "box" in d.tasks}, d.true,
+                                d.scored_classes(classes))
+            out[d.name] = {**table, "ece": d.metrics.get("ece")}
+    return out
 
 
 def write_gap_report(run_dir: str | Path, domains: Sequence[DomainEval], *, classes: Sequence[str],
                      features: Mapping[str, tuple[Any, Any]] | None = None, method: str | None = None,
                      title: str | None = None, logger: Any = None, seed: int = 0, num_frames: int = 6,
                      notes: Mapping[str, Sequence[str]] | None = None):
-    """``write_report`` with everything a :class:`DomainEval` list offers: frames with predictions,
-    confusion matrices (classification trained), localization error histograms and, with
-    ``features`` (``{"first epoch": (sim, real), "last epoch": ...}``), a t-SNE per stage;
+    """``write_report`` with everything a :class:`DomainEval` list offers: frames with every
+    predicted and labelled instance, the per-class AP / AP50 table, precision-recall curves per
+    class (IoU 0.5), the reliability diagram of the detection scores (with the ECE), confusion
+    matrices of the matched instances (classification trained), localization error histograms and,
+    with ``features`` (``{"first epoch": (sim, real), "last epoch": ...}``), a t-SNE per stage;
     ``notes``: ``{heading: [lines]}`` sections of plain text (e.g. which real frames were used)."""
     from sim2real.gap.report import write_report
 
     domains = [d for d in domains if d is not None and len(d)]
     tasks = set().union(*(d.tasks for d in domains)) if domains else set()
     confusion = {d.name: d.metrics["confusion"] for d in domains if "confusion" in d.metrics} if "cls" in tasks else {}
-    loc = {d.name: errs for d in domains if (errs := per_image_errors(d))}
+    loc = {d.name: errs for d in domains if (errs := per_image_errors(d, classes))}
     frames = {d.name: frame_items(d, classes, num_frames) for d in domains} if num_frames > 0 else {}
     # With one feature stage the run's own (final) gap/feat_* values are the table's feature rows;
     # with several, write_report adds one row per stage (before vs after at a glance).
@@ -140,23 +271,33 @@ def write_gap_report(run_dir: str | Path, domains: Sequence[DomainEval], *, clas
     return write_report(run_dir, title=title, method=method, features=features or None,
                         confusion=confusion or None, classes=classes, loc_errors=loc or None,
                         frames=frames or None, logger=logger, seed=seed, compute_feature_gaps=several,
-                        notes=notes)
+                        notes=notes, per_class=per_class_table(domains, classes) if domains else None,
+                        pr_curves=pr_curves_of(domains, classes) or None,
+                        reliability=reliability_of(domains, classes) or None)
+
+
+def _is_per_class(name: str) -> bool:
+    return name.partition("/")[0] in PER_CLASS_METRICS and "/" in name
 
 
 def gap_table(record: Mapping[str, Any]) -> str:
-    """A short fixed-width table: metric, sim, real, gap (+ = real worse), then feature distances."""
+    """A short fixed-width table: metric, sim, real, gap (+ = real worse), then per class (``ap50/<class>``,
+    ``ap/<class>``; "not labelled" where the real labels do not define the class), then feature distances."""
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
     names = [k[4:] for k in record if k.startswith("sim/")]
-    names = [m for m in TABLE_ORDER if m in names] + sorted(m for m in names if m not in TABLE_ORDER)
-    lines = [f"{'metric':<24} {'sim':>10} {'real':>10} {'gap (+ = real worse)':>21}"]
-    for m in names:
-        lines.append(f"{m:<24} {fmt(record.get('sim/' + m)):>10} {fmt(record.get('real/' + m)):>10} "
-                     f"{fmt(record.get('gap/' + m)):>21}")
+    overall = [m for m in TABLE_ORDER if m in names] + sorted(m for m in names if m not in TABLE_ORDER
+                                                              and not _is_per_class(m))
+    per_class = sorted((m for m in names if _is_per_class(m)), key=lambda m: (m.partition("/")[2], m))
+    lines = [f"{'metric':<24} {'sim':>10} {'real':>12} {'gap (+ = real worse)':>21}"]
+    for m in overall + per_class:
+        real = record.get("real/" + m)
+        real_s = "not labelled" if real is None and _is_per_class(m) else fmt(real)
+        lines.append(f"{m:<24} {fmt(record.get('sim/' + m)):>10} {real_s:>12} {fmt(record.get('gap/' + m)):>21}")
     for k in sorted(record):
         if k.startswith(FEATURE_PREFIX) and not k.endswith(("_sigma", "_n_sim", "_n_real")):
-            lines.append(f"{'feature ' + k[len(FEATURE_PREFIX):]:<24} {'':>10} {'':>10} {fmt(record[k]):>21}")
+            lines.append(f"{'feature ' + k[len(FEATURE_PREFIX):]:<24} {'':>10} {'':>12} {fmt(record[k]):>21}")
     return "\n".join(lines)
 
 
@@ -219,7 +360,8 @@ def checkpoint_method(meta: Mapping[str, Any]) -> str:
     return "sim-trained (no adaptation)" if extra.get("train_config") else "unknown"
 
 
-_RUN_FILES = ("metrics.jsonl", "summary.json", "report.html", "config.yaml", "run_info.json")
+_RUN_FILES = ("metrics.jsonl", "summary.json", "report.html", "config.yaml", "run_info.json",
+              "predictions_sim.jsonl", "predictions_real.jsonl")
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -264,6 +406,8 @@ def run_gap(cfg: GapConfig) -> GapResult:
         logger.log(record, step=0)
         counts = {f"data/{d.name}_{k}": d.metrics[k] for d in (sim, real) for k in ("n", "num_corrupt")}
         logger.summary({**record, **counts, "method": method, "checkpoint": str(cfg.checkpoint)})
+        for d in (sim, real):
+            write_image_records(out / f"predictions_{d.name}.jsonl", d, model.classes)
         report = write_gap_report(out, [sim, real], classes=model.classes, features={"model": (sim.features,
                                   real.features)}, method=method, logger=logger, seed=cfg.seed,
                                   title=f"sim2real gap: {cfg.checkpoint}", num_frames=cfg.num_frames)

@@ -117,7 +117,8 @@ class RealValTracking:
                                   collect=col)
             except ValueError as e:
                 raise ValueError(f"real_val.data {self.cfg.real_val.data}: {e}") from None
-            self.real = domain_from_validation("real", real_m, col, self.pool, self.cfg.tasks)
+            self.real = domain_from_validation("real", real_m, col, self.pool, self.cfg.tasks,
+                                               self.cfg.model.head.score_thresh)
             feats.append(self.real.features)
         if self.footage is not None:
             feats.append(self._footage_embed(model, amp))
@@ -163,7 +164,8 @@ def write_train_report(cfg: TrainConfig, run_dir: Path, classes: Sequence[str], 
     try:
         domains, features = [], None
         if val_m is not None and sim_col:
-            domains.append(domain_from_validation("sim", val_m, sim_col, val_pool, cfg.tasks))
+            domains.append(domain_from_validation("sim", val_m, sim_col, val_pool, cfg.tasks,
+                                                  cfg.model.head.score_thresh))
             if gap is not None and gap.real_feats is not None:
                 features = gap.report_features(sim_col["embed"])
                 domains.append(gap.real)

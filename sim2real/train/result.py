@@ -44,9 +44,17 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def per_class_keys(best: dict, classes: Sequence[str] | None = None) -> list[str]:
+    """The per-class ``ap50/<class>`` keys of a metrics dict, in class order (``classes``) or as found."""
+    if classes is not None:
+        return [f"ap50/{c}" for c in classes if f"ap50/{c}" in best]
+    return [k for k in best if k.startswith("ap50/")]
+
+
 def comparison_table(pre: TrainResult, scratch: TrainResult, monitor: str) -> str:
     rows = ["| metric | pretrained | scratch |", "|---|---|---|"]
-    for k in REPORT_METRICS:
+    per_class = per_class_keys(pre.best) + [k for k in per_class_keys(scratch.best) if k not in pre.best]
+    for k in REPORT_METRICS + tuple(per_class):
         if k in pre.best or k in scratch.best:
             rows.append(f"| {k} | {_fmt(pre.best.get(k))} | {_fmt(scratch.best.get(k))} |")
     rows.append(f"| best epoch | {pre.best_epoch + 1} | {scratch.best_epoch + 1} |")
@@ -76,4 +84,10 @@ def train_report(cfg: TrainConfig, r: TrainResult, classes: Sequence[str]) -> st
     for k in REPORT_METRICS:
         if k in r.best:
             lines.append(f"| {k} | {_fmt(r.best[k])} |")
+    lines += ["", "| class | validation AP50 (best epoch) | AP |", "|---|---|---|"]
+    for c in classes:
+        if f"ap50/{c}" in r.best or f"ap/{c}" in r.best:
+            lines.append(f"| {c} | {_fmt(r.best.get(f'ap50/{c}'))} | {_fmt(r.best.get(f'ap/{c}'))} |")
+        else:
+            lines.append(f"| {c} | not labelled | not labelled |")
     return "\n".join(lines) + "\n"

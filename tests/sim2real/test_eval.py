@@ -23,6 +23,7 @@ from sim2real.eval import (
     run_batches,
     task_metrics,
 )
+from sim2real.eval.instances import select
 from sim2real.models import ModelConfig, build_model, task_loss_weights
 from sim2real.models.heads import HeadConfig
 from sim2real.train.config import TrainConfig
@@ -37,14 +38,15 @@ CLASSES = ("square", "disc", "triangle")
 def world(tmp_path_factory):
     data = write_shapes_dataset(tmp_path_factory.mktemp("evaldata") / "shapes", num_images=11, size=(64, 48), seed=3)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(input_hw=[48, 64], weights="none", head=HeadConfig(type="global")), list(CLASSES))
+    model = build_model(ModelConfig(input_hw=[48, 64], weights="none", head=HeadConfig()), list(CLASSES))
     return data, model.eval()
 
 
 def test_metric_names_are_one_list():
-    assert METRIC_NAMES == ("acc", "center_err_px_median", "center_err_px_mean", "box_iou_mean", "pck@0.05")
-    assert CONTRACT_METRICS == ("acc", "center_err_px_median", "box_iou_mean", "pck@0.05")
-    assert pred_keys(["cls", "box"]) == {"label", "box"}
+    assert METRIC_NAMES == ("ap", "ap50", "ap75", "ar", "acc", "center_err_px_median", "center_err_px_mean",
+                            "box_iou_mean", "pck@0.05", "ece", "fp_per_image", "dup_per_image")
+    assert CONTRACT_METRICS == tuple(m for m in METRIC_NAMES if m != "center_err_px_mean")
+    assert pred_keys(["cls", "box"]) == {"label", "score", "box"}
     assert task_metrics({"acc": 1.0, "n": 3, "confusion": [], "loss": 0.5, "loss/cls": 0.1}) == {"acc": 1.0,
                                                                                                   "loss": 0.5}
 
@@ -52,7 +54,7 @@ def test_metric_names_are_one_list():
 def test_trainer_validation_equals_evaluate_dataset(world):
     """The trainer's validate and `sim2real evaluate` share the loop: same images, same metrics."""
     data, model = world
-    cfg = load_config(TrainConfig, None, [f"datasets=[{data}]", "batch_size=4", "model.head.type=global"])
+    cfg = load_config(TrainConfig, None, [f"datasets=[{data}]", "batch_size=4", "model.head.type=dense"])
     pool = Pool([CocoDataset(data, classes=list(CLASSES), num_keypoints=model.num_keypoints)])
     pool.set_preprocess(model.make_preprocess())
     idx = np.arange(len(pool))
@@ -83,14 +85,18 @@ def test_predict_arrays_streams_the_same_predictions(world):
             read.append(i)
             yield f"img{i}", ds.load(i)
 
-    stream = predict_arrays(model, images(), batch_size=4)
+    stream = predict_arrays(model, images(), batch_size=4, score_thresh=0.05)
     key, first = next(stream)
     assert key == "img0" and len(read) == 4  # one batch read ahead, not the whole set
     rest = list(stream)
     assert [k for k, _ in rest] == [f"img{i}" for i in range(1, len(ds))]
+    found = 0
     for i, (_, p) in enumerate([(key, first)] + rest):
-        for k in ("label", "center", "box"):
-            np.testing.assert_allclose(p[k], dom.pred[k][i], rtol=1e-5, atol=1e-4, err_msg=k)
+        want = select(dom.pred, i, 0.05)  # the scoring pass's instances from the same threshold
+        found += len(want["label"])
+        for k in ("label", "score", "center", "box", "keypoints"):
+            np.testing.assert_allclose(p[k], want[k], rtol=1e-5, atol=1e-4, err_msg=k)
+    assert found > len(ds)  # several instances per image (the untrained head scores about 0.1)
 
 
 def test_run_batches_mean_losses_and_empty_pass():

@@ -25,7 +25,7 @@ from sim2real.train.trainer import train
 pytestmark = pytest.mark.needs_data("visp_labels")
 REAL_ROOT = visp_image_root()
 CUBE_FRAMES = REAL_ROOT / "mbt" / "cube"
-TASK_KEYS = ("acc", "center_err_px_median", "box_iou_mean", "pck@0.05", "loss")
+TASK_KEYS = ("ap", "ap50", "ap75", "ar", "ece", "fp_per_image", "loss")
 FEAT_KEYS = ("gap/feat_mmd", "gap/feat_coral", "gap/feat_frechet")
 
 
@@ -47,7 +47,7 @@ def data(tmp_path_factory):
 def _cfg(tmp_path, data, run="run", **over) -> TrainConfig:
     sim, real, root = data
     base = {"datasets": f"[{sim}]", "run_dir": str(tmp_path / run), "cache_dir": str(root / "cache"),
-            "model.input_hw": "[48,64]", "model.head.type": "global", "epochs": 2, "batch_size": 8,
+            "model.input_hw": "[48,64]", "epochs": 2, "batch_size": 8,
             "progress": "false", "patience": 0, "real_val.data": str(real), "real_val.image_root": str(REAL_ROOT),
             "real_val.max_images": 8}
     base.update({k: str(v) for k, v in over.items()})
@@ -73,16 +73,17 @@ def test_train_logs_the_gap_to_offline_wandb_and_writes_the_report(tmp_path, dat
         for m in TASK_KEYS:
             assert {f"sim/{m}", f"real/{m}", f"gap/{m}"} <= set(r), m
         # Sign convention: positive = real is worse.
-        assert r["gap/acc"] == pytest.approx(r["sim/acc"] - r["real/acc"])
-        assert r["gap/center_err_px_median"] == pytest.approx(r["real/center_err_px_median"]
-                                                              - r["sim/center_err_px_median"])
+        assert r["gap/ap50"] == pytest.approx(r["sim/ap50"] - r["real/ap50"])
+        assert r["gap/ece"] == pytest.approx(r["real/ece"] - r["sim/ece"])
+        # Per class: the ViSP labels define only the cube.
+        assert "real/ap50/cube" in r and "gap/ap50/cube" in r and "real/ap50/square" not in r
         assert all(r[k] > 0 for k in FEAT_KEYS)
         assert not {"real/n", "sim/n", "gap/n"} & set(r)  # counts are bookkeeping, never logged as metrics
-        assert r["real/loss"] != r["sim/loss"] and 0.0 <= r["real/box_iou_mean"] <= 1.0  # real frames were scored
+        assert r["real/loss"] != r["sim/loss"] and 0.0 <= r["real/ap50"] <= 1.0  # real frames were scored
     assert "gap/feat_pad" in local[0] and "gap/feat_pad" not in local[1]  # PAD every 5 epochs (+ final)
     # The sim side of the record is the epoch's sim validation.
     val = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("split") == "val"]
-    assert [r["acc"] for r in val] == [r["sim/acc"] for r in local]
+    assert [r["ap50"] for r in val] == [r["sim/ap50"] for r in local]
 
     files = find_offline_runs(run_dir)
     assert len(files) == 1
@@ -91,24 +92,30 @@ def test_train_logs_the_gap_to_offline_wandb_and_writes_the_report(tmp_path, dat
     rows = [row for row in wb.history if "gap/feat_mmd" in row]
     assert [row["epoch"] for row in rows] == [0, 1]
     for row, rec in zip(rows, local):
-        for k in ("sim/acc", "real/acc", "gap/acc", "gap/center_err_px_median", *FEAT_KEYS):
+        for k in ("sim/ap50", "real/ap50", "gap/ap50", "gap/ap", "gap/ece", "real/ap50/cube", *FEAT_KEYS):
             assert row[k] == pytest.approx(rec[k]), k
         assert row["step"] == rec["step"]
-    assert any("val/acc" in row for row in wb.history) and any("train/loss" in row for row in wb.history)
+    assert any("val/ap50" in row for row in wb.history) and any("train/loss" in row for row in wb.history)
+    assert any("val/ap50/cube" in row for row in wb.history)
     # The summary holds the final gap numbers (last epoch; every feature distance).
     summary = json.loads((run_dir / "summary.json").read_text())
-    for k in ("gap/acc", "gap/center_err_px_median", *FEAT_KEYS, "gap/feat_pad"):
+    for k in ("gap/ap50", "gap/ece", *FEAT_KEYS, "gap/feat_pad"):
         assert wb.summary[k] == pytest.approx(summary[k]), k
-    assert summary["gap/acc"] == pytest.approx(local[-1]["gap/acc"]) and summary["gap_epoch"] == 1
+    assert summary["gap/ap50"] == pytest.approx(local[-1]["gap/ap50"]) and summary["gap_epoch"] == 1
     media = {k.split(".")[0] for row in wb.history for k in row if k.endswith("._type")}
-    assert {"report/feature_embedding", "report/frames", "report/confusion", "report/html"} <= media
+    assert {"report/feature_embedding", "report/frames", "report/confusion", "report/precision_recall",
+            "report/reliability", "report/html"} <= media
 
     report = run_dir / "report.html"
     html = report.read_text()
-    for name in ("metric_curves", "feature_embedding", "confusion", "localization_errors", "frames"):
+    for name in ("metric_curves", "feature_embedding", "confusion", "localization_errors", "precision_recall",
+                 "reliability", "frames"):
         _png_ok(run_dir / "report" / f"{name}.png")
-    assert html.count("data:image/png;base64,") == 5
-    assert "<td>acc</td>" in html and "feature mmd (epoch 1)" in html and "feature mmd (epoch 2)" in html
+    assert html.count("data:image/png;base64,") == 7
+    assert "<h2>Per class</h2>" in html and "<th>real AP50</th>" in html and "not labelled" in html
+    md = (run_dir / "report.md").read_text()
+    assert "| ap50 |" in md and "| cube |" in md
+    assert "<td>ap50</td>" in html and "feature mmd (epoch 1)" in html and "feature mmd (epoch 2)" in html
     assert "sim training (no adaptation)" in html
     assert (run_dir / FIRST_FEATURES).is_file()
 
@@ -143,9 +150,9 @@ def test_unlabelled_footage_gives_feature_gaps(tmp_path, data):
                                   "real_val.footage_stride": 10, "real_val.max_images": 6, "report": "false"})
     train(cfg)
     rec = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("split") == "gap"]
-    assert len(rec) == 1 and all(k in rec[0] for k in FEAT_KEYS) and "real/acc" not in rec[0]
+    assert len(rec) == 1 and all(k in rec[0] for k in FEAT_KEYS) and "real/ap50" not in rec[0]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["gap/feat_mmd"] > 0 and "gap/acc" not in summary
+    assert summary["gap/feat_mmd"] > 0 and "gap/ap50" not in summary
     # Frames 100-217 are evaluation-only: footage without an explicit range is refused.
     bad = _cfg(tmp_path, data, run="bad", **{"tracking.mode": "disabled", "epochs": 1, "real_val.data": "null",
                                              "real_val.footage": str(CUBE_FRAMES)})
@@ -165,12 +172,13 @@ def test_gap_command_logs_to_offline_wandb(tmp_path, data):
                  str(REAL_ROOT), "--out", str(out), "--max-images", "10", "tracking.project=s2r-test"]) == 0
     wb = read_offline_run(find_offline_runs(out)[0])
     assert wb.config["checkpoint"] == str(ckpt) and wb.config["max_images"] == 10
-    rows = [row for row in wb.history if "gap/acc" in row]
+    rows = [row for row in wb.history if "gap/ap50" in row]
     assert len(rows) == 1
     local = read_jsonl(out / "metrics.jsonl")[0]
-    for k in ("sim/acc", "real/acc", "gap/acc", "gap/pck@0.05", *FEAT_KEYS, "gap/feat_pad"):
+    for k in ("sim/ap50", "real/ap50", "gap/ap50", "gap/ap", "gap/ar", "gap/ece", *FEAT_KEYS, "gap/feat_pad"):
         assert rows[0][k] == pytest.approx(local[k]), k
         assert wb.summary[k] == pytest.approx(local[k]), k
-    assert np.isfinite(local["gap/center_err_px_median"])
+    assert np.isfinite(local["gap/ap50"]) and "real/ap50/square" not in local and "sim/ap50/square" in local
+    assert len(read_jsonl(out / "predictions_real.jsonl")) == 10
     media = {k.split(".")[0] for row in wb.history for k in row if k.endswith("._type")}
-    assert {"report/feature_embedding", "report/frames", "report/localization_errors"} <= media
+    assert {"report/feature_embedding", "report/frames", "report/precision_recall", "report/reliability"} <= media

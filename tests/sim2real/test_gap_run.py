@@ -17,7 +17,8 @@ from sim2real.config import ConfigError, load_config
 from sim2real.data.dataset import CocoDataset
 from sim2real.eval import DomainEval, evaluate_dataset, evaluate_domain, subset_rows
 from sim2real.gap import FeatureGapTracker, GapTrackingConfig
-from sim2real.gap.run import frame_items, gap_record, gap_table, per_image_errors
+from sim2real.gap.run import (frame_items, gap_record, gap_table, image_records, match_instances, per_image_errors,
+                               write_gap_report)
 from sim2real.io import read_jsonl
 from sim2real.models import ModelConfig, build_model, save_checkpoint
 from sim2real.models.heads import HeadConfig
@@ -31,11 +32,15 @@ CLASSES = ("square", "disc", "triangle")
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("gapdata")
+    # Two objects per image (a target and a distractor) of three classes.
     sim = write_shapes_dataset(root / "sim", num_images=12, size=(64, 48), seed=0)
-    # "Real": other scenes, rendered gray (a camera without colour) - a genuine domain shift.
-    real = write_shapes_dataset(root / "real", num_images=9, size=(64, 48), seed=7, gray=True)
+    # "Real": other scenes, rendered gray (a camera without colour) - a genuine domain shift - whose
+    # labels define only two of the three classes (as the ViSP labels name only the cube).
+    real = write_shapes_dataset(root / "real", num_images=9, size=(64, 48), seed=7, gray=True,
+                                classes=CLASSES[:2])
     torch.manual_seed(0)
-    model = build_model(ModelConfig(input_hw=[48, 64], head=HeadConfig(type="global")), list(CLASSES))
+    # score_thresh 0.05: the untrained head's scores (about 0.1) reach the report's frames and records.
+    model = build_model(ModelConfig(input_hw=[48, 64], head=HeadConfig(score_thresh=0.05)), list(CLASSES))
     ckpt = save_checkpoint(root / "model" / "best.pt", model)
     return sim, real, ckpt
 
@@ -70,15 +75,100 @@ def test_evaluate_domain_matches_evaluator_and_keeps_embed_features(sets):
         np.testing.assert_allclose(dom.features[:3], model.embed(x).numpy(), rtol=1e-5, atol=1e-5)
     sub = evaluate_domain(model, ds, "sim", max_images=4)
     assert sub.metrics["n"] == 4 and np.array_equal(sub.features, dom.features[subset_rows(12, 4)])
-    # Per-image errors and report frames are in the images' own pixels.
-    errs = per_image_errors(dom)
+
+
+def _noisy_oracle(ds: CocoDataset, name: str, seed: int, score_thresh: float = 0.3) -> DomainEval:
+    """A DomainEval whose predictions are the labels jittered by a few pixels, one in four with the
+    wrong class, scores in [0.2, 1) (some below the threshold), plus one false detection per image."""
+    from sim2real.eval.metrics import perception_metrics
+
+    rng = np.random.default_rng(seed)
+    true = ds.original_targets()
+    n, m = true["label"].shape
+    p = 20
+    pred = {"label": np.full((n, p), -1, np.int64), "score": np.zeros((n, p), np.float32),
+            "box": np.zeros((n, p, 4)), "center": np.zeros((n, p, 2)),
+            "keypoints": np.zeros((n, p) + true["keypoints"].shape[2:]),
+            "kp_score": np.zeros((n, p, true["keypoints"].shape[2]), np.float32)}
+    for i in range(n):
+        k = int((true["label"][i] >= 0).sum())
+        lab = true["label"][i, :k].copy()
+        wrong = rng.random(k) < 0.25
+        lab[wrong] = (lab[wrong] + 1) % len(CLASSES)
+        pred["label"][i, :k + 1] = np.append(lab, rng.integers(len(CLASSES)))
+        pred["score"][i, :k + 1] = np.append(rng.uniform(0.2, 1.0, k), 0.5)
+        pred["box"][i, :k] = true["box"][i, :k] + rng.normal(0, 1.0, (k, 4))
+        pred["box"][i, k] = [1, 1, 9, 9]  # nothing is labelled there in a 64x48 image? (a false positive)
+        pred["center"][i, :k] = true["center"][i, :k] + rng.normal(0, 1.5, (k, 2))
+        pred["keypoints"][i, :k] = true["keypoints"][i, :k] + rng.normal(0, 1.0, (k,) + true["keypoints"].shape[2:])
+        pred["kp_score"][i, :k + 1] = 0.9
+        order = np.argsort(-pred["score"][i], kind="stable")
+        for key in pred:
+            pred[key][i] = pred[key][i][order]
+    metrics = perception_metrics(pred, true, CLASSES, scored=ds.scored_classes, score_thresh=score_thresh)
+    return DomainEval(name, metrics, rng.standard_normal((n, 8)).astype(np.float32), pred, true, ds.load,
+                      score_thresh=score_thresh, scored=ds.scored_classes, names=ds.file_names)
+
+
+def test_matched_instance_errors_frames_and_records_hold_every_instance(sets):
+    sim, _, _ = sets
+    ds = CocoDataset(sim, classes=list(CLASSES), num_keypoints=8)
+    dom = _noisy_oracle(ds, "sim", 0)
+    assert (ds.original_targets()["label"] >= 0).sum(1).min() == 2  # two objects per image
+    # The report's histograms are over the same matched pairs as the metrics.
+    match = match_instances(dom, CLASSES)
+    errs = per_image_errors(dom, CLASSES)
     assert set(errs) == {"center_err_px", "keypoint_err_px", "box_iou"}
+    assert len(errs["center_err_px"]) == (match >= 0).sum() > 12
     assert np.median(errs["center_err_px"]) == pytest.approx(dom.metrics["center_err_px_median"])
-    frames = frame_items(dom, model.classes, n=3)
+    assert np.mean(errs["box_iou"]) == pytest.approx(dom.metrics["box_iou_mean"])
+    assert dom.metrics["acc"] < 1.0 and dom.metrics["fp_per_image"] > 0
+    # Frames: every detection from the threshold and every labelled object, in the image's pixels.
+    frames = frame_items(dom, CLASSES, n=3)
     assert len(frames) == 3
     img, pred, label = frames[0]
-    assert img.shape == (48, 64, 3) and pred["class"] in CLASSES and len(pred["keypoints"]) == 8
-    assert label["class_name"] == CLASSES[0] and len(label["bbox"]) == 4
+    row = 0
+    above = int((dom.pred["score"][row] >= 0.3).sum())
+    assert img.shape == (48, 64, 3) and len(pred["instances"]) == above >= 1
+    assert len(label["instances"]) == 2 and all(len(t["keypoints"]) == 8 for t in label["instances"])
+    assert {"class", "score", "box", "center", "keypoints"} <= set(pred["instances"][0])
+    assert [t["class"] for t in label["instances"]] == [CLASSES[c] for c in dom.true["label"][row, :2]]
+    # One record per image: every instance from the threshold, best first, and the ground truth.
+    recs = image_records(dom, CLASSES)
+    assert len(recs) == 12 and recs[0]["image"] == "images/000000.png"
+    for i, rec in enumerate(recs):
+        scores = [inst["score"] for inst in rec["instances"]]
+        assert scores == sorted(scores, reverse=True) and min(scores) >= 0.3
+        assert len(rec["instances"]) == int((dom.pred["score"][i] >= 0.3).sum())
+        assert len(rec["ground_truth"]) == 2
+    json.dumps(recs)  # plain JSON
+
+
+def test_report_has_per_class_table_pr_curves_and_reliability(tmp_path, sets):
+    """A multi-class run: the per-class table (sim and real columns, "not labelled" for a class the
+    real labels do not define), the precision-recall plot and the reliability plot."""
+    sim, real, _ = sets
+    sim_dom = _noisy_oracle(CocoDataset(sim, classes=list(CLASSES), num_keypoints=8), "sim", 1)
+    real_dom = _noisy_oracle(CocoDataset(real, classes=list(CLASSES), num_keypoints=8), "real", 2)
+    assert real_dom.scored == [0, 1]
+    report = write_gap_report(tmp_path, [sim_dom, real_dom], classes=CLASSES, num_frames=2)
+    for name in ("precision_recall", "reliability", "frames", "localization_errors", "confusion"):
+        _png_ok(tmp_path / "report" / f"{name}.png")
+    html = report.html_path.read_text()
+    assert "<h2>precision recall</h2>" in html and "<h2>reliability</h2>" in html
+    assert "<h2>Per class</h2>" in html and "<th>sim AP50</th><th>sim AP</th><th>real AP50</th>" in html
+    table = html[html.index("<h2>Per class</h2>"):]
+    table = table[:table.index("</table>")]
+    fmt = lambda v: f"{v:.4g}"  # noqa: E731
+    for c in CLASSES[:2]:
+        cells = (f"<tr><td>{c}</td><td>{fmt(sim_dom.metrics[f'ap50/{c}'])}</td><td>{fmt(sim_dom.metrics[f'ap/{c}'])}"
+                 f"</td><td>{fmt(real_dom.metrics[f'ap50/{c}'])}</td><td>{fmt(real_dom.metrics[f'ap/{c}'])}</td></tr>")
+        assert cells in table, c
+    assert (f"<tr><td>triangle</td><td>{fmt(sim_dom.metrics['ap50/triangle'])}</td>"
+            f"<td>{fmt(sim_dom.metrics['ap/triangle'])}</td><td colspan='2' class='nl'>not labelled</td></tr>") in table
+    assert sim_dom.metrics["ap50/square"] > 0.3  # the jittered labels are found
+    # The reliability plot is titled with the sim validation's ECE.
+    assert np.isfinite(sim_dom.metrics["ece"])
 
 
 def _dom(name, metrics, shift, seed):
@@ -118,18 +208,34 @@ def test_gap_command_writes_run_folder_report_and_table(tmp_path, sets, capsys):
     recs = read_jsonl(out / "metrics.jsonl")
     assert len(recs) == 1
     rec = recs[0]
-    assert rec["gap/acc"] == pytest.approx(rec["sim/acc"] - rec["real/acc"])
-    assert rec["gap/center_err_px_median"] == pytest.approx(rec["real/center_err_px_median"]
-                                                            - rec["sim/center_err_px_median"])
+    # Detection metrics flow into the record: gap = sim - real for AP (higher is better), real - sim for ECE.
+    for m in ("ap", "ap50", "ap75", "ar"):
+        assert rec[f"gap/{m}"] == pytest.approx(rec[f"sim/{m}"] - rec[f"real/{m}"]), m
+    assert rec["gap/ece"] == pytest.approx(rec["real/ece"] - rec["sim/ece"])
+    assert rec["gap/fp_per_image"] == pytest.approx(rec["real/fp_per_image"] - rec["sim/fp_per_image"])
+    # Per class: every class on sim; on real only the two its labels define.
+    for c in CLASSES:
+        assert f"sim/ap50/{c}" in rec and f"sim/ap/{c}" in rec
+    assert "real/ap50/square" in rec and "gap/ap50/square" in rec
+    assert not any("triangle" in k for k in rec if not k.startswith("sim/"))
+    assert "ap50/triangle" in printed and "not labelled" in printed
     assert rec["gap/feat_pad"] >= 0 and rec["gap/feat_mmd"] > 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["gap/acc"] == rec["gap/acc"] and summary["method"] == "unknown"
+    assert summary["gap/ap50"] == rec["gap/ap50"] and summary["method"] == "unknown"
     assert summary["data/sim_n"] == 8 and summary["data/real_n"] == 8
     assert (out / "config.yaml").is_file() and (out / "run_info.json").is_file()
-    for name in ("metric_curves", "feature_embedding", "confusion", "localization_errors", "frames"):
+    for name in ("metric_curves", "feature_embedding", "confusion", "localization_errors", "precision_recall",
+                 "reliability", "frames"):
         _png_ok(out / "report" / f"{name}.png")
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5 and "<td>acc</td>" in html
+    assert html.count("data:image/png;base64,") == 7 and "<td>ap50</td>" in html
+    assert "<td>triangle</td>" in html and "not labelled" in html and "<td>ap50/square</td>" not in html
+    # Per-image records: every detection from the model's threshold (0.05 here) and every labelled object.
+    for d, n_gt in (("sim", 2), ("real", 2)):
+        recs_d = read_jsonl(out / f"predictions_{d}.jsonl")
+        assert len(recs_d) == 8 and all(len(r["ground_truth"]) == n_gt for r in recs_d)
+        assert recs_d[0]["image"].startswith("images/") and sum(len(r["instances"]) for r in recs_d) > 8
+        assert all(i["score"] >= 0.05 for r in recs_d for i in r["instances"])
     # A second run into the same folder must be asked for.
     assert main(args) == 2
     assert "already holds a gap run" in capsys.readouterr().err
@@ -146,7 +252,7 @@ def test_gap_on_real_visp_frames(tmp_path):
     real = tmp_path / "visp4.coco.json"
     real.write_text(json.dumps(data))
     sim = write_shapes_dataset(tmp_path / "sim", num_images=6, size=(64, 48), seed=1, classes=("cube", "disc"))
-    model = build_model(ModelConfig(input_hw=[48, 64], head=HeadConfig(type="global")), ["cube", "disc"])
+    model = build_model(ModelConfig(input_hw=[48, 64], head=HeadConfig(score_thresh=0.05)), ["cube", "disc"])
     ckpt = save_checkpoint(tmp_path / "m.pt", model)
     out = tmp_path / "out"
     assert main(["gap", "--checkpoint", str(ckpt), "--sim", str(sim), "--real", str(real), "--real-image-root",
@@ -155,6 +261,11 @@ def test_gap_on_real_visp_frames(tmp_path):
     assert {"gap/feat_mmd", "gap/feat_coral"} <= set(rec) and "gap/feat_pad" not in rec
     assert json.loads((out / "summary.json").read_text())["data/real_n"] == 4
     _png_ok(out / "report" / "frames.png")  # 640x480 gray frames with the predictions drawn
+    # The ViSP labels name only the cube: the model's other class is not scored on real.
+    assert "real/ap50/cube" in rec and "real/ap50/disc" not in rec and "sim/ap50/disc" in rec
+    assert "not labelled" in (out / "report.html").read_text()
+    recs = read_jsonl(out / "predictions_real.jsonl")
+    assert len(recs) == 4 and all(g["class"] == "cube" for r in recs for g in r["ground_truth"])
 
 
 def test_gap_bad_inputs_are_one_line_errors(tmp_path, sets, capsys):
@@ -175,19 +286,34 @@ def test_evaluate_writes_a_tracked_run_folder(tmp_path, sets, capsys):
     out = tmp_path / "ev"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(real), "--out", str(out), "--no-wandb",
                  "--domain", "real"]) == 0
-    assert f"report: {out / 'eval_real' / 'report.html'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'eval_real' / 'report.html'}" in printed
     run = out / "eval_real"
     rec = read_jsonl(run / "metrics.jsonl")
-    assert len(rec) == 1 and "real/acc" in rec[0] and "real/n" not in rec[0]
+    assert len(rec) == 1 and "real/ap50" in rec[0] and "real/acc" in rec[0] and "real/n" not in rec[0]
     res = json.loads((out / "eval_real.json").read_text())
-    assert rec[0]["real/acc"] == res["metrics"]["acc"] and res["domain"] == "real"
+    m = res["metrics"]
+    assert rec[0]["real/ap50"] == m["ap50"] and rec[0]["real/ap"] == m["ap"] and res["domain"] == "real"
+    # Per class: the real labels define square and disc only; the files and the output end with them.
+    assert rec[0]["real/ap50/square"] == m["ap50/square"] and "ap50/triangle" not in m
+    md = (out / "eval_real.md").read_text()
+    for k in ("ap", "ap50", "ap75", "ar", "acc", "center_err_px_median", "box_iou_mean", "fp_per_image"):
+        assert f"| {k} |" in md, k
+    tail = md.strip().splitlines()[-4:]
+    assert tail[0] == "|---|---|---|" and tail[-1] == "| triangle | not labelled | not labelled |"
+    assert tail[1] == f"| square | {m['ap50/square']:.4g} | {m['ap/square']:.4g} |"
+    lines = printed.strip().splitlines()
+    assert lines[-4].startswith("  class") and lines[-1].split() == ["triangle", "not", "labelled", "not", "labelled"]
+    assert lines[-3].split() == ["square", f"{m['ap50/square']:.4g}", f"{m['ap/square']:.4g}"]
+    preds = read_jsonl(run / "predictions.jsonl")
+    assert len(preds) == 9 and all(len(r["ground_truth"]) == 2 for r in preds)
     assert not (run / "wandb").exists()
-    for name in ("confusion", "localization_errors", "frames"):
+    for name in ("confusion", "localization_errors", "precision_recall", "reliability", "frames"):
         _png_ok(run / "report" / f"{name}.png")
     # A generator-style folder (manifest.json) counts as sim; re-evaluating replaces the record.
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(real), "--out", str(out), "--no-report",
                  "tracking.mode=disabled"]) == 0
-    assert list(read_jsonl(run / "metrics.jsonl")[0]) [0] == "sim/acc"
+    assert list(read_jsonl(run / "metrics.jsonl")[0])[0] == "sim/ap"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(real), "tracking.nope=1"]) == 2
     assert "nope" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(real), "project=x"]) == 2
