@@ -256,7 +256,7 @@ def main() -> None:
     ap.add_argument("--image-h", type=int, default=96)
     ap.add_argument("--input-h", type=int, default=224, help="train: model input (the default for a 4:3 camera)")
     ap.add_argument("--input-w", type=int, default=288)
-    ap.add_argument("--head", default="dense", choices=["dense", "global"])
+    ap.add_argument("--head", default="dense", choices=["dense"])
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--train-epochs", type=int, default=6, help="train: epochs per run (PAD runs at 0 and 5)")
     ap.add_argument("--rounds-train", type=int, default=3, help="train: interleaved rounds of the three variants")

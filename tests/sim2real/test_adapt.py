@@ -29,7 +29,7 @@ def lite0():
 
 def make_model(backbone, head="dense") -> PerceptionModel:
     torch.manual_seed(0)
-    return PerceptionModel(copy.deepcopy(backbone), ["cube", "ball"], HeadConfig(type=head, width=16, hidden=32), HW)
+    return PerceptionModel(copy.deepcopy(backbone), ["cube", "ball"], HeadConfig(type=head, width=16), HW)
 
 
 def test_l2sp_is_zero_at_start_and_grows_with_the_distance_moved(lite0):

@@ -40,7 +40,7 @@ def world(tmp_path_factory, lite0):
     sim = write_shapes_dataset(root / "sim", 24, (64, 48), seed=0)
     real = write_shapes_dataset(root / "real", 40, (64, 48), seed=1, gray=True)
     torch.manual_seed(0)
-    model = PerceptionModel(copy.deepcopy(lite0), list(SHAPES), HeadConfig(width=16, hidden=32), HW).freeze_backbone()
+    model = PerceptionModel(copy.deepcopy(lite0), list(SHAPES), HeadConfig(width=16), HW).freeze_backbone()
     ckpt = save_checkpoint(root / "sim.pt", model)
     return {"root": root, "sim": sim, "real": real, "ckpt": ckpt}
 

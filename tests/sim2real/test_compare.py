@@ -26,7 +26,7 @@ def world(tmp_path_factory):
     sim = write_shapes_dataset(root / "sim", 16, (64, 48), seed=0)
     real = write_shapes_dataset(root / "real", 30, (64, 48), seed=1, gray=True)
     torch.manual_seed(0)
-    model = PerceptionModel(copy.deepcopy(bb), list(SHAPES), HeadConfig(width=16, hidden=32), (48, 64))
+    model = PerceptionModel(copy.deepcopy(bb), list(SHAPES), HeadConfig(width=16), (48, 64))
     ckpt = save_checkpoint(root / "sim.pt", model.freeze_backbone())
     return {"root": root, "bb": bb, "sim": sim, "real": real, "ckpt": ckpt}
 
