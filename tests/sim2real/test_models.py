@@ -63,7 +63,7 @@ def test_forward_backward_shapes(lite0, stride):
     for k in ("heatmap", "kp_heatmap"):  # probabilities (sigmoid of the raw logits)
         assert ((out[k] > 0) & (out[k] < 1)).all()
     total, parts = model.compute_loss(out, targets)
-    assert set(parts) == {"center", "offset", "box", "keypoints", "kp_heatmap", "kp_offset"}
+    assert set(parts) == {"center", "offset", "box", "giou", "keypoints", "kp_heatmap", "kp_offset"}
     assert torch.isfinite(total) and all(torch.isfinite(v) for v in parts.values())
     total.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}

@@ -159,3 +159,15 @@ def test_checkpoint_from_before_the_options_loads_as_built(tmp_path, lite0):
     with torch.no_grad():
         assert torch.equal(loaded(x)["heatmap"], model(x)["heatmap"])
     assert head_config_from_dict(head_config_to_dict(HeadConfig(conv="separable"))).conv == "separable"
+
+
+def test_giou_loss_is_zero_for_the_true_box_and_grows_with_misfit():
+    from sim2real.models.heads import giou_loss
+
+    t = torch.tensor([[[1.0, 2.0, 1.0, 2.0], [3.0, 1.0, 1.0, 1.0]]])
+    on = torch.ones(1, 2)
+    assert float(giou_loss(t, t, on)) == pytest.approx(0.0, abs=1e-6)
+    assert float(giou_loss(t * 2, t, on)) == pytest.approx(0.75, abs=1e-6)    # same centre, 4x area: IoU 1/4
+    assert float(giou_loss(t * 2, t, torch.tensor([[1.0, 0.0]]))) == pytest.approx(0.75, abs=1e-6)  # masked
+    lean = giou_loss(t * torch.tensor([1.0, 1.0, 0.5, 1.0]), t, on)   # one side too short: in between
+    assert 0.0 < float(lean) < 0.75
