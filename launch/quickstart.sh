@@ -47,7 +47,7 @@ if [ ! -f "$REAL_LABELS" ]; then
 fi
 
 # Generation resumes (and verifies) an existing dataset; later stages start afresh each time.
-rm -rf "$OUT/train" "$OUT/adapt" "$OUT/gap" "$OUT/live" "$OUT/model.onnx"
+rm -rf "$OUT/train" "$OUT/adapt" "$OUT/gap" "$OUT/live" "$OUT/eval" "$OUT/model.onnx"
 
 stage generate "$S2R" generate --config configs/generate.yaml --no-progress \
   scene_file=configs/scenes/visp_cube.yaml num_frames="$FRAMES" out="$OUT/sim_data"
@@ -72,6 +72,11 @@ stage live "$S2R" live --checkpoint "$OUT/model.onnx" --backend onnxruntime \
   --output "$OUT/live/annotated.mp4" --jsonl "$OUT/live/predictions.jsonl" --stats "$OUT/live/stats.json" \
   --run-dir "$OUT/live/run"
 
+# Per-class numbers of the adapted model on the real test frames (the labels name the cube only: the
+# twin's other class, the tube, is detected but not scored there).
+stage evaluate "$S2R" evaluate --checkpoint "$OUT/adapt/best.pt" --data "$OUT/adapt/real/test" \
+  --name real_test --no-wandb --out "$OUT/eval"
+
 echo
 echo "=== sim2real quickstart: done"
 secs() { printf '%d.%d' $(($1 / 1000)) $((($1 % 1000) / 100)); }
@@ -91,5 +96,9 @@ Outputs:
   gap report          $OUT/gap/report.html
   ONNX model          $OUT/model.onnx
   live inference      $OUT/live/annotated.mp4, $OUT/live/predictions.jsonl, $OUT/live/stats.json
+  real test per class $OUT/eval/eval_real_test.md
   W&B (offline)       */wandb/ in each run folder; upload with: wandb sync <folder>
 EOF
+echo
+echo "Per class, sim validation (best epoch; $OUT/train/report.md):"
+grep -E "^\| *(class|cube|tube) " "$OUT/train/report.md" || true
