@@ -133,6 +133,16 @@ def _match(p: Mapping, t: Mapping, geo: tuple, min_score: float, same_class: boo
     return match, active & ~on_ignored
 
 
+def match_instances(pred: Mapping, true: Mapping, scored: Sequence[int] | None = None,
+                    score_thresh: float = 0.3) -> np.ndarray:
+    """``(N, P)`` ground-truth slot matched to each prediction (-1 = unmatched) by the rule of the
+    matched-instance metrics: predictions of ``scored`` classes with ``score >= score_thresh``, best
+    first, each take the free, not ignored ground truth (any class) of highest box IoU >= 0.5
+    (without ``pred["box"]``: the nearest centre within half the true box diagonal)."""
+    p, t = _select(pred, true, scored)
+    return _match(p, t, _geometry(p, t), score_thresh, same_class=False)[0]
+
+
 # --------------------------------------------------------------------------------- matched instances
 
 def _mean(values: np.ndarray) -> float:

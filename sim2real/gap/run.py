@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from sim2real.config import ConfigError, choice, rng, to_dict
+from sim2real.eval.detection import match_instances as detection_match
 from sim2real.eval.domain import DomainEval, subset_rows
 from sim2real.eval.instances import select
 from sim2real.eval.metrics import METRIC_NAMES, task_metrics
@@ -38,7 +39,6 @@ from sim2real.tracking import TrackingConfig
 
 TABLE_ORDER = METRIC_NAMES + ("loss",)
 PER_CLASS_METRICS = ("ap", "ap50")        # per-class keys ``<metric>/<class>`` of perception_metrics
-MATCH_IOU = 0.5                           # as the metrics' matching (sim2real.eval.detection)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -80,51 +80,12 @@ def gap_record(sim: DomainEval | Mapping[str, Any], real: DomainEval | Mapping[s
     return record
 
 
-def _scored_arrays(dom: DomainEval, classes: Sequence[str]) -> tuple[dict, dict]:
-    """``dom.pred`` / ``dom.true`` with every instance of a class the labels do not define emptied."""
-    keep = np.asarray(dom.scored_classes(classes), np.int64)
-    pred = dict(dom.pred, label=np.where(np.isin(dom.pred["label"], keep), dom.pred["label"], -1))
-    true = dict(dom.true, label=np.where(np.isin(dom.true["label"], keep), dom.true["label"], -1))
-    return pred, true
-
-
 def match_instances(dom: DomainEval, classes: Sequence[str]) -> np.ndarray:
-    """``(N, P)`` ground-truth slot of each prediction (-1 = unmatched), as the matched-instance
-    metrics match (``sim2real.eval.detection``): the predictions of scored classes with a score
-    from ``dom.score_thresh``, in descending score order, each take the free, not ignored
-    ground-truth instance (any class) of highest box IoU >= 0.5 (without boxes: the nearest centre
-    within half the true box diagonal)."""
-    pred, true = _scored_arrays(dom, classes)
-    p_label, t_label = np.asarray(pred["label"]), np.asarray(true["label"])
-    score = np.asarray(pred["score"], np.float64)
-    ignore = np.asarray(true.get("ignore", np.zeros(t_label.shape, bool)), bool)
-    tb = np.asarray(true["box"], np.float64)
-    match = np.full(p_label.shape, -1, np.int64)
-    use_box = "box" in dom.tasks and "box" in pred
-    for i in range(len(p_label)):
-        act = np.flatnonzero((p_label[i] >= 0) & (score[i] >= dom.score_thresh))
-        gts = np.flatnonzero((t_label[i] >= 0) & ~ignore[i])
-        if not len(act) or not len(gts):
-            continue
-        act = act[np.argsort(-score[i, act], kind="stable")]
-        if use_box:
-            from sim2real.eval.metrics import box_iou
-
-            pb = np.asarray(pred["box"][i], np.float64)[act]
-            q = np.stack([box_iou(pb, np.repeat(tb[i, g][None], len(act), 0)) for g in gts], 1)   # (a, g)
-            ok = q >= MATCH_IOU
-        else:
-            pc, tc = np.asarray(pred["center"][i], np.float64)[act], np.asarray(true["center"][i], np.float64)[gts]
-            dist = np.linalg.norm(pc[:, None] - tc[None], axis=-1)
-            half = 0.5 * np.hypot(tb[i, gts, 2] - tb[i, gts, 0], tb[i, gts, 3] - tb[i, gts, 1])
-            q, ok = -dist, dist <= half[None]
-        free = np.ones(len(gts), bool)
-        for a, j in enumerate(act):
-            cand = ok[a] & free
-            if cand.any():
-                g = int(np.argmax(np.where(cand, q[a], -np.inf)))
-                match[i, j], free[g] = gts[g], False
-    return match
+    """``(N, P)`` ground-truth slot of each prediction (-1 = unmatched), matched as the metrics match
+    (:func:`sim2real.eval.detection.match_instances`: the scored classes' predictions from
+    ``dom.score_thresh``, class-agnostic, IoU >= 0.5, or nearest centre without a trained box)."""
+    pred = dom.pred if "box" in dom.tasks else {k: v for k, v in dom.pred.items() if k != "box"}
+    return detection_match(pred, dom.true, dom.scored_classes(classes), dom.score_thresh)
 
 
 def per_image_errors(dom: DomainEval, classes: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
