@@ -12,7 +12,13 @@ from sim2real.adapt.alignment import build_alignment
 from sim2real.adapt.config import AdaptConfig, parse_methods
 from sim2real.adapt.features import AlignTap, advance
 from sim2real.adapt.l2sp import L2SP
-from sim2real.adapt.selection import RULE_TEXT, negative_transfer_warnings, selection_score
+from sim2real.adapt.selection import (
+    RULE_TEXT,
+    negative_transfer_warnings,
+    selection_basis,
+    selection_score,
+    selection_value,
+)
 from sim2real.adapt.unfreeze import UnfreezeSchedule
 from sim2real.config import ConfigError, load_config
 from sim2real.engine import BestSelector
@@ -132,7 +138,8 @@ def test_selector_keeps_the_best_state_and_stops_after_patience():
     assert sel.update(1, selection_score("real_val", {"center_err_px_median": 8.0, "box_iou_mean": 0.4}, None),
                       {"w": w})
     w += 1
-    assert not sel.update(2, (9.0, -0.6), {"w": w})
+    assert not sel.update(2, selection_score("real_val", {"center_err_px_median": 9.0, "box_iou_mean": 0.6}, None),
+                          {"w": w})
     assert not sel.should_stop
     assert not sel.update(3, None, {"w": w})
     assert sel.should_stop and sel.best_epoch == 1 and float(sel.best_state["w"]) == 1.0
@@ -147,6 +154,22 @@ def test_selector_keeps_the_best_state_and_stops_after_patience():
         selection_score("best_guess", None, 0.1)
 
 
+def test_real_val_selection_ranks_by_ap50_and_falls_back_when_it_is_undefined():
+    nan = float("nan")
+    detects_all = selection_score("real_val", {"ap50": 0.6, "center_err_px_median": 3.0, "box_iou_mean": 0.6}, None)
+    detects_one = selection_score("real_val", {"ap50": 0.1, "center_err_px_median": 0.5, "box_iou_mean": 0.9}, None)
+    nothing_matched = selection_score("real_val", {"ap50": 0.1, "center_err_px_median": nan, "box_iou_mean": nan},
+                                      None)
+    assert detects_all < detects_one < nothing_matched  # AP50 first; equal AP50: a matched instance first
+    assert selection_basis("real_val", detects_all) == "ap50" and selection_value("real_val", detects_all) == 0.6
+    # AP50 undefined (no labelled instance in val): the centre error decides, and says so; AP50 still wins.
+    fallback = selection_score("real_val", {"ap50": nan, "center_err_px_median": 1.0, "box_iou_mean": 0.5}, None)
+    assert selection_basis("real_val", fallback) == "center_err_px_median"
+    assert selection_value("real_val", fallback) == 1.0 and nothing_matched < fallback
+    assert selection_score("real_val", {"ap50": nan, "center_err_px_median": nan}, None) is None
+    assert selection_basis("label_free", selection_score("label_free", None, 0.2)) == "align_mmd"
+
+
 def test_negative_transfer_warnings_name_the_baseline_and_metric():
     adapted = {"center_err_px_median": 12.0, "box_iou_mean": 0.7}
     msgs = negative_transfer_warnings(adapted, {"source-only": {"center_err_px_median": 10.0, "box_iou_mean": 0.6},
@@ -156,6 +179,11 @@ def test_negative_transfer_warnings_name_the_baseline_and_metric():
     assert negative_transfer_warnings(adapted, {"source-only": {"center_err_px_median": 13.0,
                                                                 "box_iou_mean": 0.6}}) == []
     assert negative_transfer_warnings(None, {"source-only": adapted}) == []
+    # AP50 counts too, and an adapted model whose detections match nothing is worse than one that localises.
+    msgs = negative_transfer_warnings({"ap50": 0.1, "center_err_px_median": float("nan"), "box_iou_mean": float("nan")},
+                                      {"source-only": {"ap50": 0.3, "center_err_px_median": 2.0, "box_iou_mean": 0.6}})
+    assert len(msgs) == 1 and "ap50 0.1 vs 0.3" in msgs[0] and "center_err_px_median undefined" in msgs[0]
+    assert negative_transfer_warnings({"ap50": 0.5}, {"source-only": {"ap50": 0.3, "center_err_px_median": 2.0}}) == []
 
 
 def test_config_methods_combine_and_bad_values_name_the_key(tmp_path):
