@@ -38,7 +38,8 @@ CSV_COLUMNS = ["k", "method", "kind", "selection", "best_epoch", "epochs_run",
                "real/acc", "sim/center_err_px_median", "sim/box_iou_mean", "sim/pck@0.05", "sim/acc",
                "gap/center_err_px_median", "gap/box_iou_mean", "gap/pck@0.05", "gap/feat_mmd", "gap/feat_coral",
                "align/feat_mmd",
-               "real_val/center_err_px_median", "real_val/box_iou_mean", "wall_s", "warnings"]
+               "real_val/ap50", "real_val/center_err_px_median", "real_val/box_iou_mean", "selected_by", "wall_s",
+               "warnings"]
 
 
 @dataclass
@@ -91,29 +92,46 @@ def _row(k: int, res: RunResult) -> dict:
     return rec
 
 
+# What "beats source-only" compares on the real TEST split, in order of preference: box AP50 (every
+# instance counts), else (rows without AP, e.g. older results) the median centre error on matched instances.
+ACCEPT_METRICS = (("ap50", "max"), ("center_err_px_median", "min"))
+
+
 def acceptance(rows: list[dict]) -> dict:
     """Best adapted row against source-only on the real TEST split. "Best" is chosen without the
-    test split: lowest real VAL median centre error, or with k = 0 the label-free rule (lowest MMD)."""
+    test split: highest real VAL AP50 (else lowest real VAL median centre error), or with k = 0 the
+    label-free rule (lowest MMD). It beats source-only when its real test AP50 is higher (else, without
+    AP50, when its centre error is lower and its box IoU higher)."""
     src = next((r for r in rows if r["kind"] == "source_only"), None)
-    adapted = [r for r in rows if r["kind"] == "adapted" and r.get("real/center_err_px_median") is not None]
-    if not src or not adapted:
+    adapted_all = [r for r in rows if r["kind"] == "adapted"]
+    metric, goal = next(((m, g) for m, g in ACCEPT_METRICS
+                         if src and src.get(f"real/{m}") is not None
+                         and any(r.get(f"real/{m}") is not None for r in adapted_all)), (None, None))
+    if metric is None:
         return {"available": False}
+    adapted = [r for r in adapted_all if r.get(f"real/{metric}") is not None]
+    sign = -1.0 if goal == "max" else 1.0
     if all(r.get("selection") == "label_free" for r in adapted):
         # No labels may choose the method either: the label-free rule, lowest sim-real feature MMD.
         # (the selection rule's alignment-feature MMD when logged, else the embed-feature MMD)
         key = "align/feat_mmd" if any(r.get("align/feat_mmd") is not None for r in adapted) else "gap/feat_mmd"
-        pick_by = "label-free MMD"
-    elif any(r.get("real_val/center_err_px_median") is not None for r in adapted):
-        pick_by, key = "real val", "real_val/center_err_px_median"
+        pick_by, sign = "label-free MMD", 1.0
+    elif any(r.get(f"real_val/{metric}") is not None for r in adapted):
+        pick_by, key = "real val", f"real_val/{metric}"
     else:
-        pick_by, key = "real test", "real/center_err_px_median"
+        pick_by, key = "real test", f"real/{metric}"
     pool = [r for r in adapted if r.get(key) is not None] or adapted
-    best = min(pool, key=lambda r: r.get(key, math.inf))
-    err_b, err_s = best["real/center_err_px_median"], src.get("real/center_err_px_median")
+    best = min(pool, key=lambda r: sign * r[key] if r.get(key) is not None else math.inf)
+    err_b, err_s = best.get("real/center_err_px_median"), src.get("real/center_err_px_median")
     iou_b, iou_s = best.get("real/box_iou_mean"), src.get("real/box_iou_mean")
-    beats = (err_s is not None and iou_s is not None and iou_b is not None and err_b < err_s and iou_b > iou_s)
-    return {"available": True, "best": best["method"], "picked_by": pick_by,
-            "center_err": [err_b, err_s], "box_iou": [iou_b, iou_s], "beats_source_only": bool(beats)}
+    ap_b, ap_s = best.get("real/ap50"), src.get("real/ap50")
+    if metric == "ap50":
+        beats = ap_b > ap_s
+    else:
+        beats = (err_s is not None and iou_s is not None and iou_b is not None and err_b < err_s and iou_b > iou_s)
+    return {"available": True, "best": best["method"], "picked_by": pick_by, "metric": metric,
+            "ap50": [ap_b, ap_s], "center_err": [err_b, err_s], "box_iou": [iou_b, iou_s],
+            "beats_source_only": bool(beats)}
 
 
 def to_markdown(rows: list[dict], title: str, meta: dict) -> str:
@@ -124,17 +142,17 @@ def to_markdown(rows: list[dict], title: str, meta: dict) -> str:
         lines.append(f"Real metrics on the held-out real TEST split "
                      f"({meta['test_frames']}) in original pixels ({meta['image_size']}); sim metrics on "
                      f"{meta['sim_val']} sim validation images; gap = sim vs real, positive = real worse.")
-        head = ("| k | method | real centre err px (median) ↓ | real box IoU ↑ | real PCK@0.05 ↑ | "
-                "sim centre err px | sim box IoU | sim PCK@0.05 | gap centre err | gap IoU | gap PCK | "
-                "selection | best epoch | wall s |")
-        rule = "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+        head = ("| k | method | real AP50 ↑ | real centre err px (median) ↓ | real box IoU ↑ | real PCK@0.05 ↑ | "
+                "sim AP50 | sim centre err px | sim box IoU | sim PCK@0.05 | gap AP50 | gap centre err | gap IoU | "
+                "gap PCK | selection | best epoch | wall s |")
+        rule = "|---:|---|" + "---:|" * 3 * len(TABLE_METRICS) + "---|---:|---:|"
     else:
         lines.append(f"{meta.get('real_metrics', 'no labelled real frames: real metrics not computed')}; sim "
                      f"metrics on {meta['sim_val']} sim validation images; align MMD = sim vs unlabelled real "
                      "features (lower = closer).")
-        head = ("| k | method | sim centre err px | sim box IoU | sim PCK@0.05 | align MMD | "
+        head = ("| k | method | sim AP50 | sim centre err px | sim box IoU | sim PCK@0.05 | align MMD | "
                 "selection | best epoch | wall s |")
-        rule = "|---:|---|---:|---:|---:|---:|---|---:|---:|"
+        rule = "|---:|---|" + "---:|" * (len(TABLE_METRICS) + 1) + "---|---:|---:|"
     lines += ["", head, rule]
     for r in rows:
         cells = [str(r["k"]), r["method"]]
@@ -163,7 +181,9 @@ def to_markdown(rows: list[dict], title: str, meta: dict) -> str:
         lines += ["", "**Warnings:**"] + warns
     for k, acc in meta.get("acceptance", {}).items():
         if acc.get("available"):
-            lines.append(f"\nk={k}: best adapted by {acc['picked_by']} = **{acc['best']}**: test centre err "
+            lines.append(f"\nk={k}: best adapted by {acc['picked_by']} = **{acc['best']}**: test AP50 "
+                         f"{_fmt(acc['ap50'][0])} vs source-only {_fmt(acc['ap50'][1])}, "
+                         f"centre err "
                          f"{_fmt(acc['center_err'][0])} vs source-only {_fmt(acc['center_err'][1])} px, box IoU "
                          f"{_fmt(acc['box_iou'][0])} vs {_fmt(acc['box_iou'][1])} -> "
                          f"{'beats' if acc['beats_source_only'] else 'does NOT beat'} source-only.")
@@ -233,7 +253,7 @@ def run_compare(cfg: CompareConfig, backbone=None) -> CompareResult:
             acc[k] = acceptance(k_rows)
             if acc[k].get("available") and not acc[k]["beats_source_only"]:
                 warnings.warn(f"compare k={k}: the best adapted model ({acc[k]['best']}) does not beat source-only "
-                              "on real test localisation", RuntimeWarning, stacklevel=2)
+                              f"on real test {acc[k]['metric']}", RuntimeWarning, stacklevel=2)
         meta = table_meta(cfg.adapt, sess.data, acc, time.perf_counter() - t_start)
         md = atomic_write_text(out / "compare.md", to_markdown(rows, cfg.title, meta))
         cs = atomic_write_text(out / "compare.csv", to_csv(rows))

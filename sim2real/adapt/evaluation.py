@@ -60,8 +60,12 @@ def predict_cached(model: PerceptionModel, store, ds, cut: int, tap: AlignTap, t
     true = ds.original_targets(valid)
     metrics = score(run, true, model.classes, tasks, getattr(ds, "scored_classes", None), model.head_cfg.score_thresh)
     res["metrics"] = metrics
+    scored = getattr(ds, "scored_classes", None)
+    files = getattr(ds, "file_names", None)
     res["domain"] = DomainEval(name, metrics, res["embed"], run.pred, true, lambda r: ds.load(int(valid[r])),
-                               tuple(tasks))
+                               tuple(tasks), score_thresh=float(model.head_cfg.score_thresh),
+                               scored=None if scored is None else list(scored),
+                               names=None if files is None else [files[int(i)] for i in valid])
     return res
 
 

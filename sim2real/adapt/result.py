@@ -44,11 +44,12 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     checkpoint: Path | None = None
     note: str = ""
+    selected_by: str | None = None  # the metric that decided the best epoch (selection.selection_basis)
 
     def record(self) -> dict:
         """Flat ``sim/``, ``real/`` (test) and ``gap/`` record plus bookkeeping."""
         rec: dict[str, Any] = {"method": self.name, "kind": self.kind, "selection": self.selection,
-                               "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+                               "selected_by": self.selected_by, "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
                                "wall_s": round(self.wall_s, 2)}
         rec.update(sim_real_record(self.sim_val or {}, self.real_test or {}))
         for k, v in (self.real_val or {}).items():
@@ -62,7 +63,8 @@ class RunResult:
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "methods": self.methods,
                 "run_dir": str(self.run_dir) if self.run_dir else None, "selection": self.selection,
-                "selection_rule": RULE_TEXT.get(self.selection or "", None), "best_epoch": self.best_epoch,
+                "selection_rule": RULE_TEXT.get(self.selection or "", None), "selected_by": self.selected_by,
+                "best_epoch": self.best_epoch,
                 "epochs_run": self.epochs_run, "real_test": self.real_test, "real_val": self.real_val,
                 "sim_val": self.sim_val, "feature_gap": self.feature_gap, "align_gap": self.align_gap,
                 "wall_s": self.wall_s,

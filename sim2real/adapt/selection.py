@@ -2,8 +2,12 @@
 
 Two rules, named in every output so a reader knows what "best" meant:
 
-- ``real_val``: lowest median centre error (original pixels) on the labelled real validation
-  split; ties broken by higher mean box IoU.
+- ``real_val``: highest box AP50 on the labelled real validation split; ties broken by lower
+  median centre error, then higher mean box IoU (both over the instances matched at the head's
+  ``score_thresh``, original pixels). AP50 comes first because the matched-instance errors alone
+  reward a model that detects only its easiest object (or nothing: then they are undefined).
+  When AP50 is undefined (the val frames hold no labelled instance) the score falls back to the
+  centre error, and :func:`selection_basis` says which metric decided.
 - ``label_free`` (no real labels, k = 0): lowest alignment distance, the squared MMD between
   sim and real features (sim validation images vs unlabelled real frames). It measures how alike
   the domains look to the heads, not accuracy: a proxy, used only because nothing better exists
@@ -19,11 +23,16 @@ import math
 from typing import Any
 
 RULE_TEXT = {
-    "real_val": "lowest median centre error on the labelled real validation split (ties: higher box IoU)",
+    "real_val": "highest box AP50 on the labelled real validation split (ties: lower median centre error, "
+                "then higher box IoU, on matched instances)",
     "label_free": "LABEL-FREE: lowest MMD between sim and real features (no real labels used for selection)",
 }
 # metric -> "lower" | "higher" is better; the negative-transfer check compares these.
-LOCALIZATION_METRICS = {"center_err_px_median": "lower", "box_iou_mean": "higher"}
+TRANSFER_METRICS = {"ap50": "higher", "center_err_px_median": "lower", "box_iou_mean": "higher"}
+# Defined only when a detection at the score threshold matched a labelled instance.
+MATCHED_METRICS = ("center_err_px_median", "box_iou_mean")
+# Score tiers of the real_val rule (first element of its tuple): AP50 decided, or the fallback.
+_BY_AP50, _BY_CENTER = 0, 1
 
 
 def _finite(v: Any) -> float | None:
@@ -35,27 +44,58 @@ def _finite(v: Any) -> float | None:
 
 
 def selection_score(rule: str, real_val: dict | None, align_distance: float | None) -> tuple | None:
-    """A tuple to minimise, or None when the rule's inputs are missing."""
+    """A tuple to minimise, or None when the rule's inputs are missing.
+
+    ``real_val``: ``(0, -ap50, centre error, -IoU)`` (an undefined centre error or IoU sorts last
+    among equal AP50), else ``(1, centre error, -IoU)`` when AP50 is undefined; any AP50-scored epoch
+    beats a fallback one. ``label_free``: ``(mmd,)``.
+    """
     if rule == "real_val":
         if not real_val:
             return None
+        ap50 = _finite(real_val.get("ap50"))
         err = _finite(real_val.get("center_err_px_median"))
-        if err is None:
-            return None
         iou = _finite(real_val.get("box_iou_mean"))
-        return (err, -(iou if iou is not None else 0.0))
+        if ap50 is not None:
+            return (_BY_AP50, -ap50, math.inf if err is None else err, -(iou if iou is not None else 0.0))
+        if err is not None:
+            return (_BY_CENTER, err, -(iou if iou is not None else 0.0))
+        return None
     if rule == "label_free":
         d = _finite(align_distance)
         return None if d is None else (d,)
     raise ValueError(f"unknown selection rule {rule!r}; expected one of {sorted(RULE_TEXT)}")
 
 
+def selection_basis(rule: str, score: tuple | None) -> str | None:
+    """The metric that decided ``score``: ``ap50``, ``center_err_px_median`` (the fallback) or
+    ``align_mmd``; None for an unscored epoch."""
+    if score is None:
+        return None
+    if rule == "label_free":
+        return "align_mmd"
+    return "ap50" if score[0] == _BY_AP50 else "center_err_px_median"
+
+
+def selection_value(rule: str, score: tuple | None) -> float | None:
+    """The deciding metric's value of ``score`` as logged (``selection/score``): AP50, the centre
+    error in px, or the MMD."""
+    if score is None:
+        return None
+    if rule == "label_free":
+        return score[0]
+    return -score[1] if score[0] == _BY_AP50 else score[1]
+
+
 def negative_transfer_warnings(adapted: dict | None, baselines: dict[str, dict | None], name: str = "adapted",
                                split: str = "test") -> list[str]:
-    """Messages for every localisation metric where ``adapted`` is worse than a baseline.
+    """Messages for every metric of :data:`TRANSFER_METRICS` where ``adapted`` is worse than a baseline.
 
-    ``adapted`` and each baseline are real metric dicts (``center_err_px_median``, ``box_iou_mean``);
-    ``baselines`` maps a label ("source-only", "real-only fine-tune") to its metrics.
+    ``adapted`` and each baseline are real metric dicts (``ap50``, ``center_err_px_median``,
+    ``box_iou_mean``); ``baselines`` maps a label ("source-only", "real-only fine-tune") to its
+    metrics. A metric missing from either side is not compared, except a matched-instance metric
+    that the adapted model leaves undefined (NaN: nothing it detected at the score threshold
+    matched) where the baseline has a value: that is worse too.
     """
     out = []
     if not adapted:
@@ -64,9 +104,13 @@ def negative_transfer_warnings(adapted: dict | None, baselines: dict[str, dict |
         if not base:
             continue
         worse = []
-        for metric, direction in LOCALIZATION_METRICS.items():
+        for metric, direction in TRANSFER_METRICS.items():
             a, b = _finite(adapted.get(metric)), _finite(base.get(metric))
-            if a is None or b is None:
+            if b is None:
+                continue
+            if a is None:
+                if metric in MATCHED_METRICS and metric in adapted:
+                    worse.append(f"{metric} undefined (no matched instance) vs {b:.3g}")
                 continue
             if (a > b) if direction == "lower" else (a < b):
                 worse.append(f"{metric} {a:.3g} vs {b:.3g}")

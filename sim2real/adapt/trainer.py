@@ -42,7 +42,9 @@ from sim2real.adapt.result import (
 from sim2real.adapt.selection import (
     RULE_TEXT,
     negative_transfer_warnings,
+    selection_basis,
     selection_score,
+    selection_value,
 )
 from sim2real.adapt.unfreeze import UnfreezeSchedule
 from sim2real.config import ConfigError, to_dict
@@ -321,7 +323,7 @@ class AdaptSession:
         score = selection_score(fit.rule, ev0["real_val"], ev0["align_gap"].get("mmd"))
         fit.selector.update(0, score, model.state_dict())
         fit.logger.log({"epoch": 0, "split": "val", **rec, "trainable_stages": len(fit.sched.trainable_stages(0)),
-                        "selection/score": score[0] if score else None}, step=0)
+                        **self._selection_fields(fit.rule, score)}, step=0)
 
     def _unfreeze(self, fit: _Fit, model: PerceptionModel, epoch: int) -> None:
         """Apply the schedule for ``epoch``; newly trainable stages join the optimizer."""
@@ -358,11 +360,29 @@ class AdaptSession:
         rec = {"epoch": epoch, "split": "val", **epoch_record(ev, fit.tracker, epoch),
                **{k: v / cfg.steps_per_epoch for k, v in sums.items()},
                "trainable_stages": len(fit.sched.trainable_stages(epoch - 1)),
-               "selection/score": score[0] if score else None, "selection/improved": improved}
+               **self._selection_fields(fit.rule, score), "selection/improved": improved}
         for m, a in fit.aligners.items():
             rec.update({f"align/{m}/{k}": v for k, v in a.diagnostics().items()})
         fit.logger.log(rec, step=fit.step)
         return fit.selector.should_stop
+
+    @staticmethod
+    def _selection_fields(rule: str, score: tuple | None) -> dict:
+        """``selection/score`` (the deciding metric's value) and ``selection/by`` (its name)."""
+        return {"selection/score": selection_value(rule, score), "selection/by": selection_basis(rule, score)}
+
+    @staticmethod
+    def _selection_notes(fit: _Fit) -> list[str]:
+        """Say when the best epoch was not chosen by the rule's own metric (or by nothing at all)."""
+        sel = fit.selector
+        if sel.best_epoch is None:
+            return [(f"model selection: no epoch could be scored by the {fit.rule} rule (its metrics were "
+                     f"undefined every epoch); kept the last epoch ({fit.epochs_run})")]
+        basis = selection_basis(fit.rule, sel.best_score)
+        if fit.rule == "real_val" and basis != "ap50":
+            return [(f"model selection: real val AP50 was undefined (no labelled instance in the val frames); "
+                     f"epoch {sel.best_epoch} was chosen by {basis} instead")]
+        return []
 
     def _end_fit(self, fit: _Fit, model: PerceptionModel, t0: float) -> RunResult:
         """checkpoint.pt (last), best.pt (selected epoch), final evaluation with the test split,
@@ -372,12 +392,15 @@ class AdaptSession:
         save_checkpoint(fit.run_dir / CHECKPOINT, model, extra={**extra, "epoch": fit.epochs_run})
         if sel.best_state is not None:
             model.load_state_dict(sel.best_state)
-        best = save_checkpoint(fit.run_dir / BEST, model, extra={**extra, "epoch": sel.best_epoch})
+        best_epoch = sel.best_epoch if sel.best_epoch is not None else fit.epochs_run  # unscored: the last one
+        best = save_checkpoint(fit.run_dir / BEST, model, extra={**extra, "epoch": best_epoch})
         final = evaluate_splits(model, fit.stores, self.data, fit.cut, fit.tap, self.tasks, self.device, self.cfg.seed,
                                 test=True)
-        res = RunResult(fit.name, fit.kind, fit.methods, fit.run_dir, fit.rule, sel.best_epoch, fit.epochs_run,
+        fit.warn_msgs.extend(self._selection_notes(fit))
+        res = RunResult(fit.name, fit.kind, fit.methods, fit.run_dir, fit.rule, best_epoch, fit.epochs_run,
                         real_test=final.get("real_test"), real_val=final["real_val"], sim_val=final["sim_val"],
-                        align_gap=final["align_gap"], checkpoint=best)
+                        align_gap=final["align_gap"], checkpoint=best,
+                        selected_by=selection_basis(fit.rule, sel.best_score))
         final_rec = final_record(final, fit.tracker)
         res.feature_gap = feature_values(final_rec)
         transfer = self._transfer_warnings(res)
@@ -389,7 +412,7 @@ class AdaptSession:
             warnings.warn(w, NegativeTransferWarning, stacklevel=4)
         res.wall_s = time.perf_counter() - t0
         rec = res.record()
-        fit.logger.log({"split": "test", "epoch": sel.best_epoch,
+        fit.logger.log({"split": "test", "epoch": best_epoch,
                         **{k: v for k, v in rec.items() if not isinstance(v, str)}}, step=fit.step)
         fit.logger.summary({**rec, **final_rec, "selection_rule": RULE_TEXT[fit.rule], "warnings": res.warnings,
                             "real_metrics": self.data.real_frames["real_metrics"]})

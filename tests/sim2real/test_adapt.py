@@ -12,7 +12,13 @@ from sim2real.adapt.alignment import build_alignment
 from sim2real.adapt.config import AdaptConfig, parse_methods
 from sim2real.adapt.features import AlignTap, advance
 from sim2real.adapt.l2sp import L2SP
-from sim2real.adapt.selection import RULE_TEXT, negative_transfer_warnings, selection_score
+from sim2real.adapt.selection import (
+    RULE_TEXT,
+    negative_transfer_warnings,
+    selection_basis,
+    selection_score,
+    selection_value,
+)
 from sim2real.adapt.unfreeze import UnfreezeSchedule
 from sim2real.config import ConfigError, load_config
 from sim2real.engine import BestSelector
@@ -27,9 +33,9 @@ def lite0():
     return build_backbone("efficientnet_lite0")
 
 
-def make_model(backbone, head="dense") -> PerceptionModel:
+def make_model(backbone) -> PerceptionModel:
     torch.manual_seed(0)
-    return PerceptionModel(copy.deepcopy(backbone), ["cube", "ball"], HeadConfig(type=head, width=16), HW)
+    return PerceptionModel(copy.deepcopy(backbone), ["cube", "ball"], HeadConfig(width=16), HW)
 
 
 def test_l2sp_is_zero_at_start_and_grows_with_the_distance_moved(lite0):
@@ -98,16 +104,16 @@ def test_features_cached_at_the_deepest_cut_reproduce_the_full_forward(lite0):
             model.eval()
             out = model.forward_from_cut(advance(model, cached, cut))
             ref = model(x)
-            for k in ("center", "box", "keypoints", "logits"):
-                assert torch.allclose(out[k], ref[k], atol=1e-4), (epoch, k)
+            maps = ("heatmap", "offset", "ltrb", "kp_reg", "kp_heatmap", "kp_offset", "embed")
+            for k in maps:
+                assert out[k].shape == ref[k].shape and torch.allclose(out[k], ref[k], atol=1e-4), (epoch, k)
     model.unfreeze_last(3)  # deeper than the cache: refuse instead of computing garbage
     with pytest.raises(ValueError, match="cached after stage"):
         advance(model, cached, cut)
 
 
-@pytest.mark.parametrize("head", ["dense", "global"])
-def test_neck_alignment_reaches_trainable_parameters_with_a_frozen_backbone(lite0, head):
-    model = make_model(lite0, head).freeze_backbone().train()
+def test_neck_alignment_reaches_trainable_parameters_with_a_frozen_backbone(lite0):
+    model = make_model(lite0).freeze_backbone().train()
     tap = AlignTap(model, "neck")
     x = torch.randn(8, 3, *HW, generator=torch.Generator().manual_seed(2))
     out = model(x)
@@ -132,7 +138,8 @@ def test_selector_keeps_the_best_state_and_stops_after_patience():
     assert sel.update(1, selection_score("real_val", {"center_err_px_median": 8.0, "box_iou_mean": 0.4}, None),
                       {"w": w})
     w += 1
-    assert not sel.update(2, (9.0, -0.6), {"w": w})
+    assert not sel.update(2, selection_score("real_val", {"center_err_px_median": 9.0, "box_iou_mean": 0.6}, None),
+                          {"w": w})
     assert not sel.should_stop
     assert not sel.update(3, None, {"w": w})
     assert sel.should_stop and sel.best_epoch == 1 and float(sel.best_state["w"]) == 1.0
@@ -147,6 +154,22 @@ def test_selector_keeps_the_best_state_and_stops_after_patience():
         selection_score("best_guess", None, 0.1)
 
 
+def test_real_val_selection_ranks_by_ap50_and_falls_back_when_it_is_undefined():
+    nan = float("nan")
+    detects_all = selection_score("real_val", {"ap50": 0.6, "center_err_px_median": 3.0, "box_iou_mean": 0.6}, None)
+    detects_one = selection_score("real_val", {"ap50": 0.1, "center_err_px_median": 0.5, "box_iou_mean": 0.9}, None)
+    nothing_matched = selection_score("real_val", {"ap50": 0.1, "center_err_px_median": nan, "box_iou_mean": nan},
+                                      None)
+    assert detects_all < detects_one < nothing_matched  # AP50 first; equal AP50: a matched instance first
+    assert selection_basis("real_val", detects_all) == "ap50" and selection_value("real_val", detects_all) == 0.6
+    # AP50 undefined (no labelled instance in val): the centre error decides, and says so; AP50 still wins.
+    fallback = selection_score("real_val", {"ap50": nan, "center_err_px_median": 1.0, "box_iou_mean": 0.5}, None)
+    assert selection_basis("real_val", fallback) == "center_err_px_median"
+    assert selection_value("real_val", fallback) == 1.0 and nothing_matched < fallback
+    assert selection_score("real_val", {"ap50": nan, "center_err_px_median": nan}, None) is None
+    assert selection_basis("label_free", selection_score("label_free", None, 0.2)) == "align_mmd"
+
+
 def test_negative_transfer_warnings_name_the_baseline_and_metric():
     adapted = {"center_err_px_median": 12.0, "box_iou_mean": 0.7}
     msgs = negative_transfer_warnings(adapted, {"source-only": {"center_err_px_median": 10.0, "box_iou_mean": 0.6},
@@ -156,6 +179,11 @@ def test_negative_transfer_warnings_name_the_baseline_and_metric():
     assert negative_transfer_warnings(adapted, {"source-only": {"center_err_px_median": 13.0,
                                                                 "box_iou_mean": 0.6}}) == []
     assert negative_transfer_warnings(None, {"source-only": adapted}) == []
+    # AP50 counts too, and an adapted model whose detections match nothing is worse than one that localises.
+    msgs = negative_transfer_warnings({"ap50": 0.1, "center_err_px_median": float("nan"), "box_iou_mean": float("nan")},
+                                      {"source-only": {"ap50": 0.3, "center_err_px_median": 2.0, "box_iou_mean": 0.6}})
+    assert len(msgs) == 1 and "ap50 0.1 vs 0.3" in msgs[0] and "center_err_px_median undefined" in msgs[0]
+    assert negative_transfer_warnings({"ap50": 0.5}, {"source-only": {"ap50": 0.3, "center_err_px_median": 2.0}}) == []
 
 
 def test_config_methods_combine_and_bad_values_name_the_key(tmp_path):

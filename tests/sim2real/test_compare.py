@@ -50,14 +50,21 @@ def test_compare_writes_markdown_and_csv_with_every_method_row(world, tmp_path):
     md = res.markdown.read_text()
     for n in names:
         assert f"| {n} |" in md
-    assert "real centre err px (median)" in md and "Machine:" in md and "frames 25–29" in md
+    assert "real AP50" in md and "real centre err px (median)" in md and "Machine:" in md and "frames 25–29" in md
+    header = next(ln for ln in md.splitlines() if ln.startswith("| k | method"))
+    assert all(ln.count("|") == header.count("|") for ln in md.splitlines() if ln.startswith("| 3 |"))
     rows = list(csv.DictReader(res.csv.open()))
     assert [r["method"] for r in rows] == names
     for r in rows:
-        for col in ("real/center_err_px_median", "real/box_iou_mean", "real/pck@0.05", "sim/center_err_px_median",
-                    "gap/center_err_px_median", "wall_s"):
+        # AP is defined whenever the frames hold labelled instances, trained model or not.
+        for col in ("real/ap50", "real/ap", "sim/ap50", "gap/ap50", "wall_s"):
             assert r[col] != "", (r["method"], col)
-        assert float(r["wall_s"]) > 0
+        assert 0.0 <= float(r["real/ap50"]) <= 1.0 and float(r["wall_s"]) > 0
+        # The matched-instance metrics are empty only when nothing detected at score_thresh matched
+        # (these models are barely trained); when present they are numbers in range.
+        for col in ("real/center_err_px_median", "real/box_iou_mean", "sim/center_err_px_median"):
+            assert r[col] == "" or float(r[col]) >= 0.0, (r["method"], col)
+        assert r["real/box_iou_mean"] == "" or float(r["real/box_iou_mean"]) <= 1.0
     assert {r["selection"] for r in rows if r["kind"] == "adapted"} == {"real_val"}
     logged = read_jsonl(res.run_dir / "metrics.jsonl")
     assert len(logged) == len(rows) and {r["method"] for r in logged} == set(names)
@@ -74,7 +81,8 @@ def test_compare_several_k_share_splits_and_caches(world, tmp_path):
     assert [(r["k"], r["method"]) for r in res.rows] == [(k, n) for k in (2, 5)
                                                          for n in ("source-only", "real-only fine-tune", "coral")]
     src = [r for r in res.rows if r["kind"] == "source_only"]
-    assert src[0]["real/center_err_px_median"] == src[1]["real/center_err_px_median"]  # same test split
+    real = [{k: v for k, v in r.items() if k.startswith("real/")} for r in src]
+    assert "real/ap50" in real[0] and real[0] == real[1]  # same test split
     assert set(res.acceptance) == {2, 5}
 
 
@@ -93,6 +101,18 @@ def test_acceptance_picks_best_adapted_by_validation_not_test():
                                  "image_size": "640x480", "sim_val": 3, "acceptance": {5: acceptance(rows)}})
     assert "does NOT beat" in md and md.count("\n| 5 |") == 3
     assert to_csv(rows).splitlines()[0].startswith("k,method,kind")
+
+
+def test_acceptance_compares_ap50_when_rows_have_it():
+    rows = [{"k": 5, "method": "source-only", "kind": "source_only", "real/ap50": 0.2, "real/center_err_px_median": 2.0,
+             "real/box_iou_mean": 0.6},
+            {"k": 5, "method": "coral", "kind": "adapted", "real/ap50": 0.4, "real_val/ap50": 0.5,
+             "real/center_err_px_median": 2.5, "real/box_iou_mean": 0.55},
+            {"k": 5, "method": "mmd", "kind": "adapted", "real/ap50": 0.6, "real_val/ap50": 0.3}]
+    acc = acceptance(rows)  # chosen by val AP50; beats on test AP50 though its matched errors are worse
+    assert acc["best"] == "coral" and acc["metric"] == "ap50" and acc["ap50"] == [0.4, 0.2] and acc["beats_source_only"]
+    rows[1]["real/ap50"] = 0.2
+    assert not acceptance(rows)["beats_source_only"]
 
 
 def test_acceptance_without_labels_picks_the_method_by_the_label_free_rule():
@@ -200,9 +220,11 @@ def test_kshot_finetune_beats_source_only_on_inverted_real_frames(inverted_world
     acc = res.acceptance[10]
     rows = {r["method"]: r for r in res.rows}
     src, ft = rows["source-only"], rows["finetune"]
-    # Measured (seed 0, 12 real test frames): source-only centre error 3.25 px, IoU 0.490;
-    # 10-shot fine-tune 1.86 px, IoU 0.571. Bounds leave a margin on both.
+    # Measured (seed 0, 12 real test frames, issue 12 detector): source-only AP50 0.199, AP 0.033;
+    # 10-shot fine-tune (best epoch by real val AP50: the last) AP50 0.397, AP 0.077; the matched
+    # instances' IoU 0.58-0.59 on both. Bounds leave a margin.
     assert acc["available"] and acc["best"] == "finetune" and acc["beats_source_only"], acc
-    assert ft["real/center_err_px_median"] < 0.75 * src["real/center_err_px_median"], (ft, src)
-    assert ft["real/box_iou_mean"] > src["real/box_iou_mean"] + 0.04, (ft, src)
+    assert ft["real/ap50"] > 1.5 * src["real/ap50"], (ft, src)
+    assert ft["real/ap"] > src["real/ap"] + 0.02, (ft, src)
+    assert ft["real/box_iou_mean"] > 0.5, (ft, src)  # what it detects it still localises
     assert "does NOT beat" not in res.markdown.read_text()

@@ -255,8 +255,11 @@ def test_export_in_training_format(tmp_path):
     from sim2real.data.dataset import CocoDataset  # the training reader consumes the export unchanged
 
     train_ds = CocoDataset(out, classes=["sphere", "cube", "mug"])
-    assert len(train_ds) == 2 and list(train_ds.labels) == [1, 1] and train_ds.num_keypoints == 2
-    np.testing.assert_allclose(train_ds.centers[0], [20, 16])
+    assert len(train_ds) == 2 and train_ds.num_keypoints == 2
+    t = train_ds.original_targets()  # every instance: the cube on both frames, the mug on frame 0 (2nd image)
+    assert t["label"].tolist() == [[1, -1], [1, 2]]
+    np.testing.assert_allclose(t["center"][:, 0], [[20, 16], [20, 16]])
+    np.testing.assert_allclose(t["box"][1, 1], [0, 0, 5, 5])
     with pytest.raises(ClassMappingError, match="mug"):
         export_coco(sub, tmp_path / "x", classes=["cube"])
 
