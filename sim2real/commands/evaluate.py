@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import math
 from pathlib import Path
@@ -107,9 +108,16 @@ def markdown_summary(result: dict) -> str:
 
 
 def guess_domain(path: str) -> str:
-    """``sim`` for a generator dataset folder (it has manifest.json), else ``real``."""
-    p = Path(path)
-    return "sim" if p.is_dir() and (p / "manifest.json").is_file() else "real"
+    """``sim`` for a generator dataset folder (its manifest.json is not a real subset's, whose
+    ``kind`` is ``real``: e.g. adapt's ``real/test``), else ``real``."""
+    p = Path(path) / "manifest.json"
+    if not p.is_file():
+        return "real"
+    try:
+        kind = json.loads(p.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    return "real" if kind == "real" else "sim"
 
 
 def tracking_config(items: list[str], no_wandb: bool):

@@ -118,3 +118,15 @@ def test_record_builder_stays_torch_free():
     code = ("import sys, sim2real.eval.records, sim2real.deploy.predictions, sim2real.eval.metrics; "
             "assert 'torch' not in sys.modules, 'torch loaded'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluate_guesses_the_domain_of_a_dataset_folder(tmp_path):
+    from sim2real.commands.evaluate import guess_domain
+
+    sim, real, coco = tmp_path / "sim", tmp_path / "real", tmp_path / "labels.json"
+    sim.mkdir(), real.mkdir()
+    (sim / "manifest.json").write_text('{"num_frames": 4, "classes": ["cube"]}')
+    (real / "manifest.json").write_text('{"kind": "real", "name": "test"}')   # adapt's real/test export
+    coco.write_text("{}")
+    assert guess_domain(str(sim)) == "sim"
+    assert guess_domain(str(real)) == "real" and guess_domain(str(coco)) == "real"
