@@ -33,12 +33,11 @@ KP_CANDIDATES = 16         # corner-heatmap peaks considered per corner type
 
 def local_peaks(maps: np.ndarray) -> np.ndarray:
     """``(..., h, w)`` -> the same array with every value that is not its 3x3 maximum set to 0."""
+    # The 3x3 maximum is separable: a max over 3 columns, then over 3 rows (4 passes instead of 9).
     padded = np.pad(maps, [(0, 0)] * (maps.ndim - 2) + [(1, 1), (1, 1)], constant_values=-np.inf)
     h, w = maps.shape[-2:]
-    neigh = padded[..., 0:h, 0:w]
-    for dy in range(3):
-        for dx in range(3):
-            neigh = np.maximum(neigh, padded[..., dy:dy + h, dx:dx + w])
+    rows = np.maximum(np.maximum(padded[..., 0:w], padded[..., 1:w + 1]), padded[..., 2:w + 2])
+    neigh = np.maximum(np.maximum(rows[..., 0:h, :], rows[..., 1:h + 1, :]), rows[..., 2:h + 2, :])
     return np.where(maps >= neigh, maps, 0.0)
 
 
@@ -64,7 +63,6 @@ def decode_maps(maps: Mapping[str, np.ndarray], stride: int, max_instances: int 
     n_take = min(p, peaks.shape[1])
     # argpartition + sort of the few kept: the top-P of C*h*w cells without a full sort.
     top = np.argpartition(-peaks, n_take - 1, axis=1)[:, :n_take]
-    kp_cand = _corner_candidates(maps, kp_score_thresh) if k else None
     for i in range(b):
         cells = top[i][np.argsort(-peaks[i, top[i]], kind="stable")]
         cells = cells[peaks[i, cells] >= max(score_thresh, 1e-12)]
@@ -82,30 +80,30 @@ def decode_maps(maps: Mapping[str, np.ndarray], stride: int, max_instances: int 
         out["box"][i, :n] = np.concatenate([center - ltrb[:, :2], center + ltrb[:, 2:]], 1)
         if k:
             reg = np.asarray(kp_reg[i], np.float32)[:, y, x].T.reshape(n, k, 2) * s + center[:, None, :]
-            kps, ksc = _snap_corners(reg, out["box"][i, :n], kp_cand[i], np.asarray(maps["kp_heatmap"][i]), s)
+            # Corner peaks only for images with an object (a live camera mostly sees none or few).
+            cand = _corner_candidates(np.asarray(maps["kp_heatmap"][i], np.float32),
+                                      np.asarray(maps["kp_offset"][i], np.float32), kp_score_thresh)
+            kps, ksc = _snap_corners(reg, out["box"][i, :n], cand, np.asarray(maps["kp_heatmap"][i]), s)
             out["keypoints"][i, :n] = kps
             out["kp_score"][i, :n] = ksc
     return out
 
 
-def _corner_candidates(maps: Mapping[str, np.ndarray], thresh: float) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """Per image, per corner type: ``(points (n, 2) model-input px, scores (n,))`` of its heatmap peaks."""
-    khm = np.asarray(maps["kp_heatmap"], np.float32)
-    koff = np.asarray(maps["kp_offset"], np.float32)
-    b, k, h, w = khm.shape
-    peaks = local_peaks(khm).reshape(b, k, -1)
-    res = []
-    for i in range(b):
-        per = []
-        for j in range(k):
-            n = min(KP_CANDIDATES, h * w)
-            cells = np.argpartition(-peaks[i, j], n - 1)[:n]
-            cells = cells[peaks[i, j, cells] >= max(thresh, 1e-12)]
-            y, x = np.divmod(cells, w)
-            pts = np.stack([x, y], 1).astype(np.float32) + koff[i, 2 * j:2 * j + 2][:, y, x].T
-            per.append((pts, peaks[i, j, cells]))
-        res.append(per)
-    return res
+def _corner_candidates(khm: np.ndarray, koff: np.ndarray, thresh: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One image's corner heatmaps ``(K, h, w)`` and offsets ``(2K, h, w)`` -> per corner type
+    ``(points (n, 2) in cells, scores (n,))`` of its best ``KP_CANDIDATES`` peaks at or above ``thresh``."""
+    k, h, w = khm.shape
+    peaks = local_peaks(khm).reshape(k, -1)
+    n = min(KP_CANDIDATES, h * w)
+    cells = np.argpartition(-peaks, n - 1, axis=1)[:, :n]                          # (K, n), all types at once
+    score = np.take_along_axis(peaks, cells, axis=1)
+    y, x = np.divmod(cells, w)
+    off = koff.reshape(k, 2, -1)
+    dx = np.take_along_axis(off[:, 0], cells, axis=1)
+    dy = np.take_along_axis(off[:, 1], cells, axis=1)
+    pts = np.stack([x + dx, y + dy], axis=-1).astype(np.float32)                  # (K, n, 2)
+    keep = score >= max(thresh, 1e-12)
+    return [(pts[j][keep[j]], score[j][keep[j]]) for j in range(k)]
 
 
 def _snap_corners(reg: np.ndarray, boxes: np.ndarray, cands: Sequence[tuple[np.ndarray, np.ndarray]],
