@@ -310,3 +310,21 @@ def test_cli_reports_bad_input_as_a_one_line_error(world, tmp_path, capsys):
     assert code == 2 and "sim2real adapt: error:" in err and str(empty) in err
     code = main(["adapt", "--config", str(tmp_path / "a.yaml")])
     assert code == 2 and "checkpoint" in capsys.readouterr().err
+
+
+def test_a_real_multi_object_coco_file_adapts_end_to_end(session, lite0):
+    """Real labels with several objects of several classes per image: every split is exported with all of
+    them, the adapted model is scored per class on all of them, and predicts instances of several classes."""
+    run_dir = session.out / "multi_object"
+    res = session.adapt(["coral"], run_dir)
+    test = json.loads((session.out / "real" / "test" / "annotations.json").read_text())
+    per_image = {}
+    for a in test["annotations"]:
+        per_image.setdefault(a["image_id"], set()).add(a["category_id"])
+    assert len(test["images"]) == len(per_image) and min(len(v) for v in per_image.values()) >= 1
+    assert sum(len(v) >= 2 for v in per_image.values()) >= 3       # images holding two classes at once
+    assert sum(1 for a in test["annotations"]) > len(test["images"])  # several objects per image
+    assert res.real_test["n"] == len(test["images"]) and 0.0 <= res.real_test["ap50"] <= 1.0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    per_class = [k for k in summary if k.startswith("real/ap50/")]
+    assert len(per_class) >= 2, sorted(summary)   # scored per class, on every labelled class
