@@ -288,23 +288,6 @@ def test_single_object_checkpoint_says_retrain(tmp_path, lite0):
             read(path)
 
 
-def test_single_object_checkpoint_says_retrain(tmp_path, lite0):
-    """A version-1 checkpoint (one object per image: a global head or a class MLP) cannot be loaded
-    into today's per-class heatmap head; the error says so and to retrain."""
-    path = save_checkpoint(tmp_path / "old.pt", make_model(lite0))
-    payload = torch.load(path, weights_only=True)
-    meta = json.loads(payload["meta"])
-    meta["version"] = 1
-    meta["head"] = {**meta["head"], "type": "global", "hidden": 256, "dropout": 0.1}
-    for key in ("max_instances", "score_thresh"):
-        del meta["head"][key]
-    payload["meta"] = json.dumps(meta)
-    torch.save(payload, path)
-    for read in (load_checkpoint, read_checkpoint_meta):
-        with pytest.raises(CheckpointError, match=r"old.pt.*version 1.*retrain it with 'sim2real train'"):
-            read(path)
-
-
 def test_model_config_from_yaml_overrides(lite0):
     cfg = load_config(ModelConfig, None, ["input_short_side=96", "head.type=dense", "trainable_blocks=2",
                                           "head.loss_weights.box=2.0", "head.max_instances=5",
