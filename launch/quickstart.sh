@@ -4,7 +4,7 @@
 #   adapt to the real ViSP cube footage -> gap report -> ONNX export -> live inference on real
 #   footage, headless. Prints every output's location and the time of each stage.
 #
-#   bash launch/quickstart.sh                 # defaults (about 10-15 minutes on 2 CPU cores)
+#   bash launch/quickstart.sh                 # defaults (under 10 minutes on 2 CPU cores)
 #   QUICK=1 bash launch/quickstart.sh         # tiny sizes, a couple of minutes (smoke test)
 #   OUT=runs/my_try FRAMES=800 bash launch/quickstart.sh
 set -euo pipefail
@@ -16,7 +16,7 @@ if [ -n "${QUICK:-}" ]; then
   FRAMES=${FRAMES:-48}; TRAIN_EPOCHS=${TRAIN_EPOCHS:-3}; ADAPT_EPOCHS=${ADAPT_EPOCHS:-2}
   ADAPT_STEPS=${ADAPT_STEPS:-4}; LIVE_FRAMES=${LIVE_FRAMES:-30}; INPUT_HW=${INPUT_HW:-[120,160]}
 else
-  FRAMES=${FRAMES:-400}; TRAIN_EPOCHS=${TRAIN_EPOCHS:-30}; ADAPT_EPOCHS=${ADAPT_EPOCHS:-8}
+  FRAMES=${FRAMES:-400}; TRAIN_EPOCHS=${TRAIN_EPOCHS:-16}; ADAPT_EPOCHS=${ADAPT_EPOCHS:-8}
   ADAPT_STEPS=${ADAPT_STEPS:-20}; LIVE_FRAMES=${LIVE_FRAMES:-218}; INPUT_HW=${INPUT_HW:-[240,320]}
 fi
 VISP_ROOT=/usr/share/visp-images-data/ViSP-images
