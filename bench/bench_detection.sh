@@ -8,13 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/bench_detection}
-TRAIN_FRAMES=${TRAIN_FRAMES:-2000}; TEST_FRAMES=${TEST_FRAMES:-320}; EPOCHS=${EPOCHS:-30}
+TRAIN_FRAMES=${TRAIN_FRAMES:-2000}; TEST_FRAMES=${TEST_FRAMES:-320}; EPOCHS=${EPOCHS:-20}
 S2R="${SIM2REAL_VENV:-.venv}/bin/python -m sim2real"
 export WANDB_MODE=offline WANDB_SILENT=true OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$(date +%s)
-$S2R generate --no-progress num_frames="$TRAIN_FRAMES" seed=0 out="$OUT/train_data" ${TRAIN_EXTRA:-}
-$S2R generate --no-progress num_frames="$TEST_FRAMES" seed=1 out="$OUT/test_data" ${TRAIN_EXTRA:-}
+$S2R generate --no-progress num_frames="$TRAIN_FRAMES" seed=0 views_per_scene=1 out="$OUT/train_data" ${TRAIN_EXTRA:-}
+$S2R generate --no-progress num_frames="$TEST_FRAMES" seed=1 views_per_scene=1 out="$OUT/test_data" ${TRAIN_EXTRA:-}
 t1=$(date +%s)
 rm -rf "$OUT/run"
 $S2R train --no-progress datasets="[$OUT/train_data]" run_dir="$OUT/run" epochs="$EPOCHS" \
