@@ -31,14 +31,21 @@ EVAL_SCORE_THRESH = 0.01   # scoring keeps low-score detections: AP integrates o
 KP_CANDIDATES = 16         # corner-heatmap peaks considered per corner type
 
 
-def local_peaks(maps: np.ndarray) -> np.ndarray:
-    """``(..., h, w)`` -> the same array with every value that is not its 3x3 maximum set to 0."""
-    # The 3x3 maximum is separable: a max over 3 columns, then over 3 rows (4 passes instead of 9).
-    padded = np.pad(maps, [(0, 0)] * (maps.ndim - 2) + [(1, 1), (1, 1)], constant_values=-np.inf)
-    h, w = maps.shape[-2:]
-    rows = np.maximum(np.maximum(padded[..., 0:w], padded[..., 1:w + 1]), padded[..., 2:w + 2])
-    neigh = np.maximum(np.maximum(rows[..., 0:h, :], rows[..., 1:h + 1, :]), rows[..., 2:h + 2, :])
-    return np.where(maps >= neigh, maps, 0.0)
+def peaks_above(maps: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Local maxima of ``maps (L, h, w)`` scoring at least ``thresh``: ``(channel, y, x, score)``, each
+    ``(n,)``. A cell is a peak when no 3x3 neighbour is higher (ties are kept). Only cells above the
+    threshold are compared with their neighbours: at a reporting threshold that is a handful of cells."""
+    ch, y, x = np.nonzero(maps >= max(thresh, 1e-12))
+    v = maps[ch, y, x]
+    if not len(v):
+        return ch, y, x, v
+    padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    keep = np.ones(len(v), bool)
+    for dy in range(3):
+        for dx in range(3):
+            if dy != 1 or dx != 1:
+                keep &= v >= padded[ch, y + dy, x + dx]
+    return ch[keep], y[keep], x[keep], v[keep]
 
 
 def empty_instances(b: int, p: int, k: int) -> dict[str, np.ndarray]:
@@ -59,23 +66,18 @@ def decode_maps(maps: Mapping[str, np.ndarray], stride: int, max_instances: int 
     k = 0 if kp_reg is None else np.asarray(kp_reg).shape[1] // 2
     s, p = float(stride), int(max_instances)
     out = empty_instances(b, p, k)
-    peaks = local_peaks(hm).reshape(b, -1)
-    n_take = min(p, peaks.shape[1])
-    # argpartition + sort of the few kept: the top-P of C*h*w cells without a full sort.
-    top = np.argpartition(-peaks, n_take - 1, axis=1)[:, :n_take]
     for i in range(b):
-        cells = top[i][np.argsort(-peaks[i, top[i]], kind="stable")]
-        cells = cells[peaks[i, cells] >= max(score_thresh, 1e-12)]
-        n = len(cells)
+        cls, y, x, score = peaks_above(hm[i], score_thresh)
+        order = np.argsort(-score, kind="stable")[:p]   # best first; ties in channel, row, column order
+        cls, y, x, score = cls[order], y[order], x[order], score[order]
+        n = len(order)
         if not n:
             continue
-        cls, rem = np.divmod(cells, h * w)
-        y, x = np.divmod(rem, w)
         off = np.asarray(maps["offset"][i], np.float32)[:, y, x].T                  # (n, 2)
         center = (np.stack([x, y], 1).astype(np.float32) + off) * s
         ltrb = np.clip(np.asarray(maps["ltrb"][i], np.float32)[:, y, x].T, 0, None) * s
         out["label"][i, :n] = cls
-        out["score"][i, :n] = peaks[i, cells]
+        out["score"][i, :n] = score
         out["center"][i, :n] = center
         out["box"][i, :n] = np.concatenate([center - ltrb[:, :2], center + ltrb[:, 2:]], 1)
         if k:
@@ -92,18 +94,14 @@ def decode_maps(maps: Mapping[str, np.ndarray], stride: int, max_instances: int 
 def _corner_candidates(khm: np.ndarray, koff: np.ndarray, thresh: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """One image's corner heatmaps ``(K, h, w)`` and offsets ``(2K, h, w)`` -> per corner type
     ``(points (n, 2) in cells, scores (n,))`` of its best ``KP_CANDIDATES`` peaks at or above ``thresh``."""
-    k, h, w = khm.shape
-    peaks = local_peaks(khm).reshape(k, -1)
-    n = min(KP_CANDIDATES, h * w)
-    cells = np.argpartition(-peaks, n - 1, axis=1)[:, :n]                          # (K, n), all types at once
-    score = np.take_along_axis(peaks, cells, axis=1)
-    y, x = np.divmod(cells, w)
-    off = koff.reshape(k, 2, -1)
-    dx = np.take_along_axis(off[:, 0], cells, axis=1)
-    dy = np.take_along_axis(off[:, 1], cells, axis=1)
-    pts = np.stack([x + dx, y + dy], axis=-1).astype(np.float32)                  # (K, n, 2)
-    keep = score >= max(thresh, 1e-12)
-    return [(pts[j][keep[j]], score[j][keep[j]]) for j in range(k)]
+    j, y, x, score = peaks_above(khm, thresh)
+    pts = np.stack([x + koff[2 * j, y, x], y + koff[2 * j + 1, y, x]], axis=-1).astype(np.float32)
+    res = []
+    for t in range(khm.shape[0]):
+        sel = np.flatnonzero(j == t)
+        sel = sel[np.argsort(-score[sel], kind="stable")[:KP_CANDIDATES]]
+        res.append((pts[sel], score[sel]))
+    return res
 
 
 def _snap_corners(reg: np.ndarray, boxes: np.ndarray, cands: Sequence[tuple[np.ndarray, np.ndarray]],

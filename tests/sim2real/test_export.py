@@ -34,7 +34,7 @@ SCORE_THRESH = 0.11
 def model_and_ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    cfg = ModelConfig(input_hw=[96, 128], head=HeadConfig(score_thresh=SCORE_THRESH))
+    cfg = ModelConfig(input_hw=[96, 128], head=HeadConfig(score_thresh=SCORE_THRESH, stride=16))  # a 6x8 map
     model = build_model(cfg, classes=["cube", "cylinder"]).eval()
     return model, Path(save_checkpoint(d / "model.pt", model))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sim2real.eval.instances import decode_maps, instances_to_original, local_peaks, select
+from sim2real.eval.instances import decode_maps, instances_to_original, peaks_above, select
 from sim2real.models.heads import check_targets, encode_targets
 from sim2real.models.preprocess import PreprocessMeta
 
@@ -86,11 +86,13 @@ def test_ignored_objects_are_no_target_and_no_background():
 
 
 def test_peaks_keep_ties_and_drop_neighbours():
-    m = np.zeros((1, 1, 4, 4), np.float32)
-    m[0, 0, 1, 1] = m[0, 0, 1, 2] = 0.9
-    m[0, 0, 2, 1] = 0.5
-    p = local_peaks(m)
-    assert p[0, 0, 1, 1] == p[0, 0, 1, 2] == np.float32(0.9) and p[0, 0, 2, 1] == 0
+    m = np.zeros((2, 4, 4), np.float32)
+    m[0, 1, 1] = m[0, 1, 2] = 0.9      # a tie: both are peaks
+    m[0, 2, 1] = 0.5                   # below a higher neighbour: not a peak
+    m[1, 3, 3] = 0.2                   # another channel, on the border
+    ch, y, x, v = peaks_above(m, 0.1)
+    assert sorted(zip(ch.tolist(), y.tolist(), x.tolist())) == [(0, 1, 1), (0, 1, 2), (1, 3, 3)]
+    assert len(peaks_above(m, 0.3)[0]) == 2 and len(peaks_above(m, 0.95)[0]) == 0
 
 
 def test_threshold_and_cap_and_original_pixels():

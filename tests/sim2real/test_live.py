@@ -76,7 +76,7 @@ def count_frames(path) -> int:
 def assets(tmp_path_factory):
     d = tmp_path_factory.mktemp("live")
     torch.manual_seed(0)
-    cfg = ModelConfig(input_hw=INPUT_HW, head=HeadConfig(score_thresh=SCORE_THRESH))
+    cfg = ModelConfig(input_hw=INPUT_HW, head=HeadConfig(score_thresh=SCORE_THRESH, stride=16))
     model = build_model(cfg, classes=["cube", "cylinder"]).eval()
     ckpt = save_checkpoint(d / "model.pt", model)
     # 20-frame real clip (vtest.avi, people walking), downscaled to keep the test fast.
