@@ -39,6 +39,7 @@ from sim2real.deploy.backends import OnnxRuntimeBackend, TorchBackend
 from sim2real.deploy.config import LiveConfig
 from sim2real.deploy.export import export_onnx
 from sim2real.deploy.loop import run_live
+from sim2real.config import load_config
 from sim2real.models import ModelConfig, build_model
 
 VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
@@ -93,6 +94,8 @@ def main() -> None:
     ap.add_argument("--int8", action="store_true", help="also time a static-int8 onnxruntime model")
     ap.add_argument("--e2e-torch", action="store_true", help="also run the end-to-end loop with torch eager")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="model config overrides, e.g. head.stride=16 head.conv=separable (default: the shipped defaults)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -101,7 +104,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         video = make_video(tmp / "vtest_640x480.mp4", args.frames)
-        model = build_model(ModelConfig(input_hw=list(args.input)), classes=["cube", "cylinder", "sphere"]).eval()
+        cfg = load_config(ModelConfig, None, [f"input_hw={list(args.input)}", *args.model])
+        model = build_model(cfg, classes=["cube", "cylinder", "sphere"]).eval()
         onnx_path = export_onnx(model, tmp / "model.onnx", batch=1)
         tb = TorchBackend(model, threads=args.threads, source="torch eager")
         ob = OnnxRuntimeBackend(onnx_path, threads=args.threads)
