@@ -195,14 +195,16 @@ def inverted_world(tmp_path_factory):
         cv2.imwrite(str(p), 255 - cv2.imread(str(p)))
     base = {"datasets": f"[{sim}]", "run_dir": str(root / "train"), "cache_dir": str(root / "cache"),
             "model.input_hw": "[48,64]", "model.head.type": "dense", "epochs": 8, "batch_size": 16,
-            "lr": 3e-3, "tracking.mode": "disabled", "progress": "false", "patience": 0, "seed": 0}
+            "lr": 3e-3, "tracking.mode": "disabled", "progress": "false", "patience": 0, "seed": 0,
+            # the source model this test's bounds were measured with (best by val loss, GIoU weight 1)
+            "monitor": "loss", "model.head.loss_weights.giou": 1.0}
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # see one_thread
     try:
         src = train(load_config(TrainConfig, None, [f"{k}={v}" for k, v in base.items()]))
     finally:
         torch.set_num_threads(before)
-    assert src.best["center_err_px_median"] < 3.0  # the source model did learn sim
+    assert src.best["ap50"] > 0.2 and src.best["center_err_px_median"] < 4.0, src.best  # learned sim (untrained: ~0.01)
     return {"root": root, "sim": sim, "real": real, "ckpt": root / "train" / "best.pt"}
 
 
