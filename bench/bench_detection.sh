@@ -20,7 +20,7 @@ $S2R generate --no-progress num_frames="$TEST_FRAMES" seed=1 views_per_scene=1 o
 t1=$(date +%s)
 rm -rf "$OUT/run"
 $S2R train --no-progress datasets="[$OUT/train_data]" run_dir="$OUT/run" epochs="$EPOCHS" \
-  cache_dir="$OUT/cache" model.input_hw=[240,320] model.head.stride=8 ${TRAIN_OVERRIDES:-}
+  cache_dir="$OUT/cache" model.input_hw=[240,320] model.head.stride=8 monitor=ap ${TRAIN_OVERRIDES:-}
 t2=$(date +%s)
 $S2R evaluate --checkpoint "$OUT/run/best.pt" --data "$OUT/test_data" --name test
 t3=$(date +%s)

@@ -64,7 +64,7 @@ class TrainConfig:
     min_lr_ratio: float = field(default=0.01, metadata=rng(0.0, 1.0))     # cosine floor, fraction of lr
     grad_clip: float = field(default=5.0, metadata=rng(0.0, None))        # 0 = off
     patience: int = field(default=8, metadata=rng(0, None))              # early stopping; 0 = off
-    monitor: str = field(default="ap", metadata=choice(*MONITORS))       # validation metric for best/stop
+    monitor: str = field(default="loss", metadata=choice(*MONITORS))     # validation metric for best/stop
     amp: bool = True                          # mixed precision, used on CUDA only
     device: str = field(default="auto", metadata=choice("auto", "cpu", "cuda"))
     seed: int = 0
