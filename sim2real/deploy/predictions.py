@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sim2real.eval.instances import MAP_KEYS, decode_maps, instances_to_original, select
+from sim2real.eval.metrics import box_iou
 from sim2real.eval.records import prediction_record
 
 
@@ -67,13 +68,6 @@ def match_instances(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
     return pairs
 
 
-def _iou(p: np.ndarray, q: np.ndarray) -> float:
-    lt, rb = np.maximum(p[:2], q[:2]), np.minimum(p[2:], q[2:])
-    inter = float(np.clip(rb - lt, 0, None).prod())
-    union = float(np.clip(p[2:] - p[:2], 0, None).prod() + np.clip(q[2:] - q[:2], 0, None).prod()) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def compare_instances(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], max_dist: float = np.inf) -> dict:
     """How decoding ``b`` differs from decoding ``a`` (padded batches of the same frames, same pixel
     frame): instance counts, the share matched (:func:`match_instances`), and over matched pairs the
@@ -87,7 +81,7 @@ def compare_instances(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], 
             shift.append(float(np.linalg.norm(ia["center"][ja] - ib["center"][jb])))
             box_d.append(float(np.abs(ia["box"][ja] - ib["box"][jb]).max()))
             score_d.append(abs(float(ia["score"][ja]) - float(ib["score"][jb])))
-            ious.append(_iou(np.asarray(ia["box"][ja], np.float64), np.asarray(ib["box"][jb], np.float64)))
+            ious.append(float(box_iou(ia["box"][ja][None], ib["box"][jb][None])[0]))
             if "keypoints" in ia and np.size(ia["keypoints"][ja]):
                 kp_d.extend(np.linalg.norm(ia["keypoints"][ja] - ib["keypoints"][jb], axis=-1).tolist())
     ca, cb = np.array(counts_a), np.array(counts_b)

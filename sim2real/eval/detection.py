@@ -149,14 +149,26 @@ def _mean(values: np.ndarray) -> float:
     return float(np.mean(values)) if values.size else NAN
 
 
-def _pck(pred_kp: np.ndarray, true_kp: np.ndarray, vis: np.ndarray, ref: np.ndarray, alpha: float) -> float:
-    """Fraction of visible keypoints (``vis == 2``) within ``alpha * ref`` of the truth, as
-    ``metrics.pck``: ``(n, K, 2)`` points, ``(n, K)`` visibility, ``(n,)`` reference lengths."""
-    visible = vis == 2
-    if not visible.any():
-        return NAN
+def box_diagonal(boxes: np.ndarray) -> np.ndarray:
+    """``(n, 4)`` xyxy boxes -> their diagonals (PCK's reference length)."""
+    b = np.asarray(boxes, np.float64)
+    return np.hypot(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+
+
+def pck(pred_kp: np.ndarray, true_kp: np.ndarray, vis: np.ndarray, ref: np.ndarray,
+        alpha: float = PCK_ALPHA) -> float:
+    """Fraction of visible keypoints (``vis == 2``) within ``alpha * ref`` of the truth.
+
+    ``ref`` is one length per sample, e.g. the diagonal of the true box.  NaN when no keypoint
+    is visible (so a missing task never reads as 0 %).
+    """
+    pred_kp, true_kp = np.asarray(pred_kp, np.float64), np.asarray(true_kp, np.float64)
+    visible = np.asarray(vis) == 2
+    if pred_kp.size == 0 or not visible.any():
+        return float("nan")
     dist = np.linalg.norm(pred_kp - true_kp, axis=-1)
-    return float(np.mean((dist <= alpha * ref[:, None])[visible]))
+    thr = alpha * np.asarray(ref, np.float64)[:, None]
+    return float(np.mean(dist[visible] <= np.broadcast_to(thr, dist.shape)[visible]))
 
 
 def _pair_metrics(p: Mapping, t: Mapping, match: np.ndarray, iou: np.ndarray | None, num_classes: int,
@@ -177,10 +189,9 @@ def _pair_metrics(p: Mapping, t: Mapping, match: np.ndarray, iou: np.ndarray | N
         out["box_iou_mean"] = _mean(iou[ii, jj, gg])
     if "keypoints" in p and "keypoints" in t:
         tb = np.asarray(t["box"], np.float64)[ii, gg]
-        out[f"pck@{alpha:g}"] = _pck(np.asarray(p["keypoints"], np.float64)[ii, jj],
-                                     np.asarray(t["keypoints"], np.float64)[ii, gg],
-                                     np.asarray(t["kp_vis"])[ii, gg],
-                                     np.hypot(tb[:, 2] - tb[:, 0], tb[:, 3] - tb[:, 1]), alpha)
+        out[f"pck@{alpha:g}"] = pck(np.asarray(p["keypoints"], np.float64)[ii, jj],
+                                    np.asarray(t["keypoints"], np.float64)[ii, gg],
+                                    np.asarray(t["kp_vis"])[ii, gg], box_diagonal(tb), alpha)
     return out
 
 

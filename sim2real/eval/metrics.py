@@ -14,7 +14,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-PCK_ALPHA = 0.05
+# pck / box_diagonal live with the detection metrics (their only scorer); re-exported here.
+from sim2real.eval.detection import PCK_ALPHA, box_diagonal, detection_metrics, pck  # noqa: F401
+
 ALL_TASKS = ("cls", "center", "box", "keypoints")
 # Every task metric perception_metrics reports, in table order (per-class ``ap50/<class>`` and
 # ``ap/<class>`` come on top). The contract's names (docs/contracts.md) are all of them but the
@@ -71,27 +73,6 @@ def box_iou(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def box_diagonal(boxes: np.ndarray) -> np.ndarray:
-    b = np.asarray(boxes, np.float64)
-    return np.hypot(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-
-
-def pck(pred_kp: np.ndarray, true_kp: np.ndarray, vis: np.ndarray, ref: np.ndarray,
-        alpha: float = PCK_ALPHA) -> float:
-    """Fraction of visible keypoints (``vis == 2``) within ``alpha * ref`` of the truth.
-
-    ``ref`` is one length per sample, e.g. the diagonal of the true box.  NaN when no keypoint
-    is visible (so a missing task never reads as 0 %).
-    """
-    pred_kp, true_kp = np.asarray(pred_kp, np.float64), np.asarray(true_kp, np.float64)
-    visible = np.asarray(vis) == 2
-    if pred_kp.size == 0 or not visible.any():
-        return float("nan")
-    dist = np.linalg.norm(pred_kp - true_kp, axis=-1)
-    thr = alpha * np.asarray(ref, np.float64)[:, None]
-    return float(np.mean(dist[visible] <= np.broadcast_to(thr, dist.shape)[visible]))
-
-
 def _nan_stat(fn, values: np.ndarray) -> float:
     return float(fn(values)) if values.size else float("nan")
 
@@ -105,7 +86,5 @@ def perception_metrics(pred: dict[str, np.ndarray], true: dict[str, np.ndarray],
     at ``score_thresh`` (``fp_per_image``, ``dup_per_image``, ``recall@thr``, ``precision@thr``),
     ``ece``, ``n``, ``n_instances`` and ``confusion`` (list of lists). ``scored``: the class indices
     the labels cover (default all)."""
-    from sim2real.eval.detection import detection_metrics  # pycocotools loads only where scoring happens
-
     return detection_metrics(pred, true, list(classes), scored=None if scored is None else list(scored),
                              score_thresh=score_thresh, pck_alpha=alpha)
