@@ -165,7 +165,7 @@ def pck(pred_kp: np.ndarray, true_kp: np.ndarray, vis: np.ndarray, ref: np.ndarr
     pred_kp, true_kp = np.asarray(pred_kp, np.float64), np.asarray(true_kp, np.float64)
     visible = np.asarray(vis) == 2
     if pred_kp.size == 0 or not visible.any():
-        return float("nan")
+        return NAN
     dist = np.linalg.norm(pred_kp - true_kp, axis=-1)
     thr = alpha * np.asarray(ref, np.float64)[:, None]
     return float(np.mean(dist[visible] <= np.broadcast_to(thr, dist.shape)[visible]))
