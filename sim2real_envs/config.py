@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import yaml
 
@@ -31,6 +31,8 @@ SKIMAGE_IMAGES = ("brick", "grass", "gravel", "coffee", "rocket", "astronaut", "
                   "camera", "moon", "page", "text", "coins", "clock", "immunohistochemistry",
                   "hubble_deep_field", "colorwheel", "cell")
 SHAPES = ("box", "cylinder", "sphere")
+# Object symmetries (labels carry them; sim2real.geometry.symmetry defines what each means).
+SYMMETRIES = ("none", "box", "cube", "cylinder", "sphere")
 # How an image texture maps onto a box: pybullet's own primitive UVs (one cell of a 4x4 grid of
 # the image per face), or the whole image once on every face (a generated per-face-UV mesh).
 TEXTURE_MAPPINGS = ("primitive", "per_face")
@@ -169,8 +171,28 @@ class ObjectConfig:
     count: Optional[list[int]] = field(default=None, metadata=_pair(0, 64))
     upright: bool = True
     appearance: Optional[AppearanceConfig] = None  # None = the scene's `object_appearance`
+    # Poses under which the object looks the same (its texture is random, so its shape decides):
+    # a name of SYMMETRIES or a list of corner permutations (each a rotation of the 3D box).
+    # None = from the shape (box -> box, i.e. a cube's 24 rotations when its sides are equal;
+    # cylinder; sphere); meshes and URDFs -> none.
+    symmetry: Union[str, list[list[int]], None] = None
+
+    @property
+    def resolved_symmetry(self) -> Union[str, list[list[int]]]:
+        if self.symmetry is not None:
+            return self.symmetry
+        return self.shape if self.shape in ("box", "cylinder", "sphere") else "none"
 
     def check(self, key: str) -> None:
+        if isinstance(self.symmetry, str) and self.symmetry not in SYMMETRIES:
+            raise SceneConfigError(f"{key}.symmetry", f"one of {list(SYMMETRIES)} or a list of corner "
+                                   f"permutations", self.symmetry)
+        if isinstance(self.symmetry, list):
+            if not self.symmetry:
+                raise SceneConfigError(f"{key}.symmetry", "a non-empty list of corner permutations", [])
+            for j, perm in enumerate(self.symmetry):
+                if sorted(perm) != list(range(8)):
+                    raise SceneConfigError(f"{key}.symmetry[{j}]", "a permutation of the corners 0..7", perm)
         sources = [n for n in ("urdf", "mesh", "shape") if getattr(self, n) is not None]
         if len(sources) != 1:
             raise SceneConfigError(key, "exactly one of 'urdf', 'mesh' or 'shape'",

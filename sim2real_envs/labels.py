@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -22,6 +23,7 @@ class LabelledObject:
     is_target: bool
     T_world_from_obj: np.ndarray  # object frame = centre of its 3D box
     size: np.ndarray              # full box extents (m)
+    symmetry: Any = "none"        # a SYMMETRIES name or a list of corner permutations (scene config)
 
 
 def _round_list(a, nd=6):
@@ -101,7 +103,7 @@ def frame_labels(seg: np.ndarray, depth: np.ndarray, K: np.ndarray, T_world_from
             "visibility": round(float(visibility), 6),
             "pose_cam_from_obj": _matrix(T),
             "center_px": _round_list(center, 3), "center_depth_m": round(float(T[2, 3]), 6),
-            "keypoints": kps, "size_m": _round_list(o.size),
+            "keypoints": kps, "size_m": _round_list(o.size), "symmetry": o.symmetry,
         })
     return {"camera": {"K": _matrix(K), "width": w, "height": h,
                        "T_world_from_cam": _matrix(T_world_from_cam)},

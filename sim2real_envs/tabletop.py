@@ -460,7 +460,8 @@ class TabletopEnv(gym.Env):
                 cls = obj.cfg.cls
                 T = self._object_pose(obj)
                 out.append((LabelledObject(k + 1, self.classes.index(cls), cls,
-                                           obj.cfg.role == "target", T, obj.box_size),
+                                           obj.cfg.role == "target", T, obj.box_size,
+                                           obj.cfg.resolved_symmetry),
                             box_corners(obj.box_size) @ T[:3, :3].T + T[:3, 3]))
             self._world_cache["objects"] = out
         return self._world_cache["objects"]

@@ -133,13 +133,14 @@ class AdaptData:
     """Loads and checks every input of an adaptation session; errors name the file and the key."""
 
     def __init__(self, cfg: AdaptConfig, classes: Sequence[str], num_keypoints: int, model_input_hw: Sequence[int],
-                 out_dir: str | Path, train_config: dict | None = None):
+                 out_dir: str | Path, train_config: dict | None = None, symmetries: dict | None = None):
         """``train_config``: the sim training config stored in the checkpoint (``extra.train_config``),
         used to keep the checkpoint's own sim validation images as the sim validation set."""
         self.cfg = cfg
         self.train_config = train_config
         self.classes = list(classes)
         self.num_keypoints = int(num_keypoints)
+        self.symmetries = symmetries   # the model's, per class: real corner labels in canonical order
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self._load_sim()
@@ -244,7 +245,8 @@ class AdaptData:
                 continue
             ann = export_coco(coco.subset(ids), self.out / "real" / split, classes=self.classes,
                               class_mapping=cfg.class_mapping, copy_images=False, name=split)
-            self.real[split] = CocoDataset(ann, classes=self.classes, num_keypoints=self.num_keypoints)
+            self.real[split] = CocoDataset(ann, classes=self.classes, num_keypoints=self.num_keypoints,
+                                           symmetries=self.symmetries)
             if len(self.real[split]) == 0:
                 raise RealDataError(f"{coco.source}: no image of the '{split}' split has an object of the model's "
                                     f"classes {self.classes}")

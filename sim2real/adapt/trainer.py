@@ -140,7 +140,8 @@ class AdaptSession:
         self.tasks = trained_tasks(self.meta)
         self.loss_weights = task_loss_weights(self.source.head_cfg, self.tasks)
         self.data = AdaptData(cfg, self.source.classes, self.source.num_keypoints, self.source.input_hw, self.out,
-                              train_config=(self.meta.get("extra") or {}).get("train_config"))
+                              train_config=(self.meta.get("extra") or {}).get("train_config"),
+                              symmetries={c: o["symmetry"] for c, o in self.source.objects.items() if o.get("symmetry")})
         self.source.input_hw = tuple(self.data.pipeline.input_hw)
         self.bank = bank or FeatureBank(cfg.cache_dir, self.device, cfg.progress)
         self.results: dict[str, RunResult] = {}

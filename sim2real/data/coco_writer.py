@@ -140,6 +140,7 @@ def _annotation(obj: dict, mask: np.ndarray) -> dict:
         "instance_id": int(obj["instance_id"]),
         "is_target": bool(obj["is_target"]),
         "size_m": obj.get("size_m"),
+        "symmetry": obj.get("symmetry", "none"),
     }
 
 

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sim2real.data.images import ImageReadError, load_image
+from sim2real.data.object_models import InstancePoses
 from sim2real.data.real import check_image_sizes, coco_from_dict, default_image_root
 from sim2real.models.preprocess import PreprocessMeta
 
@@ -82,7 +83,7 @@ def check_same_classes(train: Sequence[str], val: Sequence[str], train_src: str 
 
 
 MIN_VISIBILITY = 0.2   # default: objects less visible than this are "ignore" (not object, not background)
-INSTANCE_KEYS = ("label", "center", "box", "keypoints", "kp_vis", "ignore")
+INSTANCE_KEYS = ("label", "center", "box", "keypoints", "kp_vis", "ignore", "rot", "center_3d", "size", "has_pose")
 _PAD = {"label": -1}
 
 
@@ -136,7 +137,8 @@ class CocoDataset(Dataset):
     def __init__(self, path: str | Path, image_root: str | Path | None = None, preprocess: Any = None,
                  classes: Sequence[str] | None = None, augment: Callable[[np.ndarray, int], np.ndarray] | None = None,
                  num_keypoints: int | None = None, *, allow_outside_root: bool = False,
-                 allow_protected: bool = False, min_visibility: float = MIN_VISIBILITY):
+                 allow_protected: bool = False, min_visibility: float = MIN_VISIBILITY,
+                 symmetries: Any = None, canonical: bool = True):
         self.ann_file = resolve_annotation_file(path)
         data = read_coco(self.ann_file)
         self.image_root = Path(image_root).expanduser() if image_root else default_image_root(data, self.ann_file)
@@ -145,6 +147,9 @@ class CocoDataset(Dataset):
         self.preprocess = preprocess
         self.augment = augment
         self.min_visibility = float(min_visibility)
+        # Symmetric objects: the model's symmetry per class (None = each annotation's own ``symmetry``),
+        # and whether corner labels are put in their canonical symmetric order (see object_models).
+        self.symmetries, self.canonical = symmetries, bool(canonical)
         # Validation only (raises naming file, entry and expectation); the index below reads the raw dicts.
         checked = coco_from_dict(data, self.image_root, source=self.ann_file, check_files=False,
                                  allow_outside_root=allow_outside_root, allow_protected=allow_protected)
@@ -192,6 +197,9 @@ class CocoDataset(Dataset):
         center, box = np.zeros((n, m, 2), np.float32), np.zeros((n, m, 4), np.float32)
         kps, vis = np.zeros((n, m, K, 2), np.float32), np.zeros((n, m, K), np.int64)
         ignore = np.zeros((n, m), bool)
+        poses = InstancePoses(n, m, self.ann_file, self.symmetries, self.canonical)
+        for i, img in enumerate(data["images"]):
+            poses.camera(i, img)
         for i, anns in enumerate(insts):
             for j, ann in enumerate(anns):
                 x, y, w, h = (float(v) for v in ann["bbox"])
@@ -205,6 +213,7 @@ class CocoDataset(Dataset):
                     kps[i, j, :len(arr)] = arr[:, :2]
                     vis[i, j, :len(arr)] = arr[:, 2].astype(np.int64)
                 ignore[i, j] = bool(ann.get("iscrowd", 0)) or float(ann.get("visibility", 1.0)) < self.min_visibility
+                poses.add(i, j, ann, self.classes[label[i, j]], kps, vis, (sizes[i][1], sizes[i][0]))
         self.file_names: list[str] = files
         self.paths: list[Path] = paths
         self.image_ids: list[Any] = ids
@@ -212,7 +221,8 @@ class CocoDataset(Dataset):
         self.scene_ids: list[Any] | None = scenes if scenes and all(s is not None for s in scenes) else None
         self.image_hw = np.asarray(sizes, np.int64).reshape(-1, 2)  # from the COCO file; 0 = not given
         self.targets = {"label": label, "center": center, "box": box, "keypoints": kps, "kp_vis": vis,
-                        "ignore": ignore}
+                        "ignore": ignore, **poses.arrays()}
+        self.object_stats = poses.stats
         missing = [p for p in paths if not p.is_file()]
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""

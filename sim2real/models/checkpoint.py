@@ -53,6 +53,7 @@ def save_checkpoint(path: str | Path, model: PerceptionModel, extra: dict | None
         "classes": list(model.classes), "head": head_config_to_dict(model.head_cfg),
         "input_hw": list(model.input_hw), "preprocess": model.preprocess_cfg,
         "frozen": model.frozen_stages, "extra": extra or {},
+        "objects": model.objects, "camera": model.camera,
     }
     if full:  # lets a model loaded from this file still save modules relative to the pretrained weights
         meta["backbone_digests"] = model.backbone.tensor_digests
@@ -140,6 +141,7 @@ def load_checkpoint(path: str | Path, backbone: Backbone | None = None, map_loca
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing[:5]}")
     model.load_state_dict(state, strict=False)
+    model.set_objects(meta.get("objects") or {}, meta.get("camera"))
     if full:
         # Keep the original pretrained identity so modules trained later still match.
         model.backbone.weights = meta["backbone_weights"]

@@ -313,6 +313,9 @@ class DenseHead(nn.Module):
         self.lateral = nn.ModuleList(nn.Conv2d(f["num_chs"], w, 1) for f in self.levels)
         self.fuse = nn.Sequential(*conv3x3(w, w, cfg.conv, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
         k = self.k
+        # Symmetric objects: per class the corner orders that are the same object (identity first;
+        # padded by repeating the identity); set from the model's object models (set_symmetries).
+        self.register_buffer("kp_perms", torch.arange(k).expand(num_classes, 1, k).clone(), persistent=False)
         d, cv = cfg.branch_depth, cfg.conv
         channels = {"hm": num_classes, "off": 2, "box": 4,
                     **({"kp_reg": 2 * k, "kp_hm": k, "kp_off": 2 * k} if k else {})}
@@ -337,6 +340,36 @@ class DenseHead(nn.Module):
                             bias[start:start + channels[n]] = priors[n]
                         start += channels[n]
                 self.towers[g] = branch
+
+    def set_symmetries(self, perms: Sequence) -> None:
+        """``perms[c]``: ``(P_c, K)`` corner permutations of class c (``geometry.symmetry.Symmetry.perms``)."""
+        k = self.k
+        rows = [torch.as_tensor(p, dtype=torch.long).reshape(-1, k) if k and p is not None and len(p)
+                else torch.arange(k)[None] for p in perms]
+        pmax = max(len(r) for r in rows)
+        self.kp_perms = torch.stack([torch.cat([r, r[:1].expand(pmax - len(r), k)]) for r in rows]).to(
+            self.kp_perms.device)
+
+    def symmetric_keypoints(self, kp_rel: torch.Tensor, t: dict, enc: dict) -> tuple[dict, torch.Tensor | None]:
+        """Targets in each instance's best symmetric corner order for the predicted corners ``kp_rel
+        (B, M, 2K)``: the order with the least L1 over the labelled corners (a DETR-like assignment;
+        the labels themselves arrive canonicalized). Returns the targets with keypoints reordered
+        (None: no class has a symmetry)."""
+        if self.kp_perms.shape[1] == 1:
+            return t, None
+        b, m = t["label"].shape
+        k = self.k
+        perms = self.kp_perms[t["label"].clamp(min=0)]                                    # (B,M,P,K)
+        p = perms.shape[2]
+        tgt = enc["kp_rel"].reshape(b, m, 1, k, 2).expand(b, m, p, k, 2)
+        msk = enc["kp_rel_mask"].reshape(b, m, k, 2)[..., 0][:, :, None].expand(b, m, p, k)
+        tgt = tgt.gather(3, perms[..., None].expand(b, m, p, k, 2))
+        msk = msk.gather(3, perms)
+        cost = ((kp_rel.detach().reshape(b, m, 1, k, 2) - tgt).abs().sum(-1) * msk).sum(-1)   # (B,M,P)
+        best = cost.argmin(dim=2)                                                        # (B,M)
+        order = perms.gather(2, best[:, :, None, None].expand(b, m, 1, k))[:, :, 0]       # (B,M,K)
+        kp = t["keypoints"].gather(2, order[..., None].expand(b, m, k, 3))
+        return {**t, "keypoints": kp}, order
 
     def forward(self, taps: dict[str, torch.Tensor]) -> dict:
         emb = taps[self.embed_name].mean(dim=(2, 3))
@@ -374,6 +407,9 @@ class DenseHead(nn.Module):
         if k:
             m = ind.shape[1]
             kp_rel = gather_at(raw["kp_reg"], ind)                                           # (B,M,2K)
+            t_sym, order = self.symmetric_keypoints(kp_rel, t, enc)
+            if order is not None:   # corner targets (regression, heatmaps, offsets) in the best order
+                enc = encode_targets(t_sym, self.num_classes, (h, w), self.stride, self.cfg.kp_min_vis)
             # each corner type has its own offset channels: corners of different types share cells
             kp_off = gather_at(raw["kp_off"], enc["kp_ind"].reshape(b, m * k)).reshape(b, m, k, k, 2)
             kp_off = kp_off.diagonal(dim1=2, dim2=3).permute(0, 1, 3, 2)                   # (B,M,K,2)

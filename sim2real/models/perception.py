@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from sim2real.config import ConfigError, rng
+from sim2real.geometry.symmetry import Symmetry, symmetry_from_dict
 from sim2real.models.backbone import Backbone, state_digests
 from sim2real.models.heads import MAP_NAMES, HeadConfig, build_head, loss_weights
 from sim2real.models.preprocess import Preprocess, resolve_input_hw
@@ -56,6 +57,28 @@ class PerceptionModel(nn.Module):
         self.head = build_head(self.head_cfg, len(self.classes), backbone.feature_info, self.input_hw)
         self.tap_names = list(self.head.tap_names)
         self._frozen: set[str] = set()
+        self.objects: dict[str, dict] = {}
+        self.camera: dict | None = None
+
+    # --- objects and camera (6D pose) -----------------------------------------------------------
+    def set_objects(self, objects: dict[str, dict] | None, camera: dict | None = None) -> "PerceptionModel":
+        """Per class ``{"size_m": [sx, sy, sz] | None, "symmetry": Symmetry.to_dict()}`` (from the training
+        data, ``data.object_models``) and the training camera ``{"K", "dist", "width", "height"}``: what
+        PnP needs, kept in checkpoints and exports. The head's keypoint loss uses the symmetries."""
+        from_dict = {c: dict(v) for c, v in (objects or {}).items()}
+        unknown = [c for c in from_dict if c not in self.classes]
+        if unknown:
+            raise ValueError(f"object models for unknown classes {unknown}; the model's classes are {self.classes}")
+        self.objects = from_dict
+        if camera is not None:
+            self.camera = dict(camera)
+        self.head.set_symmetries([symmetry_from_dict(self.objects.get(c, {}).get("symmetry")).perms
+                                  for c in self.classes])
+        return self
+
+    def symmetries(self) -> list[Symmetry]:
+        """The :class:`Symmetry` of every class (none where unknown)."""
+        return [symmetry_from_dict(self.objects.get(c, {}).get("symmetry")) for c in self.classes]
 
     # --- preprocessing ------------------------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sim2real.config import ConfigError, to_dict
+from sim2real.data.object_models import object_models, training_camera
 from sim2real.data.dataset import (CocoDataset, category_names, check_same_classes, detection_classes, read_coco,
                                    resolve_annotation_file)
 from sim2real.data.pool import Pool, split_indices
@@ -242,6 +243,9 @@ def _set_up_data_and_model(cfg: TrainConfig, info: D.DistInfo, run_dir: Path) ->
     """Datasets, model and batch sources (cached features when the model has frozen stages)."""
     train_pool, train_idx, val_pool, val_idx = _load_pools(cfg, cfg.model.head.num_keypoints)
     model = build_model(cfg.model, train_pool.classes, image_hw=train_pool.image_hw())
+    # What 6D pose needs, from the training data: per class box size + symmetry, and the camera.
+    model.set_objects(object_models([d.object_stats for d in train_pool.datasets], model.classes),
+                      training_camera(train_pool.datasets))
     model.to(info.device)
     pre = model.make_preprocess()
     train_pool.set_preprocess(pre)

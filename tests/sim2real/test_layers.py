@@ -16,7 +16,7 @@ PKG = ROOT / "sim2real"
 
 # Top-level part of sim2real (sub-package or module) -> layer. Lower layers never import higher ones.
 LAYERS = {
-    "io": 0, "paths": 0, "config": 1,
+    "io": 0, "paths": 0, "config": 1, "geometry": 1,
     "runinfo": 2, "tracking": 2,
     "models": 3,
     "data": 4,
