@@ -144,11 +144,11 @@ def _frame_keys(images: list, src: Path) -> list[tuple[int, int]]:
     return keys
 
 
-def _median_sizes(images: list) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+def _median_sizes(images: list, src: Path) -> tuple[dict[int, np.ndarray], dict[int, float]]:
     sizes: dict[int, list[np.ndarray]] = {}
     for im in images:
         for a in im.annotations:
-            s = _size_of(a)
+            s = _size_of(a, src)
             if s is not None:
                 sizes.setdefault(a.category_id, []).append(s)
     med = {c: np.median(np.stack(v), axis=0) for c, v in sizes.items()}
@@ -157,13 +157,13 @@ def _median_sizes(images: list) -> tuple[dict[int, np.ndarray], dict[int, float]
     return med, spread
 
 
-def _size_of(a) -> np.ndarray | None:
+def _size_of(a, src: Path) -> np.ndarray | None:
     s = a.raw.get("size_m")
     if s is None:
         return None
     arr = np.asarray(s, dtype=np.float64) if isinstance(s, (list, tuple)) and len(s) == 3 else None
     if arr is None or not np.isfinite(arr).all() or (arr <= 0).any():
-        raise ValueError(f"annotation id {a.id} (image id {a.image_id}) 'size_m': expected 3 positive numbers "
+        raise ValueError(f"{src}: annotation id {a.id} (image id {a.image_id}) 'size_m': expected 3 positive numbers "
                          f"(metres), got {s!r}")
     return arr
 
@@ -187,14 +187,14 @@ def export_bop(dataset: str | Path, out_dir: str | Path, split: str = DEFAULT_SP
 
     images = coco.images
     keys = _frame_keys(images, ann_path)
-    med_size, spread = _median_sizes(images)
+    med_size, spread = _median_sizes(images, ann_path)
 
     out_dir = check_writable(out_dir)
     final = out_dir / split
     if final.exists() and not overwrite:
         raise ValueError(f"{final} already exists; replace it with --overwrite (Python: overwrite=True) "
                          "or pick another --out")
-    for old in out_dir.glob(f".{split}.partial-*"):  # left by a killed export
+    for old in [*out_dir.glob(f".{split}.partial-*"), *out_dir.glob(f".{split}.old-*")]:  # a killed export's
         shutil.rmtree(old, ignore_errors=True)
     tmp = out_dir / f".{split}.partial-{os.getpid()}"
     tmp.mkdir()
@@ -238,7 +238,7 @@ def export_bop(dataset: str | Path, out_dir: str | Path, split: str = DEFAULT_SP
                         continue
                     raise ValueError(f"{awhere} 'pose_cam_from_obj': missing; BOP needs a pose for every object "
                                      "(sim2real export-bop --skip-invalid skips such annotations)")
-                size = _size_of(a)
+                size = _size_of(a, ann_path)
                 if size is None:
                     skipped["no_size_m"] += 1
                     continue
@@ -248,7 +248,7 @@ def export_bop(dataset: str | Path, out_dir: str | Path, split: str = DEFAULT_SP
                                      f"{im.raw['mask_file']}), got {iid!r}")
                 visib = mask == iid
                 px_visib = int(visib.sum())
-                if px_visib != int(round(a.area)):
+                if px_visib != round(a.area):
                     raise ValueError(f"{awhere}: {im.raw['mask_file']} has {px_visib} pixels of instance {iid}, "
                                      f"the annotation's 'area' is {a.area:g}; mask and labels disagree")
                 T = a.pose_cam_from_obj
@@ -256,13 +256,13 @@ def export_bop(dataset: str | Path, out_dir: str | Path, split: str = DEFAULT_SP
                 gt_id = len(gts)
                 gts.append({"cam_R_m2c": _flat(R), "cam_t_m2c": _flat(t_m * 1000.0), "obj_id": int(a.category_id)})
                 visibility = float(a.raw.get("visibility", 1.0))
-                px_all = int(round(px_visib / visibility)) if visibility > 0 else px_visib
+                px_all = round(px_visib / visibility) if visibility > 0 else px_visib
                 px_all = max(px_all, px_visib)
                 no_depth = int((visib & (depth == 0)).sum())
                 infos.append({
                     # Projected 3D-box corners, NOT clipped to the image (as BOP's bbox_obj).
                     "bbox_obj": _bbox_of_points(project_box(K, R, t_m, size)),
-                    "bbox_visib": [int(round(v)) for v in a.bbox],
+                    "bbox_visib": [round(v) for v in a.bbox],
                     "px_count_all": px_all,
                     "px_count_valid": px_all - no_depth,
                     "px_count_visib": px_visib,
