@@ -20,6 +20,7 @@ from sim2real.io import OutputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("sim2real.commands.generate", "render a domain-randomized synthetic dataset (COCO) with W workers"),
     "merge": ("sim2real.commands.merge", "join dataset shards written with --shard/--num-shards into one dataset"),
+    "export-bop": ("sim2real.commands.export_bop", "write a generated dataset in the BOP layout for 6D pose tools"),
     "train": ("sim2real.commands.train", "train a backbone + task heads on a synthetic dataset"),
     "evaluate": ("sim2real.commands.evaluate", "score a checkpoint on a labelled dataset (sim or real)"),
     "predict": ("sim2real.commands.predict", "write one JSONL prediction per image/frame in original pixels"),

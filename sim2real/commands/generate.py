@@ -9,7 +9,8 @@ from sim2real.commands._common import add_config_arguments, config_from_args, fl
 HELP = "render a domain-randomized synthetic dataset (COCO) with W workers"
 DESCRIPTION = """\
 Render a synthetic dataset: images, depth (uint16 mm), instance masks, COCO annotations.json,
-manifest.json and a samples.png grid.
+manifest.json and a samples.png grid; format=bop also writes the BOP layout under <out>/bop/
+(the same as `sim2real export-bop <out> --out <out>/bop`).
 
 Frames come in groups of views_per_scene (default 8) views of one randomized scene: frame i
 shows scene i // V (objects, looks, settled physics) from a new camera pose, light and image
@@ -22,6 +23,7 @@ examples:
   sim2real generate --workers 2
   sim2real generate num_frames=1000 scene.camera.width=128 scene.camera.height=128 --out data/sim/big
   sim2real generate views_per_scene=1 --out data/sim/one_view   # a new scene every frame
+  sim2real generate format=bop --out data/sim/bop_too   # also the BOP layout in data/sim/bop_too/bop/
   sim2real generate --shard 0 --num-shards 4 --out data/sim/part0   # on machine 0, and so on
 """
 
@@ -49,4 +51,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{cfg.out}: {c['frames']} frames, {c['annotations']} annotations "
           f"({run_info.get('rendered_now', 0)} rendered now, {run_info.get('resumed_frames', 0)} kept"
           + (f", {rate:.2f} frames/s" if rate else "") + ")")
+    if "bop" in manifest:
+        from sim2real.commands.export_bop import bop_summary_line
+
+        print(f"BOP layout: {bop_summary_line(manifest['bop'])}")
     return 0

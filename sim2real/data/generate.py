@@ -44,9 +44,10 @@ from sim2real.io import OutputError, atomic_write_json, check_writable
 from sim2real.paths import REPO_ROOT, bundled_config
 
 STATE_FILE = "generate_state.json"
+BOP_DIR = "bop"  # format: bop writes the BOP layout here, inside the dataset folder
 STATE_VERSION = 1
 # Keys that do not change a single byte of frame data (or are checked separately, like shards).
-_NOT_HASHED = ("out", "workers", "progress", "grid", "scene_file", "scene", "chunksize")
+_NOT_HASHED = ("out", "workers", "progress", "grid", "scene_file", "scene", "chunksize", "format")
 _SHARD_KEYS = ("shard", "num_shards")
 
 
@@ -82,6 +83,9 @@ class GenerateConfig:
     chunksize: int = field(default=1, metadata=rng(1, 1024))
     progress: bool = True
     grid: GridConfig = field(default_factory=GridConfig)
+    # coco: the dataset as documented; bop: the same, plus the BOP layout under <out>/bop/
+    # (sim2real.data.bop.export_bop; frame bytes and annotations.json do not change).
+    format: str = field(default="coco", metadata=choice("coco", "bop"))
 
     def validate(self) -> None:
         if self.shard >= self.num_shards:
@@ -432,6 +436,11 @@ def finalize(out: Path, cfg: GenerateConfig, scene: dict | None, frames: list[in
                   "masks": "masks/NNNNNN.png", "labels": "labels/NNNNNN.json", "annotations": "annotations.json"},
         "versions": package_versions(), "git_commit": git_commit(), **(extra or {}),
     }
+    if cfg.format == "bop":
+        from sim2real.data.bop import export_bop
+
+        # Rebuilt from annotations.json on every (resumed) run, so it always matches the dataset.
+        manifest["bop"] = export_bop(out, out / BOP_DIR, overwrite=True)
     atomic_write_json(out / "manifest.json", manifest, indent=2)
     if cfg.grid.enabled:
         draw_grid(out, coco, out / "samples.png", cfg.grid.num, cfg.grid.cols, cfg.grid.cell_width)
