@@ -58,7 +58,8 @@ def predict_cached(model: PerceptionModel, store, ds, cut: int, tap: AlignTap, t
     if ds is None:
         return res
     true = ds.original_targets(valid)
-    metrics = score(run, true, model.classes, tasks, getattr(ds, "scored_classes", None), model.head_cfg.score_thresh)
+    metrics = score(run, true, model.classes, tasks, getattr(ds, "scored_classes", None), model.head_cfg.score_thresh,
+                    objects=model.objects, camera=model.camera)
     res["metrics"] = metrics
     scored = getattr(ds, "scored_classes", None)
     files = getattr(ds, "file_names", None)

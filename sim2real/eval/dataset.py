@@ -41,7 +41,8 @@ def _coco_pass(model: PerceptionModel, ds: CocoDataset, rows: Optional[np.ndarra
         raise ValueError(f"{ds.ann_file}: no readable labelled image to evaluate ({len(skipped)} corrupt, "
                          f"{ds.num_without_target} without an object of classes {model.classes})")
     true = ds.original_targets(run.index)
-    m = score(run, true, model.classes, tasks, ds.scored_classes, model.head_cfg.score_thresh)
+    m = score(run, true, model.classes, tasks, ds.scored_classes, model.head_cfg.score_thresh,
+              objects=model.objects, camera=model.camera)
     m.update(num_corrupt=len(skipped), num_without_target=ds.num_without_target)
     return run, m, true
 

@@ -342,7 +342,7 @@ def pr_curves(pred: Mapping, true: Mapping, classes: Sequence[str], scored: Sequ
 # ----------------------------------------------------------------------------------------------- entry
 
 def detection_metrics(pred: dict, true: dict, classes: list[str], *, scored: list[int] | None = None,
-                      score_thresh: float = 0.3, pck_alpha: float = PCK_ALPHA) -> dict:
+                      score_thresh: float = 0.3, pck_alpha: float = PCK_ALPHA, return_match: bool = False):
     """Every detection metric of one prediction set against its ground truth (arrays: module doc).
 
     ``scored``: class indices to score (default all); instances of other classes are dropped first.
@@ -352,6 +352,8 @@ def detection_metrics(pred: dict, true: dict, classes: list[str], *, scored: lis
     ``center_err_px_median``/``_mean`` (with ``pred["center"]``), ``box_iou_mean`` (with boxes),
     ``pck@<alpha>`` (with keypoints), ``n`` (images), ``n_instances`` (non-ignored ground truth) and
     ``confusion`` (C x C list, true x predicted, over matched pairs).  Plain floats, NaN if undefined.
+    ``return_match``: return ``(metrics, match)``, ``match (N, P)`` the pairs of the matched-instance
+    metrics (as :func:`match_instances`), for scorers of the same pairs (``eval.pose_metrics``).
     """
     cats = sorted(set(range(len(classes)) if scored is None else scored))
     p, t = _select(pred, true, cats)
@@ -363,4 +365,4 @@ def detection_metrics(pred: dict, true: dict, classes: list[str], *, scored: lis
     match, counted = _match(p, t, geo, score_thresh, same_class=False)
     out.update(_count_metrics(p, t, match, counted, score_thresh, len(classes)))
     out.update(_pair_metrics(p, t, match, geo[0] if "box" in p else None, len(classes), pck_alpha))
-    return out
+    return (out, match) if return_match else out

@@ -17,6 +17,7 @@ import torch
 from sim2real.data.dataset import meta_of
 from sim2real.eval.instances import EVAL_SCORE_THRESH, MAP_KEYS, decode_maps, instances_to_original
 from sim2real.eval.metrics import perception_metrics, pred_keys
+from sim2real.eval.pose_metrics import pose_metrics
 
 Forward = Callable[[Any], dict]                       # model inputs on the device -> model outputs
 LossFn = Callable[[dict, Any], tuple[Any, Mapping[str, Any]]]   # (outputs, targets) -> (total, parts)
@@ -153,12 +154,17 @@ def run_batches(batches: Iterable[EvalBatch], forward: Forward, decoding: Option
 
 
 def score(run: ModelPass, true: Mapping[str, np.ndarray], classes: Sequence[str], tasks: Sequence[str],
-          scored: Optional[Sequence[int]] = None, score_thresh: float = 0.3) -> dict:
+          scored: Optional[Sequence[int]] = None, score_thresh: float = 0.3, *,
+          objects: Optional[Mapping[str, dict]] = None, camera: Optional[dict] = None) -> dict:
     """:func:`perception_metrics` of the trained ``tasks``' predictions against ``true`` (ORIGINAL
     pixels, rows as ``run.index``; only the ``scored`` classes, default all), counting detections
-    from ``score_thresh`` (the model's reporting threshold), then the pass's mean losses."""
+    from ``score_thresh`` (the model's reporting threshold), then, with the keypoints task, the pose
+    metrics of the same matched pairs (:func:`sim2real.eval.pose_metrics.pose_metrics`; ``objects``
+    and ``camera``: the model's ``objects`` and ``camera``), then the pass's mean losses."""
     keep = pred_keys(tasks)
-    m = perception_metrics({k: v for k, v in run.pred.items() if k in keep}, true, classes, scored=scored,
-                           score_thresh=score_thresh)
+    pred = {k: v for k, v in run.pred.items() if k in keep}
+    m, match = perception_metrics(pred, true, classes, scored=scored, score_thresh=score_thresh, return_match=True)
+    if "keypoints" in pred:
+        m.update(pose_metrics(pred, true, match, classes, objects, camera, scored=scored))
     m.update(run.losses)
     return m

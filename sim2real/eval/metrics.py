@@ -18,17 +18,23 @@ import numpy as np
 from sim2real.eval.detection import PCK_ALPHA, box_diagonal, detection_metrics, pck  # noqa: F401
 
 ALL_TASKS = ("cls", "center", "box", "keypoints")
-# Every task metric perception_metrics reports, in table order (per-class ``ap50/<class>`` and
-# ``ap/<class>`` come on top). The contract's names (docs/contracts.md) are all of them but the
-# centre-error mean, which only tables show.
+# 6D pose of the matched instances (``sim2real.eval.pose_metrics``; scored with the keypoints task): centre
+# and ADD-S errors in cm, the ADD-S < 10 % of the diameter rate, rotation error modulo symmetry, symmetric
+# corner error (pixels), the fraction that got a pose and the PnP reprojection error.
+POSE_METRIC_NAMES = ("pose_center_err_cm_median", "pose_center_err_cm_mean", "pose_adds_cm_median", "pose_adds_0.1d",
+                     "pose_rot_err_deg_median", "corner_err_px_median", "pose_ok_fraction", "pose_reproj_px_median")
+POSE_PER_CLASS = ("pose_center_err_cm_median",)   # per-class keys ``<metric>/<class>`` of the pose metrics
+# Every task metric score() reports, in table order (per-class ``ap50/<class>``, ``ap/<class>`` and
+# ``pose_center_err_cm_median/<class>`` come on top). The contract's names (docs/contracts.md) are all of
+# them but the two means, which only tables show.
 METRIC_NAMES = ("ap", "ap50", "ap75", "ar", "acc", "center_err_px_median", "center_err_px_mean", "box_iou_mean",
-                f"pck@{PCK_ALPHA:g}", "ece", "fp_per_image", "dup_per_image")
-CONTRACT_METRICS = tuple(m for m in METRIC_NAMES if m != "center_err_px_mean")
+                f"pck@{PCK_ALPHA:g}", "ece", "fp_per_image", "dup_per_image") + POSE_METRIC_NAMES
+CONTRACT_METRICS = tuple(m for m in METRIC_NAMES if m not in ("center_err_px_mean", "pose_center_err_cm_mean"))
 # Which way is better ("max" / "min") and which trained task each metric scores.
 METRIC_GOAL = dict(zip(METRIC_NAMES, ("max", "max", "max", "max", "max", "min", "min", "max", "max", "min", "min",
-                                      "min")))
+                                      "min", "min", "min", "min", "max", "min", "min", "max", "min")))
 METRIC_TASK = dict(zip(METRIC_NAMES, ("box", "box", "box", "box", "cls", "center", "center", "box", "keypoints",
-                                      "cls", "cls", "cls")))
+                                      "cls", "cls", "cls") + ("keypoints",) * len(POSE_METRIC_NAMES)))
 # Per-dataset bookkeeping in a metrics dict: logged as-is, never turned into a gap.
 BOOKKEEPING = ("confusion", "n", "n_instances", "num_corrupt", "num_without_target", "recall@thr", "precision@thr")
 
@@ -79,12 +85,14 @@ def _nan_stat(fn, values: np.ndarray) -> float:
 
 def perception_metrics(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], classes: Sequence[str],
                        alpha: float = PCK_ALPHA, scored: Sequence[int] | None = None,
-                       score_thresh: float = 0.3) -> dict:
+                       score_thresh: float = 0.3, return_match: bool = False):
     """The standard metric set of padded instance predictions against padded ground truth
     (docs/contracts.md, "Instances"): COCO AP/AP50/AP75/AR (all and per class), and on matched
     instances ``acc``, ``center_err_px_median``/``mean``, ``box_iou_mean``, ``pck@<alpha>``; counts
     at ``score_thresh`` (``fp_per_image``, ``dup_per_image``, ``recall@thr``, ``precision@thr``),
     ``ece``, ``n``, ``n_instances`` and ``confusion`` (list of lists). ``scored``: the class indices
-    the labels cover (default all)."""
+    the labels cover (default all); ``return_match``: ``(metrics, match (N, P))`` with the matched pairs
+    (ground-truth slot per prediction, -1 = unmatched). The pose metrics of the same pairs come from
+    ``sim2real.eval.pose_metrics`` (the loop's ``score`` adds them)."""
     return detection_metrics(pred, true, list(classes), scored=None if scored is None else list(scored),
-                             score_thresh=score_thresh, pck_alpha=alpha)
+                             score_thresh=score_thresh, pck_alpha=alpha, return_match=return_match)

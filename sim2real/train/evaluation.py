@@ -79,7 +79,7 @@ def validate(model: PerceptionModel, source, pool: Pool, idx: np.ndarray, cfg: T
     if not len(run):
         raise ValueError("no readable validation image (all corrupt?)")
     m = score(run, pool.original_targets(run.index), model.classes, cfg.tasks, pool.scored_classes,
-              model.head_cfg.score_thresh)
+              model.head_cfg.score_thresh, objects=model.objects, camera=model.camera)
     if collect is not None:
         collect.update(embed=run.embed, pred=run.pred, index=run.index)
     return m

@@ -44,8 +44,12 @@ def world(tmp_path_factory):
 
 def test_metric_names_are_one_list():
     assert METRIC_NAMES == ("ap", "ap50", "ap75", "ar", "acc", "center_err_px_median", "center_err_px_mean",
-                            "box_iou_mean", "pck@0.05", "ece", "fp_per_image", "dup_per_image")
-    assert CONTRACT_METRICS == tuple(m for m in METRIC_NAMES if m != "center_err_px_mean")
+                            "box_iou_mean", "pck@0.05", "ece", "fp_per_image", "dup_per_image",
+                            "pose_center_err_cm_median", "pose_center_err_cm_mean", "pose_adds_cm_median",
+                            "pose_adds_0.1d", "pose_rot_err_deg_median", "corner_err_px_median", "pose_ok_fraction",
+                            "pose_reproj_px_median")
+    assert CONTRACT_METRICS == tuple(m for m in METRIC_NAMES if m not in ("center_err_px_mean",
+                                                                          "pose_center_err_cm_mean"))
     assert pred_keys(["cls", "box"]) == {"label", "score", "box"}
     assert task_metrics({"acc": 1.0, "n": 3, "confusion": [], "loss": 0.5, "loss/cls": 0.1}) == {"acc": 1.0,
                                                                                                   "loss": 0.5}
