@@ -8,7 +8,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-from sim2real.eval.metrics import CONTRACT_METRICS, METRIC_NAMES
+from sim2real.eval.metrics import CONTRACT_METRICS, METRIC_NAMES, POSE_METRIC_NAMES
 
 HELP = "score a checkpoint on a labelled dataset (sim or real)"
 DESCRIPTION = """\
@@ -86,6 +86,23 @@ def per_class_rows(metrics: dict, classes) -> list[tuple[str, list[str]]]:
     return rows
 
 
+POSE_LINE = (("pose_center_err_cm_median", "centre err {} cm"), ("pose_center_err_cm_mean", "(mean {})"),
+             ("pose_adds_cm_median", "ADD-S {} cm"), ("pose_adds_0.1d", "ADD-S < 0.1 diameter {}"),
+             ("pose_rot_err_deg_median", "rotation err {} deg"), ("corner_err_px_median", "corner err {} px"),
+             ("pose_ok_fraction", "pose solved {}"), ("pose_reproj_px_median", "reprojection {} px"))
+
+
+def pose_line(metrics: dict) -> str | None:
+    """One line of the pose metrics (medians over the matched instances with a labelled pose), or None
+    when they were not scored (keypoints not trained)."""
+    if not any(k in metrics for k in POSE_METRIC_NAMES):
+        return None
+    if all(metrics.get(k) is None for k in POSE_METRIC_NAMES):
+        return "pose: - (no matched instance with labelled corners or pose)"
+    return ("pose (medians over the matched instances with a labelled pose): "
+            + ", ".join(fmt.format(_fmt(metrics.get(k))) for k, fmt in POSE_LINE).replace(", (mean", " (mean"))
+
+
 def markdown_summary(result: dict) -> str:
     m, classes = result["metrics"], result["classes"]
     lines = [f"# Evaluation of {result['checkpoint']}", "", f"- data: {result['data']}",
@@ -104,6 +121,13 @@ def markdown_summary(result: dict) -> str:
               "| class | " + " | ".join(h for _, h in PER_CLASS) + " |", "|---" * (len(PER_CLASS) + 1) + "|"]
     for c, vals in per_class_rows(m, classes):
         lines.append(f"| {c} | " + " | ".join(vals) + " |")
+    pose = pose_line(m)
+    if pose is not None:
+        lines += ["", pose]
+        per_cls = [(c, m[f"pose_center_err_cm_median/{c}"]) for c in classes if f"pose_center_err_cm_median/{c}" in m]
+        if per_cls:
+            lines += ["", "| class | pose centre err cm (median) |", "|---|---|"]
+            lines += [f"| {c} | {_fmt(v)} |" for c, v in per_cls]
     return "\n".join(lines) + "\n"
 
 
@@ -181,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(out_dir / f"eval_{name}.json", result, indent=2)
     atomic_write_text(out_dir / f"eval_{name}.md", markdown_summary(result))
     report = _track(args, out_dir / f"eval_{name}", dom, model, meta, result, domain, tracking)
-    parts = [f"{k}={_fmt(metrics[k])}" for k in CONTRACT_METRICS if k in metrics]
+    parts = [f"{k}={_fmt(metrics[k])}" for k in CONTRACT_METRICS if k in metrics and k not in POSE_METRIC_NAMES]
     print(f"{name} ({domain}): {metrics['n']} images, {', '.join(parts)} -> {out_dir / f'eval_{name}.json'}"
           + (f" ({metrics['num_corrupt']} corrupt image(s) skipped)" if metrics["num_corrupt"] else ""))
     if report is not None:
@@ -191,4 +215,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {'class':<{width}} " + " ".join(f"{h:>12}" for _, h in PER_CLASS))
     for c, vals in per_class_rows(metrics, model.classes):
         print(f"  {c:<{width}} " + " ".join(f"{v:>12}" for v in vals))
+    pose = pose_line(metrics)
+    if pose is not None:
+        print(pose)
     return 0

@@ -103,9 +103,20 @@ def _latest_values(records: list[dict], summary: dict) -> dict[str, Any]:
 
 
 def _per_class_key(name: str) -> bool:
-    """``ap/<class>``, ``ap50/<class>`` (per-class metrics of ``sim2real.eval.detection``)."""
+    """``ap/<class>``, ``ap50/<class>`` (per-class metrics of ``sim2real.eval.detection``) and
+    ``pose_center_err_cm_median/<class>`` (``sim2real.eval.pose_metrics``)."""
     head, _, rest = name.partition("/")
-    return bool(rest) and head in ("ap", "ap50", "ap75", "ar")
+    return bool(rest) and head in ("ap", "ap50", "ap75", "ar", "pose_center_err_cm_median")
+
+
+def _table_order(name: str) -> tuple[int, str]:
+    """Main table order: the detection metrics (alphabetical, as before), then the pose metrics
+    (``pose_*``, ``corner_err_px_median``) in ``METRIC_NAMES`` order, grouped."""
+    from sim2real.eval.metrics import POSE_METRIC_NAMES
+
+    if name in POSE_METRIC_NAMES:
+        return (1, f"{POSE_METRIC_NAMES.index(name):03d}")
+    return (0, name)
 
 
 def _table_rows(values: dict[str, Any], feature_gaps: dict[str, float]) -> list[dict[str, Any]]:
@@ -119,8 +130,8 @@ def _table_rows(values: dict[str, Any], feature_gaps: dict[str, float]) -> list[
         warnings.simplefilter("ignore")  # unknown directions just get no computed gap here
         computed = gap_metrics(sim, real)
     rows = []
-    for name in sorted(set(sim) | set(real)):
-        if _per_class_key(name):  # ap50/<class>: the per-class table's
+    for name in sorted(set(sim) | set(real), key=_table_order):
+        if _per_class_key(name):  # ap50/<class>, pose_center_err_cm_median/<class>: the per-class table's
             continue
         if finite_number(sim.get(name)) is None and finite_number(real.get(name)) is None:
             continue
@@ -164,7 +175,8 @@ def _panel_priority(name: str) -> tuple[int, str]:
     lname = name.lower()
     if _per_class_key(lname):
         return (4, name)
-    if lname in ("ap", "ap50", "ap75", "ar") or any(t in lname for t in ("acc", "center_err", "iou", "pck", "feat_")):
+    if lname in ("ap", "ap50", "ap75", "ar") or any(t in lname for t in ("acc", "center_err", "iou", "pck", "feat_",
+                                                                          "pose_adds")):
         return (0, name)
     if "loss" in lname:
         return (1, name)
@@ -482,25 +494,33 @@ th{background:#f2f2f2}td:first-child{text-align:left}img{max-width:100%;margin:0
 
 
 def _per_class_html(per_class: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The per-class table: a row per class, AP50 and AP per domain; a class a domain's labels do
-    not define reads "not labelled"."""
+    """The per-class table: a row per class, AP50 and AP per domain (and the median pose centre error
+    in cm when a domain has one); a class a domain's labels do not define reads "not labelled"."""
     domains = list(per_class)
     classes: list[str] = []
     for d in domains:
         classes += [c for c in per_class[d] if c not in classes]
-    head = "".join(f"<th>{html.escape(d)} {m}</th>" for d in domains for m in ("AP50", "AP"))
+    cols = [("ap50", "AP50"), ("ap", "AP")]
+    pose_key = "pose_center_err_cm_median"
+    if any(pose_key in (v or {}) for d in domains for v in per_class[d].values()):
+        cols.append((pose_key, "pose centre err cm"))
+    head = "".join(f"<th>{html.escape(d)} {m}</th>" for d in domains for _, m in cols)
     out = ["<h2>Per class</h2>", f"<table class='per-class'><tr><th>class</th>{head}</tr>"]
     for c in classes:
         cells = []
         for d in domains:
             v = per_class[d].get(c)
             if v is None:
-                cells.append("<td colspan='2' class='nl'>not labelled</td>")
+                cells.append(f"<td colspan='{len(cols)}' class='nl'>not labelled</td>")
             else:
-                cells.append(f"<td>{_fmt(v.get('ap50'))}</td><td>{_fmt(v.get('ap'))}</td>")
+                cells.append("".join(f"<td>{_fmt(v.get(k))}</td>" for k, _ in cols))
         out.append(f"<tr><td>{html.escape(c)}</td>{''.join(cells)}</tr>")
-    out.append("</table><p class='note'>COCO box AP per class: AP50 at IoU 0.5, AP averaged over IoU "
-               "0.5:0.95; — = no labelled instance of the class in the scored images.</p>")
+    note = ("COCO box AP per class: AP50 at IoU 0.5, AP averaged over IoU 0.5:0.95; — = no labelled instance of "
+            "the class in the scored images.")
+    if len(cols) > 2:
+        note += (" Pose centre err: median distance (cm) of the PnP pose's centre to the labelled 3D centre over the "
+                 "matched instances with a labelled pose (— = none).")
+    out.append(f"</table><p class='note'>{note}</p>")
     return out
 
 
@@ -515,8 +535,11 @@ def _html(title: str, method: str, rows: list[dict], images: dict[str, bytes],
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
              f"<p>method: <b>{html.escape(method)}</b></p>", "<h2>Sim vs real</h2>", *table,
-             "<p class='note'>gap/&lt;metric&gt; = sim − real for accuracy/IoU/PCK, real − sim for errors "
-             "and losses; feature rows are distances between sim and real embeddings (0 = same).</p>"]
+             "<p class='note'>gap/&lt;metric&gt; = sim − real for accuracy/IoU/PCK and pose success rates "
+             "(pose_adds_0.1d, pose_ok_fraction), real − sim for errors and losses; feature rows are distances "
+             "between sim and real embeddings (0 = same). pose_* rows: 6D pose (PnP from the predicted corners) "
+             "of the matched instances with a labelled pose, centre and ADD-S errors in cm, rotation error in "
+             "degrees modulo the object's symmetry; corner_err_px_median: symmetric corner error in pixels.</p>"]
     if per_class:
         parts += _per_class_html(per_class)
     for heading, lines in (notes or {}).items():
@@ -555,8 +578,8 @@ def write_report(run_dir: str | Path, *, title: str | None = None, method: str |
       ``score``), ``label`` a COCO annotation (``bbox`` xywh, ``center_px``, ``keypoints``); both
       in the image's pixels, either may be None.
     - ``notes``: ``{heading: [line, ...]}`` plain-text sections shown after the table.
-    - ``per_class``: ``{"sim": {class: {"ap": v, "ap50": v} | None}, "real": ...}``: the per-class
-      table (None = the domain's labels do not define the class: "not labelled").
+    - ``per_class``: ``{"sim": {class: {"ap": v, "ap50": v[, "pose_center_err_cm_median": v]} | None},
+      "real": ...}``: the per-class table (None = the domain's labels do not define the class: "not labelled").
     - ``pr_curves``: ``{"sim": detection.pr_curves(...), ...}``: precision-recall per class at IoU 0.5.
     - ``reliability``: ``{"sim": detection.reliability(...) + {"ece": v}, ...}``: reliability diagram.
     - ``logger``: a RunLogger; every PNG is sent with ``log_media("report/<name>", png)`` and the HTML

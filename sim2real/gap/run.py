@@ -31,14 +31,15 @@ from sim2real.config import ConfigError, choice, rng, to_dict
 from sim2real.eval.detection import match_instances as detection_match
 from sim2real.eval.domain import DomainEval, subset_rows
 from sim2real.eval.instances import select
-from sim2real.eval.metrics import METRIC_NAMES, task_metrics
+from sim2real.eval.metrics import METRIC_NAMES, POSE_PER_CLASS, task_metrics
 from sim2real.eval.records import prediction_record, rounded
 from sim2real.gap.naming import FEATURE_PREFIX, sim_real_record
 from sim2real.gap.tracker import FeatureGapTracker, GapTrackingConfig
 from sim2real.tracking import TrackingConfig
 
 TABLE_ORDER = METRIC_NAMES + ("loss",)
-PER_CLASS_METRICS = ("ap", "ap50")        # per-class keys ``<metric>/<class>`` of perception_metrics
+# per-class keys ``<metric>/<class>`` of score(): perception_metrics' and the pose metrics'
+PER_CLASS_METRICS = ("ap", "ap50") + POSE_PER_CLASS
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -178,12 +179,14 @@ def frame_items(dom: DomainEval, classes: Sequence[str], n: int = 6) -> list[tup
 
 
 def per_class_table(domains: Sequence[DomainEval], classes: Sequence[str]) -> dict[str, dict[str, Optional[dict]]]:
-    """``{domain: {class: {"ap": v, "ap50": v} | None}}``: None = the domain's labels do not define
+    """``{domain: {class: {"ap": v, "ap50": v[, "pose_center_err_cm_median": v]} | None}}``: None = the domain's labels do not define
     the class ("not labelled"); a value is None where it is undefined (no instance of it)."""
     out: dict[str, dict[str, Optional[dict]]] = {}
     for d in domains:
         scored = set(d.scored_classes(classes))
-        out[d.name] = {c: ({m: d.metrics.get(f"{m}/{c}") for m in PER_CLASS_METRICS} if k in scored else None)
+        # the pose key only where the metrics have it (keypoints trained): the report adds its column then
+        keys = [m for m in PER_CLASS_METRICS if m in ("ap", "ap50") or any(f"{m}/{c}" in d.metrics for c in classes)]
+        out[d.name] = {c: ({m: d.metrics.get(f"{m}/{c}") for m in keys} if k in scored else None)
                        for k, c in enumerate(classes)}
     return out
 
@@ -243,7 +246,8 @@ def _is_per_class(name: str) -> bool:
 
 def gap_table(record: Mapping[str, Any]) -> str:
     """A short fixed-width table: metric, sim, real, gap (+ = real worse), then per class (``ap50/<class>``,
-    ``ap/<class>``; "not labelled" where the real labels do not define the class), then feature distances."""
+    ``ap/<class>``, ``pose_center_err_cm_median/<class>``; "not labelled" where the real labels do not define
+    the class), then feature distances."""
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
@@ -251,14 +255,15 @@ def gap_table(record: Mapping[str, Any]) -> str:
     overall = [m for m in TABLE_ORDER if m in names] + sorted(m for m in names if m not in TABLE_ORDER
                                                               and not _is_per_class(m))
     per_class = sorted((m for m in names if _is_per_class(m)), key=lambda m: (m.partition("/")[2], m))
-    lines = [f"{'metric':<24} {'sim':>10} {'real':>12} {'gap (+ = real worse)':>21}"]
+    w = max([24] + [len(m) for m in overall + per_class])   # pose_center_err_cm_median/<class> is long
+    lines = [f"{'metric':<{w}} {'sim':>10} {'real':>12} {'gap (+ = real worse)':>21}"]
     for m in overall + per_class:
         real = record.get("real/" + m)
         real_s = "not labelled" if real is None and _is_per_class(m) else fmt(real)
-        lines.append(f"{m:<24} {fmt(record.get('sim/' + m)):>10} {real_s:>12} {fmt(record.get('gap/' + m)):>21}")
+        lines.append(f"{m:<{w}} {fmt(record.get('sim/' + m)):>10} {real_s:>12} {fmt(record.get('gap/' + m)):>21}")
     for k in sorted(record):
         if k.startswith(FEATURE_PREFIX) and not k.endswith(("_sigma", "_n_sim", "_n_real")):
-            lines.append(f"{'feature ' + k[len(FEATURE_PREFIX):]:<24} {'':>10} {'':>12} {fmt(record[k]):>21}")
+            lines.append(f"{'feature ' + k[len(FEATURE_PREFIX):]:<{w}} {'':>10} {'':>12} {fmt(record[k]):>21}")
     return "\n".join(lines)
 
 

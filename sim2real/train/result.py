@@ -84,10 +84,13 @@ def train_report(cfg: TrainConfig, r: TrainResult, classes: Sequence[str]) -> st
     for k in REPORT_METRICS:
         if k in r.best:
             lines.append(f"| {k} | {_fmt(r.best[k])} |")
-    lines += ["", "| class | validation AP50 (best epoch) | AP |", "|---|---|---|"]
+    pose = any(f"pose_center_err_cm_median/{c}" in r.best for c in classes)  # keypoints trained: pose metrics
+    lines += ["", "| class | validation AP50 (best epoch) | AP |" + (" pose centre err cm (median) |" if pose else ""),
+              "|---|---|---|" + ("---|" if pose else "")]
     for c in classes:
         if f"ap50/{c}" in r.best or f"ap/{c}" in r.best:
-            lines.append(f"| {c} | {_fmt(r.best.get(f'ap50/{c}'))} | {_fmt(r.best.get(f'ap/{c}'))} |")
+            lines.append(f"| {c} | {_fmt(r.best.get(f'ap50/{c}'))} | {_fmt(r.best.get(f'ap/{c}'))} |"
+                         + (f" {_fmt(r.best.get(f'pose_center_err_cm_median/{c}'))} |" if pose else ""))
         else:
-            lines.append(f"| {c} | not labelled | not labelled |")
+            lines.append(f"| {c} | not labelled | not labelled |" + (" not labelled |" if pose else ""))
     return "\n".join(lines) + "\n"

@@ -282,6 +282,8 @@ def test_gap_bad_inputs_are_one_line_errors(tmp_path, sets, capsys):
 
 
 def test_evaluate_writes_a_tracked_run_folder(tmp_path, sets, capsys):
+    from sim2real.commands.evaluate import pose_line
+
     _, real, ckpt = sets
     out = tmp_path / "ev"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(real), "--out", str(out), "--no-wandb",
@@ -299,12 +301,17 @@ def test_evaluate_writes_a_tracked_run_folder(tmp_path, sets, capsys):
     md = (out / "eval_real.md").read_text()
     for k in ("ap", "ap50", "ap75", "ar", "acc", "center_err_px_median", "box_iou_mean", "fp_per_image"):
         assert f"| {k} |" in md, k
-    tail = md.strip().splitlines()[-4:]
+    md_lines = md.strip().splitlines()
+    start = md_lines.index("| class | AP50 | AP |")
+    tail = md_lines[start + 1:start + 5]
     assert tail[0] == "|---|---|---|" and tail[-1] == "| triangle | not labelled | not labelled |"
     assert tail[1] == f"| square | {m['ap50/square']:.4g} | {m['ap/square']:.4g} |"
+    # The keypoints are trained: the pose metrics follow the per-class table (none here: no pose labels).
+    assert md_lines[start + 6].startswith("pose") and "pose_ok_fraction" in m and m["pose_ok_fraction"] is None
     lines = printed.strip().splitlines()
-    assert lines[-4].startswith("  class") and lines[-1].split() == ["triangle", "not", "labelled", "not", "labelled"]
-    assert lines[-3].split() == ["square", f"{m['ap50/square']:.4g}", f"{m['ap/square']:.4g}"]
+    assert lines[-1].startswith("pose") and lines[-1] == pose_line(m)
+    assert lines[-5].startswith("  class") and lines[-2].split() == ["triangle", "not", "labelled", "not", "labelled"]
+    assert lines[-4].split() == ["square", f"{m['ap50/square']:.4g}", f"{m['ap/square']:.4g}"]
     preds = read_jsonl(run / "predictions.jsonl")
     assert len(preds) == 9 and all(len(r["ground_truth"]) == 2 for r in preds)
     assert not (run / "wandb").exists()

@@ -168,3 +168,36 @@ def test_score_adds_pose_metrics_with_keypoints_and_names_are_listed():
     assert "pose_center_err_cm_mean" not in CONTRACT_METRICS
     assert METRIC_GOAL["pose_adds_0.1d"] == METRIC_GOAL["pose_ok_fraction"] == "max"
     assert all(METRIC_GOAL[k] == "min" for k in POSE_METRIC_NAMES if "err" in k or "reproj" in k or "cm" in k)
+
+
+def test_pose_numbers_reach_gap_tables_reports_and_evaluate_output():
+    from sim2real.commands.evaluate import markdown_summary, pose_line
+    from sim2real.gap.naming import gap_metrics
+    from sim2real.gap.report import _per_class_html, _table_rows
+    from sim2real.gap.run import gap_table
+
+    pred, true = make_set([("cube", R0, T0)])
+    sim = metrics(pred, true)
+    real = dict(sim, **{"pose_center_err_cm_median": 3.0, "pose_adds_0.1d": 0.25, "pose_ok_fraction": 0.5,
+                        "pose_center_err_cm_median/cube": 3.0})
+    gaps = gap_metrics(sim, {k: v for k, v in real.items()})
+    assert gaps["gap/pose_center_err_cm_median"] == pytest.approx(3.0, abs=1e-4)   # positive = real worse
+    assert gaps["gap/pose_adds_0.1d"] == pytest.approx(0.75) and gaps["gap/pose_ok_fraction"] == pytest.approx(0.5)
+    assert gaps["gap/pose_center_err_cm_median/cube"] == pytest.approx(3.0, abs=1e-4)
+    rec = {**{f"sim/{k}": v for k, v in sim.items()}, **{f"real/{k}": v for k, v in real.items()}, **gaps}
+    table = gap_table(rec)
+    assert "pose_adds_0.1d" in table and "pose_center_err_cm_median/cube" in table
+    rows = [r["metric"] for r in _table_rows(rec, {})]
+    assert "pose_center_err_cm_median" in rows and "pose_center_err_cm_median/cube" not in rows  # per-class table's
+    assert rows.index("ap") < rows.index("pose_center_err_cm_median") if "ap" in rows else True
+    html = "".join(_per_class_html({"sim": {"cube": {"ap": 1.0, "ap50": 1.0, "pose_center_err_cm_median": 0.0},
+                                            "box": None}}))
+    assert "pose centre err cm" in html and "colspan='3'" in html
+    assert "pose centre err" not in "".join(_per_class_html({"sim": {"cube": {"ap": 1.0, "ap50": 1.0}}}))
+    line = pose_line(real)
+    assert line.startswith("pose (") and "centre err 3 cm" in line and "ADD-S < 0.1 diameter 0.25" in line
+    assert pose_line({"ap": 1.0}) is None
+    assert pose_line(metrics(dict(pred, score=pred["score"] * 0), true)).startswith("pose: -")
+    md = markdown_summary({"checkpoint": "c.pt", "data": "d", "classes": CLASSES,
+                           "metrics": {**real, "n": 1, "num_corrupt": 0, "num_without_target": 0}})
+    assert "| pose_adds_0.1d | 0.25 |" in md and "| cube | 3 |" in md

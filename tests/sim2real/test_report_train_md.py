@@ -37,3 +37,15 @@ def test_compare_scratch_table_has_per_class_rows(tmp_path):
     with pytest.warns(RuntimeWarning, match="NOT better"):  # same ap50 on both: not better
         table = comparison_table(_result(tmp_path, 0.83), _result(tmp_path, 0.25), "ap50")
     assert "| ap50 | 0.72 | 0.72 |" in table and "| ap50/cube | 0.83 | 0.25 |" in table
+
+
+def test_train_report_lists_pose_metrics_and_per_class_centre_error(tmp_path):
+    cfg = load_config(TrainConfig, None, [f"run_dir={tmp_path / 'run'}"])
+    r = _result(tmp_path, 0.83)
+    r.best.update({"pose_center_err_cm_median": 1.25, "pose_adds_0.1d": 0.8, "pose_ok_fraction": None,
+                   "pose_center_err_cm_median/cube": 1.25, "pose_center_err_cm_median/mug": None})
+    md = train_report(cfg, r, CLASSES)
+    assert "| pose_center_err_cm_median | 1.25 |" in md and "| pose_adds_0.1d | 0.8 |" in md
+    assert "| pose_ok_fraction | - |" in md
+    assert "| cube | 0.83 | 0.5 | 1.25 |" in md and "| mug | - | - | - |" in md
+    assert "| duck | not labelled | not labelled | not labelled |" in md
