@@ -41,7 +41,8 @@ def cameras_for(images_wh: Sequence[tuple[int, int]], camera: Camera | None,
     out = []
     for i, (w, h) in enumerate(images_wh):
         if Ks is not None and Ks[i][2, 2]:
-            out.append(Camera(np.asarray(Ks[i], np.float64), camera.dist if camera is not None else np.zeros(0), w, h))
+            # labelled images: their own K, no distortion (the labels' projection model)
+            out.append(Camera(np.asarray(Ks[i], np.float64), np.zeros(0), w, h))
         else:
             out.append(camera.for_image(int(w), int(h)) if camera is not None else None)
     return out
