@@ -89,6 +89,7 @@ def draw_instance(img: np.ndarray, inst: dict, kp_threshold: float = 0.5,
 
 
 AXIS_COLORS = ((0, 0, 255), (0, 255, 0), (255, 0, 0))   # BGR: x red, y green, z blue
+_EDGE_INDEX = np.array(BOX_EDGES)
 
 
 def draw_pose(img: np.ndarray, inst: dict, size, camera: Camera,
@@ -117,10 +118,10 @@ def draw_pose(img: np.ndarray, inst: dict, size, camera: Camera,
     p = np.round(uv).astype(np.int32)
     fs, th = _scale(img)
     color = class_color(inst.get("class_id", 0)) if color is None else color
-    for a, b in BOX_EDGES:
-        cv2.line(img, tuple(p[a]), tuple(p[b]), _darker(color), th, cv2.LINE_AA)
+    cv2.polylines(img, list(p[_EDGE_INDEX]), False, _darker(color), th, cv2.LINE_8)   # 12 edges, one call
     for k in range(3):
-        cv2.line(img, tuple(p[8]), tuple(p[9 + k]), AXIS_COLORS[k], th + 1, cv2.LINE_AA)
+        cv2.line(img, (int(p[8, 0]), int(p[8, 1])), (int(p[9 + k, 0]), int(p[9 + k, 1])), AXIS_COLORS[k], th + 1,
+                 cv2.LINE_AA)
     return True
 
 
