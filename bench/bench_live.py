@@ -13,13 +13,21 @@ Rows:
     no output file), every frame processed, at ``--score-thresh`` (0.2: the untrained head finds
     nothing at its own 0.3 but about 10 instances per vtest frame at 0.2, i.e. decoding and
     drawing do the work of a trained model in a busy scene; the mean per frame is printed).
+  * 6D pose (``--pose on|off|both``, default on): the end-to-end loop with PnP of every reported
+    instance (records + drawing of its 3D box and axes; the model carries a 0.1 m box per class and a
+    640x480 camera with f = 600 px) and/or without it (``pose=false``); ``both`` runs the two rows back
+    to back in one process and prints their FPS ratio (goal: with pose >= 0.9x without). ``--corners``:
+    ``box`` (default) makes the head regress every instance's corners as its centre + a 0.1 m cube's
+    projection (corner heatmaps off, no snapping): corners that fit a box within a few px, as a trained
+    model's do, so PnP is SQPnP + LM; ``head`` keeps the untrained head's corners, which fit no box
+    (tens of px): nearly every instance then also takes PnP's RANSAC pass (the worst case).
 Every row is repeated ``--repeats`` times, interleaved, and its best run kept (on a shared
 machine, the least disturbed one).
 Targets: onnxruntime >= 2x torch eager (model-only); end-to-end >= 0.6x model-only onnxruntime
 (wall-clock FPS; "1000 / p50" is the same rate from the median latency, robust to other
 processes stalling a shared machine).
 Run: ``python bench/bench_live.py`` (``--int8`` adds a static-int8 onnxruntime row, ``--e2e-torch``
-an end-to-end torch eager row).
+an end-to-end torch eager row, ``--pose both`` the pose / no-pose pair).
 """
 
 from __future__ import annotations
@@ -72,9 +80,33 @@ def model_only(backend, batch: np.ndarray, iters: int) -> dict:
     return {"fps": iters / wall, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95))}
 
 
-def end_to_end(backend, video: Path, tmp: Path, frames: int, tag: str, score_thresh: float) -> dict:
+# What the 6D pose needs (checkpoints carry it from the training data): a box size per class and the
+# training camera, here the 640x480 video's.
+OBJECT_SIZE_M = [0.1, 0.1, 0.1]
+CAMERA = {"K": [[600.0, 0.0, 319.5], [0.0, 600.0, 239.5], [0.0, 0.0, 1.0]], "dist": [], "width": 640, "height": 480}
+
+
+def box_corner_head(model) -> None:
+    """Every instance's corners = its centre + the projection of an ``OBJECT_SIZE_M`` box 1 m in front of
+    ``CAMERA`` (in the model's cell units); the corner heatmaps off so nothing snaps them elsewhere."""
+    from sim2real.geometry.pose import project
+    from sim2real.geometry.symmetry import box_corners
+
+    R = cv2.Rodrigues(np.array([0.5, 0.4, 0.1]))[0]
+    t, K = np.array([0.0, 0.0, 1.0]), np.array(CAMERA["K"])
+    uv = project(box_corners(OBJECT_SIZE_M), R, t, K) - project(np.zeros((1, 3)), R, t, K)
+    scale = min(model.input_hw[0] / CAMERA["height"], model.input_hw[1] / CAMERA["width"])
+    with torch.no_grad():
+        reg, hm = model.head.kp_reg[-1], model.head.kp_hm[-1]
+        reg.weight.zero_(), reg.bias.copy_(torch.as_tensor(uv.reshape(-1) * scale / model.stride, dtype=torch.float32))
+        hm.weight.zero_(), hm.bias.fill_(-20.0)
+
+
+def end_to_end(backend, video: Path, tmp: Path, frames: int, tag: str, score_thresh: float, pose: bool = True,
+               jsonl: Path | None = None) -> dict:
     cfg = LiveConfig(checkpoint="<in memory>", source=str(video), drop="all", max_frames=frames,
-                     run_dir=str(tmp / f"run-{tag}"), score_thresh=score_thresh)
+                     run_dir=str(tmp / f"run-{tag}"), score_thresh=score_thresh, pose=pose,
+                     jsonl=str(jsonl) if jsonl else None)
     s = run_live(cfg, backend=backend, log=lambda m: None)
     lat = s["latency_ms"]
     return {"fps": s["fps"], "p50_ms": lat["total"]["p50"], "p95_ms": lat["total"]["p95"],
@@ -93,6 +125,11 @@ def main() -> None:
                     help="end-to-end rows: report instances from this score (default 0.2: ~10 per frame)")
     ap.add_argument("--int8", action="store_true", help="also time a static-int8 onnxruntime model")
     ap.add_argument("--e2e-torch", action="store_true", help="also run the end-to-end loop with torch eager")
+    ap.add_argument("--pose", choices=["on", "off", "both"], default="on",
+                    help="end-to-end rows with the 6D pose (PnP), without it, or both back to back (ratio printed)")
+    ap.add_argument("--corners", choices=["box", "head"], default="box",
+                    help="box: corners of a cube's projection (like a trained model's; default); head: the "
+                         "untrained head's (fit no box: PnP's RANSAC pass, the worst case)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE",
                     help="model config overrides, e.g. head.stride=16 head.conv=separable (default: the shipped defaults)")
@@ -105,7 +142,11 @@ def main() -> None:
         tmp = Path(td)
         video = make_video(tmp / "vtest_640x480.mp4", args.frames)
         cfg = load_config(ModelConfig, None, [f"input_hw={list(args.input)}", *args.model])
-        model = build_model(cfg, classes=["cube", "cylinder", "sphere"]).eval()
+        classes = ["cube", "cylinder", "sphere"]
+        model = build_model(cfg, classes=classes).eval()
+        model.set_objects({c: {"size_m": OBJECT_SIZE_M} for c in classes}, CAMERA)
+        if args.corners == "box":
+            box_corner_head(model)
         onnx_path = export_onnx(model, tmp / "model.onnx", batch=1)
         tb = TorchBackend(model, threads=args.threads, source="torch eager")
         ob = OnnxRuntimeBackend(onnx_path, threads=args.threads)
@@ -124,7 +165,11 @@ def main() -> None:
                                     threads=args.threads)
             jobs["model-only onnxruntime int8 (static)"] = lambda r: model_only(qb, x, args.iters)
         thr = args.score_thresh
-        jobs["end-to-end onnxruntime"] = lambda r: end_to_end(ob, video, tmp, args.frames, f"ort{r}", thr)
+        if args.pose in ("on", "both"):
+            jobs["end-to-end onnxruntime"] = lambda r: end_to_end(ob, video, tmp, args.frames, f"ort{r}", thr)
+        if args.pose in ("off", "both"):
+            jobs["end-to-end onnxruntime, no pose"] = lambda r: end_to_end(ob, video, tmp, args.frames,
+                                                                          f"ortnp{r}", thr, pose=False)
         if args.e2e_torch:
             jobs["end-to-end torch eager"] = lambda r: end_to_end(tb, video, tmp, args.frames, f"torch{r}", thr)
         # Interleave the repeats (A B C A B C ...) so a burst of load from other processes hits
@@ -135,29 +180,46 @@ def main() -> None:
                 res = job(r)
                 if name not in rows or res["fps"] > rows[name]["fps"]:
                     rows[name] = res
+        statuses = None
+        if args.pose != "off":  # what the pose rows solved (an extra, untimed run writing the JSONL)
+            from collections import Counter
+
+            from sim2real.io import read_jsonl
+
+            end_to_end(ob, video, tmp, args.frames, "statuses", thr, jsonl=tmp / "poses.jsonl")
+            statuses = Counter(i["pose_status"] for rec in read_jsonl(tmp / "poses.jsonl") for i in rec["instances"])
 
     # Targets on wall-clock FPS (what a user sees); the p50 column shows the same without the
     # stalls other processes cause on a shared machine.
+    e2e = "end-to-end onnxruntime" if args.pose != "off" else "end-to-end onnxruntime, no pose"
     ort_vs_torch = rows["model-only onnxruntime"]["fps"] / rows["model-only torch eager"]["fps"]
-    e2e_vs_model = rows["end-to-end onnxruntime"]["fps"] / rows["model-only onnxruntime"]["fps"]
+    e2e_vs_model = rows[e2e]["fps"] / rows["model-only onnxruntime"]["fps"]
+    pose_ratio = (rows["end-to-end onnxruntime"]["fps"] / rows["end-to-end onnxruntime, no pose"]["fps"]
+                  if args.pose == "both" else None)
     print(f"\nLive loop on CPU: efficientnet_lite0 + dense head, input {args.input[0]}x{args.input[1]}, "
           f"640x480 video (vtest.avi resized), {args.threads} threads, torch {torch.__version__}\n")
     print("| measurement | FPS (wall clock) | FPS (1000 / p50) | p50 ms | p95 ms |")
     print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['fps']:.1f} | {1000 / r['p50_ms']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |")
-    stages = rows["end-to-end onnxruntime"]["stages_p50"]
-    print("\nend-to-end onnxruntime, p50 per stage (ms; 'records' = numpy instance decoding + records): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
-    print(f"instances per frame (score >= {args.score_thresh:g}): "
-          f"{rows['end-to-end onnxruntime']['instances_per_frame']:.1f}")
+    for name in [n for n in rows if n.startswith("end-to-end onnxruntime")]:
+        stages = rows[name]["stages_p50"]
+        print(f"\n{name}, p50 per stage (ms; 'records' = numpy instance decoding + records"
+              + (" + PnP" if "no pose" not in name else "") + "): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+    print(f"instances per frame (score >= {args.score_thresh:g}): {rows[e2e]['instances_per_frame']:.1f}")
+    if statuses is not None:
+        print("pose_status of the reported instances: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common()))
     met = {True: "yes", False: "NO"}
     print("\n| target | value | goal | met |\n|---|---:|---:|:-:|")
     print(f"| onnxruntime / torch eager (model-only) | {ort_vs_torch:.2f}x | >= 2x | {met[ort_vs_torch >= 2]} |")
     print(f"| end-to-end / model-only (onnxruntime) | {e2e_vs_model:.2f} | >= 0.6 | {met[e2e_vs_model >= 0.6]} |")
+    if pose_ratio is not None:
+        print(f"| end-to-end with pose / without (onnxruntime) | {pose_ratio:.2f}x | >= 0.9x | {met[pose_ratio >= 0.9]} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "ort_vs_torch": ort_vs_torch,
-                                               "e2e_vs_model": e2e_vs_model, "args": vars(args)}, indent=2))
+                                               "e2e_vs_model": e2e_vs_model, "pose_ratio": pose_ratio,
+                                               "pose_status": dict(statuses or {}), "args": vars(args)}, indent=2))
 
 
 def _frames(video: Path, n: int):

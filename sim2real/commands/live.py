@@ -14,8 +14,12 @@ same Preprocess as training; gray cameras included), every detected object drawn
 (class, score, box, 3D-box corners; one colour per class) with an FPS/latency line. Objects are
 reported from --score-thresh (default: the model's head.score_thresh, stored in the checkpoint or
 the exported file). --jsonl writes one line per frame: {"frame", "timestamp", "media_time_s",
-"instances": [{"class", "class_id", "score", "box", "center", "keypoints"}, ...]} in original
-pixels, the same instance records as `sim2real predict`. At the end (end of file, stream lost, --max-frames, Ctrl-C) latency p50/p95/p99
+"instances": [{"class", "class_id", "score", "box", "center", "keypoints", "pose", "center_3d",
+"reproj_px", "pose_status"}, ...]} in original pixels, the same instance records as `sim2real predict`.
+6D pose: PnP on each reported instance's corners against its class's 3D box, with the model's
+training camera resampled to the frame's size or --camera calib.yml (OpenCV/ROS YAML, distortion
+used); "pose": {"R", "t"} in metres (OpenCV camera frame) or null with "pose_status" saying why;
+posed instances are drawn with their projected 3D box and axes. --no-pose skips it. At the end (end of file, stream lost, --max-frames, Ctrl-C) latency p50/p95/p99
 per stage (capture wait, preprocess, infer, draw, write) and FPS are printed and saved as JSON, and
 every output file is finalized (a Ctrl-C still leaves a playable video).
 
@@ -36,6 +40,7 @@ Use --output annotated.mp4 and --jsonl preds.jsonl to run headless.
 examples:
   sim2real live --checkpoint runs/train/x/best.pt --source 0 --display
   sim2real live --checkpoint model.onnx --source clip.mp4 --output annotated.mp4 --jsonl preds.jsonl
+  sim2real live --checkpoint model.onnx --source 0 --camera calib.yml --output out.mp4
   sim2real live --checkpoint best.pt --source rtsp://cam/stream --tta-bn --reference real_frames/ \\
       --drift-threshold 0.1 --output out.mp4
 """
@@ -44,7 +49,7 @@ examples:
 # (not parsed as overrides) so paths and URLs with any characters survive.
 _TEXT_FLAGS = {"checkpoint": "checkpoint", "source": "source", "output": "output", "jsonl": "jsonl",
                "run_dir": "run_dir", "stats": "stats", "reference": "drift.reference",
-               "image_root": "drift.image_root"}
+               "image_root": "drift.image_root", "camera": "camera_file"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +64,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jsonl", help="write one record per frame here: every instance (original pixels)")
     p.add_argument("--score-thresh", type=float,
                    help="report objects from this score (default: the model's head.score_thresh)")
+    p.add_argument("--camera", help="camera calibration YAML (OpenCV/ROS) for the 6D pose "
+                                    "(default: the model's training camera)")
+    p.add_argument("--max-reproj-px", type=float,
+                   help="report a pose only below this mean corner reprojection error (px, default 10)")
+    p.add_argument("--no-pose", action="store_true", help="skip the 6D pose (PnP): no pose fields, no 3D box drawn")
     p.add_argument("--run-dir", help="run folder for config, stats and metrics (default runs/live/<time>)")
     p.add_argument("--stats", help="latency/FPS stats JSON (default <run-dir>/stats.json)")
     p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
@@ -80,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
 
     extra = flag_overrides(
         args, {"backend": "backend", "threads": "threads", "max_frames": "max_frames", "score_thresh": "score_thresh",
-               "max_retries": "retry.max_retries", "drift_threshold": "drift.threshold"},
+               "max_retries": "retry.max_retries", "drift_threshold": "drift.threshold",
+               "max_reproj_px": "max_reproj_px"},
         {"display": "display=true", "drop": "drop=latest", "no_drop": "drop=all", "realtime": "realtime=true",
-         "tta_bn": "tta.enabled=true"})
+         "tta_bn": "tta.enabled=true", "no_pose": "pose=false"})
     cfg = config_from_args(LiveConfig, args, extra)
     for attr, key in _TEXT_FLAGS.items():
         value = getattr(args, attr)

@@ -17,10 +17,19 @@ write one JSON line per image: {"image": file_name | "frame": index, "class", "s
 "box": [x0, y0, x1, y1], "center": [u, v], "keypoints": [[u, v, score], ...]} in ORIGINAL pixels.
 A corrupt image gets {"image": ..., "error": "..."} instead, and the run goes on.
 
+6D pose: every reported instance also carries "pose": {"R": 3x3, "t": [x, y, z]} (metres, the centre
+of the object's 3D box in the OpenCV camera frame), "center_3d" (= t), "reproj_px" (mean corner
+reprojection error, px: the pose's confidence) and "pose_status" ("ok"); without a pose, "pose" is
+null and "pose_status" says why (too_few_points, pnp_failed, behind_camera, reprojection: above
+--max-reproj-px, no_size: no 3D box size for the class, no_camera). PnP uses the class's box size from
+the checkpoint and the training camera resampled to each image's size, or --camera calib.yml
+(OpenCV/ROS calibration YAML; its distortion coefficients are used). --no-pose skips PnP (no pose fields).
+
 examples:
   sim2real predict --checkpoint runs/train/sim/best.pt --images data/sim/tabletop
   sim2real predict --checkpoint best.pt --images /usr/share/visp-images-data/ViSP-images/mbt/cube --out cube.jsonl
   sim2real predict --checkpoint best.pt --images clip.mp4 --every 5
+  sim2real predict --checkpoint best.pt --images frames/ --camera calib.yml --max-reproj-px 5
 """
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -38,6 +47,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-thresh", type=float, default=None,
                    help="report objects from this score (default: the checkpoint's model.head.score_thresh)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_pose_arguments(p)
+
+
+def add_pose_arguments(p: argparse.ArgumentParser) -> None:
+    """``--camera``, ``--max-reproj-px``, ``--no-pose`` (``predict``; ``live`` maps them onto its config)."""
+    from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX
+
+    p.add_argument("--camera", help="camera calibration YAML (OpenCV/ROS: camera_matrix, distortion_coefficients, "
+                                    "image_width/height) for the 6D pose (default: the model's training camera)")
+    p.add_argument("--max-reproj-px", type=float, default=None,
+                   help=f"report a pose only below this mean corner reprojection error (default {DEFAULT_MAX_REPROJ_PX:g} px)")
+    p.add_argument("--no-pose", action="store_true", help="skip the 6D pose (PnP): records without pose fields")
 
 
 def _folder_images(folder: Path) -> list[tuple[str, Path]]:
@@ -118,8 +139,21 @@ def run(args: argparse.Namespace) -> int:
     from sim2real.eval.predict import predict_arrays
     from sim2real.eval.records import prediction_record
 
+    import warnings
+
+    from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX
+    from sim2real.eval.records import PoseSetup
+
     model, device, _ = load_model(args.checkpoint, args.device)
+    pose = None
+    if not args.no_pose:
+        thr_px = DEFAULT_MAX_REPROJ_PX if args.max_reproj_px is None else args.max_reproj_px
+        pose = PoseSetup.build(model.objects, model.camera, args.camera, thr_px)
+        for line in pose.problems(model.classes):
+            warnings.warn(line, stacklevel=1)
     name, pairs, errors = _sources(args)
+    if pose is not None:  # the image size travels with its key: the camera is resampled to it
+        pairs = (((where, img.shape[1::-1]), img) for where, img in pairs)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"predictions_{name}.jsonl"
     n = bad = found = 0
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
@@ -131,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
 
         for where, inst in predict_arrays(model, pairs, args.batch_size, device, args.score_thresh):
             write_errors()
+            if pose is not None:
+                where, wh = where
+                inst = pose.solve(inst, model.classes, wh)
             fh.write(json.dumps(prediction_record(inst, model.classes, **where)) + "\n")
             n += 1
             found += len(inst["label"])

@@ -8,7 +8,9 @@
 
 Every backend carries ``classes`` and the model's ``preprocess`` (a ``Preprocess``) so the live
 loop prepares frames exactly as training did, plus how its maps decode: ``decode_options``
-(``stride``, ``max_instances``, ``kp_score_thresh``) and the model's ``score_thresh``.  Outputs are
+(``stride``, ``max_instances``, ``kp_score_thresh``) and the model's ``score_thresh``, and what the
+6D pose of an instance needs: ``objects`` (per class ``{"size_m", "symmetry"}``) and the training
+``camera`` (``{"K", "dist", "width", "height"}`` or None), from the checkpoint or the export metadata.  Outputs are
 the head's dense maps as numpy (``OUTPUT_NAMES`` = ``sim2real.models.perception.EXPORT_OUTPUTS``:
 ``heatmap, offset, ltrb, kp_reg, kp_heatmap, kp_offset`` in cell units, docs/contracts.md
 "Instances") and the pooled ``embed``; every backend's maps go through the one numpy decoder,
@@ -52,6 +54,8 @@ class InferenceBackend:
     meta: dict
     decode_options: dict       # decode_maps keywords: stride, max_instances, kp_score_thresh
     score_thresh: float        # the model's reporting threshold (head.score_thresh)
+    objects: dict = {}         # per class {"size_m": [sx, sy, sz] | None, "symmetry": {...}} (6D pose)
+    camera: dict | None = None  # the training images' camera {"K", "dist", "width", "height"}
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -70,6 +74,8 @@ class InferenceBackend:
         self.decode_options = {"stride": int(meta["stride"]), "max_instances": int(meta["max_instances"]),
                                "kp_score_thresh": float(meta["kp_score_thresh"])}
         self.score_thresh = float(meta["score_thresh"])
+        self.objects = dict(meta.get("objects") or {})
+        self.camera = meta.get("camera") or None
 
 
 def _check_batch(batch: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
@@ -103,8 +109,11 @@ class TorchBackend(InferenceBackend):
         self.threads = threads
         self.decode_options = dict(model.decode_options())
         self.score_thresh = float(model.head_cfg.score_thresh)
+        self.objects = dict(getattr(model, "objects", None) or {})
+        self.camera = getattr(model, "camera", None) or None
         self.meta = {"classes": self.classes, "preprocess": model.preprocess_cfg, "input_hw": list(self.input_hw),
-                     "outputs": list(OUTPUT_NAMES), **self.decode_options, "score_thresh": self.score_thresh}
+                     "outputs": list(OUTPUT_NAMES), **self.decode_options, "score_thresh": self.score_thresh,
+                     "objects": self.objects, "camera": self.camera}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, threads: int = 0) -> "TorchBackend":
@@ -178,7 +187,7 @@ def set_onnx_metadata(onnx_model, meta: dict) -> None:
 
 def read_onnx_metadata(props: dict[str, str], path: str | Path) -> dict:
     """``metadata_props`` of an exported model -> ``{classes, preprocess, input_hw, outputs, stride,
-    max_instances, score_thresh, kp_score_thresh, ...}`` (every ``sim2real.*`` entry, JSON-decoded)."""
+    max_instances, score_thresh, kp_score_thresh, objects, camera, ...}`` (every ``sim2real.*`` entry, JSON-decoded)."""
     meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
     if meta.get("format") != ONNX_FORMAT:
         raise BackendError(f"{path}: no sim2real metadata in the ONNX file (metadata_props "

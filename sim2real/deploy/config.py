@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from sim2real.config import ConfigError, choice, rng
+from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX
 from sim2real.tracking import TrackingConfig
 
 
@@ -62,6 +63,10 @@ class LiveConfig:
     # report instances from this score; None = the model's head.score_thresh (checkpoint / export metadata)
     score_thresh: Optional[float] = None
     kp_threshold: float = field(default=0.5, metadata=rng(0.0, 1.0))
+    # 6D pose of every reported instance (PnP on its corners against its class's 3D box)
+    pose: bool = True
+    camera_file: Optional[str] = None    # OpenCV/ROS calibration YAML; None = the model's training camera
+    max_reproj_px: float = field(default=DEFAULT_MAX_REPROJ_PX, metadata=rng(0.0, None, lo_open=True))  # px
     overlay: bool = True                 # draw the FPS/latency line
     retry: RetryConfig = field(default_factory=RetryConfig)
     tta: TtaConfig = field(default_factory=TtaConfig)

@@ -4,7 +4,10 @@ records -> overlay -> outputs, with stats.
 Each frame's JSONL record is ``{"frame", "timestamp", ["media_time_s"], "instances": [...]}``: the
 ``predict`` record (:func:`sim2real.eval.records.prediction_record`) of every instance scoring at
 least ``score_thresh`` (config; default the model's ``head.score_thresh``, from the checkpoint or
-the ONNX/TorchScript metadata), in ORIGINAL pixels.
+the ONNX/TorchScript metadata), in ORIGINAL pixels, each with its 6D pose (``pose``, ``center_3d``,
+``reproj_px``, ``pose_status``; config ``pose``, ``camera_file``, ``max_reproj_px``): PnP on the
+reported instances' corners, with the ``camera_file`` or the model's training camera resampled to the
+frame's size. Instances with a pose are drawn with their projected 3D box and object axes.
 
 Frame delivery (``drop``): ``latest`` keeps only the newest frame (cameras and streams: a slow
 model skips stale frames instead of lagging ever further behind); ``all`` processes every frame
@@ -39,6 +42,7 @@ from sim2real.deploy.drift import DriftMonitor
 from sim2real.deploy.latency import LatencyStats, format_summary
 from sim2real.deploy.overlay import draw_record, draw_status, to_bgr
 from sim2real.deploy.predictions import to_records
+from sim2real.eval.records import PoseSetup
 from sim2real.deploy.sources import open_source, parse_source, source_fps
 from sim2real.deploy.video_writer import VideoOutput
 from sim2real.io import JsonlWriter, OutputError, atomic_write_json
@@ -135,6 +139,14 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
                          f"pass the training checkpoint .pt instead of {backend.source}")
     if cfg.display:
         check_display()
+    pose = None
+    if cfg.pose:
+        # A bad camera file fails here, before any output is created (one-line error, exit 2).
+        pose = PoseSetup.build(backend.objects, backend.camera, cfg.camera_file, cfg.max_reproj_px)
+        import warnings
+
+        for line in pose.problems(backend.classes):
+            warnings.warn(line, stacklevel=2)
     score_thresh = backend.score_thresh if cfg.score_thresh is None else float(cfg.score_thresh)
     drop = {"latest": True, "all": False}.get(cfg.drop, live_source)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir()
@@ -219,7 +231,8 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
             t_post = time.perf_counter()
             where = {"frame": frame.index, "timestamp": round(frame.wall_time, 6),
                      **({"media_time_s": round(frame.media_time_s, 6)} if frame.media_time_s is not None else {})}
-            rec = to_records(out, [meta], backend.classes, score_thresh, **backend.decode_options, where=[where])[0]
+            rec = to_records(out, [meta], backend.classes, score_thresh, **backend.decode_options, where=[where],
+                             pose=pose)[0]
             instances += len(rec["instances"])
             if drift is not None and "embed" in out:
                 d = drift.update(out["embed"][0], frame.index)
@@ -232,7 +245,9 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
             stats.add("records", (time.perf_counter() - t_post) * 1e3)
             with stats.stage("draw"):
                 img = to_bgr(frame.image, frame.is_rgb)
-                draw_record(img, rec, cfg.kp_threshold)
+                draw_record(img, rec, cfg.kp_threshold,
+                            camera=pose.camera_for(img.shape[1], img.shape[0]) if pose is not None else None,
+                            sizes=pose.objects if pose is not None else None)
                 if cfg.overlay:
                     draw_status(img, stats.recent_fps(),
                                 {"pre": stats.last("preprocess"), "infer": stats.last("infer")},

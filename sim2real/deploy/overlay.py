@@ -1,10 +1,17 @@
-"""Draw a frame's instances (class + score, box, 3D-box corners, centre; one colour per class) and
-the FPS/latency line on a frame."""
+"""Draw a frame's instances (class + score, box, 3D-box corners, centre; one colour per class; for an
+instance with a 6D pose its 3D box projected from the pose and its object axes) and the FPS/latency
+line on a frame."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import cv2
 import numpy as np
+
+from sim2real.geometry.camera import Camera
+from sim2real.geometry.pose import project
+from sim2real.geometry.symmetry import box_corners
 
 # Edges of the 3D box through the 8 corners in the contract's corner order:
 # bottom face 0-1-2-3, top face 4-5-6-7, verticals i <-> i+4.
@@ -81,11 +88,53 @@ def draw_instance(img: np.ndarray, inst: dict, kp_threshold: float = 0.5,
     return img
 
 
-def draw_record(img: np.ndarray, rec: dict, kp_threshold: float = 0.5) -> np.ndarray:
+AXIS_COLORS = ((0, 0, 255), (0, 255, 0), (255, 0, 0))   # BGR: x red, y green, z blue
+_EDGE_INDEX = np.array(BOX_EDGES)
+
+
+def draw_pose(img: np.ndarray, inst: dict, size, camera: Camera,
+              color: tuple[int, int, int] | None = None) -> bool:
+    """Draw an instance's 6D pose (``inst["pose"]`` = ``{"R", "t"}``): the 12 edges of its 3D box
+    (``box_corners(size)``) projected with R, t and the frame's ``camera`` (K + distortion), and its
+    object axes (x red, y green, z blue; half the box's largest side long). False when nothing was
+    drawn (no pose, no size, a point behind the camera)."""
+    pose = inst.get("pose")
+    if not pose or size is None:
+        return False
+    size = np.asarray(size, np.float64).reshape(-1)
+    if size.shape != (3,) or not np.all(size > 0):
+        return False
+    R, t = np.asarray(pose["R"], np.float64), np.asarray(pose["t"], np.float64)
+    if R.shape != (3, 3) or t.shape != (3,) or not (np.isfinite(R).all() and np.isfinite(t).all()):
+        return False
+    half = float(size.max()) / 2
+    pts = np.vstack([box_corners(size), np.zeros((1, 3)), np.eye(3) * half])     # 8 corners, origin, axis tips
+    if np.any((pts @ R.T + t)[:, 2] <= 1e-6):
+        return False                      # a point at or behind the camera plane: no sensible projection
+    dist = camera.dist if camera.dist is not None and np.size(camera.dist) else None
+    uv = project(pts, R, t, camera.K, dist)
+    if not np.isfinite(uv).all() or np.abs(uv).max() > 1e5:
+        return False
+    p = np.round(uv).astype(np.int32)
+    fs, th = _scale(img)
+    color = class_color(inst.get("class_id", 0)) if color is None else color
+    cv2.polylines(img, list(p[_EDGE_INDEX]), False, _darker(color), th, cv2.LINE_8)   # 12 edges, one call
+    for k in range(3):
+        cv2.line(img, (int(p[8, 0]), int(p[8, 1])), (int(p[9 + k, 0]), int(p[9 + k, 1])), AXIS_COLORS[k], th + 1,
+                 cv2.LINE_AA)
+    return True
+
+
+def draw_record(img: np.ndarray, rec: dict, kp_threshold: float = 0.5, camera: Camera | None = None,
+                sizes: Mapping[str, dict] | None = None) -> np.ndarray:
     """Draw every instance of a frame's record (``{"instances": [...]}``, as in the predict / live
-    JSONL) onto ``img`` in place, lowest score first so the best ones end on top."""
+    JSONL) onto ``img`` in place, lowest score first so the best ones end on top. With the frame's
+    ``camera`` and the classes' ``sizes`` (``objects``: ``{cls: {"size_m": [sx, sy, sz]}}``) an instance
+    with a pose also gets its projected 3D box and axes (:func:`draw_pose`)."""
     for inst in sorted(rec.get("instances", []), key=lambda d: d.get("score") or 0.0):
         draw_instance(img, inst, kp_threshold)
+        if camera is not None and sizes and inst.get("pose"):
+            draw_pose(img, inst, (sizes.get(inst.get("class")) or {}).get("size_m"), camera)
     return img
 
 

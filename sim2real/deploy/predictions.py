@@ -5,7 +5,9 @@ One decoder for every backend (torch, TorchScript, onnxruntime): the maps, as nu
 :func:`sim2real.eval.instances.instances_to_original` with each frame's ``PreprocessMeta``.
 Records are the ``predict`` JSONL record of docs/contracts.md, built by
 :func:`sim2real.eval.records.prediction_record`: ``{"instances": [{"class", "class_id", "score",
-"box": [x0, y0, x1, y1], "center": [u, v], "keypoints": [[u, v, score], ...]}, ...]}``.
+"box": [x0, y0, x1, y1], "center": [u, v], "keypoints": [[u, v, score], ...], "pose", "center_3d",
+"reproj_px", "pose_status"}, ...]}`` (pose fields when a :class:`~sim2real.eval.records.PoseSetup` is
+given: PnP runs on the reported instances only).
 
 Plain numpy (no torch): an ONNX deployment imports this without loading the training stack.
 """
@@ -18,7 +20,7 @@ import numpy as np
 
 from sim2real.eval.instances import MAP_KEYS, decode_maps, instances_to_original, select
 from sim2real.eval.metrics import box_iou
-from sim2real.eval.records import prediction_record
+from sim2real.eval.records import PoseSetup, prediction_record
 
 
 def decode_outputs(out: Mapping[str, np.ndarray], metas: Sequence | None, score_thresh: float, stride: int,
@@ -36,13 +38,20 @@ def decode_outputs(out: Mapping[str, np.ndarray], metas: Sequence | None, score_
 
 def to_records(out: Mapping[str, np.ndarray], metas: Sequence, classes: Sequence[str], score_thresh: float,
                stride: int, max_instances: int = 20, kp_score_thresh: float = 0.1,
-               where: Sequence[Mapping[str, Any]] | None = None) -> list[dict]:
+               where: Sequence[Mapping[str, Any]] | None = None, pose: PoseSetup | None = None) -> list[dict]:
     """One record per batch row: ``{**where[i], "instances": [...]}`` (every instance at or above
     ``score_thresh``, best first). ``stride``, ``max_instances``, ``kp_score_thresh``: the
-    backend's ``decode_options``."""
+    backend's ``decode_options``. ``pose``: solve each reported instance's 6D pose (camera resampled
+    to the frame's original size, ``metas[i].orig_hw``); None: no pose fields."""
     pred = decode_outputs(out, metas, score_thresh, stride, max_instances, kp_score_thresh)
-    return [prediction_record(select(pred, i), classes, **(where[i] if where else {}))
-            for i in range(len(metas))]
+    recs = []
+    for i in range(len(metas)):
+        inst = select(pred, i)
+        if pose is not None:
+            h, w = metas[i].orig_hw
+            inst = pose.solve(inst, classes, (w, h))
+        recs.append(prediction_record(inst, classes, **(where[i] if where else {})))
+    return recs
 
 
 # --- two decodings of the same frames (exported vs torch, int8 vs fp32) ------------------------------
