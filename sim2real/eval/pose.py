@@ -69,10 +69,10 @@ def solve_instances(pred: Mapping[str, np.ndarray], classes: Sequence[str], obje
             size = class_size[lab[i, j]]
             if sizes is not None and np.all(sizes[i, j] > 0):
                 size = np.asarray(sizes[i, j], np.float64)
-            if not np.all(size > 0):
-                status[i, j] = POSE_STATUS.index("no_size"); continue
             if cam is None:
                 status[i, j] = POSE_STATUS.index("no_camera"); continue
+            if not np.all(size > 0):
+                status[i, j] = POSE_STATUS.index("no_size"); continue
             res = solve_pose(kps[i, j], box_corners(size), cam.K, cam.dist if cam.dist.size else None,
                              center_px=pred["center"][i, j] if use_center else None, max_reproj_px=max_reproj_px)
             status[i, j] = POSE_STATUS.index(res.reason)

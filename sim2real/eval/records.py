@@ -66,7 +66,7 @@ class PoseSetup:
         missing = self.missing_sizes(classes)
         if self.camera is None and len(missing) == len(classes):
             return ['the model has neither 3D box sizes nor a camera (trained before 6D pose?) and no --camera '
-                    'was given: instances get "pose": null, "pose_status": "no_size"']
+                    'was given: instances get "pose": null, "pose_status": "no_camera"']
         if self.camera is None:
             return ['the model has no camera (no training camera in the checkpoint/export) and no --camera was '
                     'given: instances get "pose": null, "pose_status": "no_camera"']
