@@ -23,7 +23,8 @@ ALL_TASKS = ("cls", "center", "box", "keypoints")
 # corner error (pixels), the fraction that got a pose and the PnP reprojection error.
 POSE_METRIC_NAMES = ("pose_center_err_cm_median", "pose_center_err_cm_mean", "pose_adds_cm_median", "pose_adds_0.1d",
                      "pose_rot_err_deg_median", "corner_err_px_median", "pose_ok_fraction", "pose_reproj_px_median")
-POSE_PER_CLASS = ("pose_center_err_cm_median",)   # per-class keys ``<metric>/<class>`` of the pose metrics
+POSE_PER_CLASS = ("pose_center_err_cm_median", "pose_rot_err_deg_median", "pose_adds_0.1d",
+                  "corner_err_px_median")   # per-class keys ``<metric>/<class>`` of the pose metrics
 # Every task metric score() reports, in table order (per-class ``ap50/<class>``, ``ap/<class>`` and
 # ``pose_center_err_cm_median/<class>`` come on top). The contract's names (docs/contracts.md) are all of
 # them but the two means, which only tables show.

@@ -26,7 +26,8 @@ Metrics (None when undefined: no matched instance with a ground-truth pose, or n
 - ``pose_ok_fraction``: matched instances with a ground-truth pose that got a pose;
 - ``pose_reproj_px_median``: mean corner reprojection error of the PnP solutions (those rejected for a
   reprojection error above ``max_reproj_px`` included), pixels;
-- per scored class ``pose_center_err_cm_median/<class>`` (class of the ground truth).
+- per scored class (class of the ground truth) ``<metric>/<class>`` of ``pose_center_err_cm_median``,
+  ``pose_rot_err_deg_median``, ``pose_adds_0.1d``, ``corner_err_px_median`` (``POSE_PER_CLASS``).
 """
 
 from __future__ import annotations
@@ -89,7 +90,15 @@ def pose_metrics(pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray],
     corner = [symmetric_corner_error(kps[i, j], t_kp[i, g], syms[c], t_vis[i, g] >= 1)
               for i, j, g, c in zip(ii, jj, gg, gt_cls)]
     out["corner_err_px_median"] = _median([e for e in corner if np.isfinite(e)])
+    per_class: dict[str, dict[int, list[float]]] = {m: {} for m in POSE_PER_CLASS}
+    for e, c in zip(corner, gt_cls):
+        if np.isfinite(e):
+            per_class["corner_err_px_median"].setdefault(int(c), []).append(e)
 
+    for c, vals in per_class["corner_err_px_median"].items():
+        if f"corner_err_px_median/{classes[c]}" in out:
+            out[f"corner_err_px_median/{classes[c]}"] = _median(vals)
+    del per_class["corner_err_px_median"]
     has_pose = np.asarray(true["has_pose"], bool)[ii, gg] if "has_pose" in true else np.zeros(len(ii), bool)
     if not has_pose.any():
         return out
@@ -120,7 +129,6 @@ def pose_metrics(pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray],
     center_3d = np.asarray(true["center_3d"], np.float64)[ii, gg]
     rot = np.asarray(true["rot"], np.float64)[ii, gg]
     center_err, adds, rot_err, passed = [], [], [], np.zeros(len(ii), bool)
-    per_class: dict[int, list[float]] = {}
     for k in np.flatnonzero(ok):
         i, j, c = ii[k], jj[k], int(gt_cls[k])
         R, t = pose["R"][i, j], pose["t"][i, j]
@@ -128,16 +136,20 @@ def pose_metrics(pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray],
         e = 100.0 * float(np.linalg.norm(t - center_3d[k]))
         a = symmetric_add_s(R, t, rot[k], center_3d[k], size, syms[c])
         center_err.append(e)
-        per_class.setdefault(c, []).append(e)
         adds.append(100.0 * a)
         passed[k] = a < ADDS_FRACTION * diameter(size)
         rot_err.append(rotation_error_deg(R, rot[k], syms[c]))
+        per_class["pose_center_err_cm_median"].setdefault(c, []).append(e)
+        per_class["pose_rot_err_deg_median"].setdefault(c, []).append(rot_err[-1])
+    for k, c in enumerate(gt_cls):   # a matched instance without a pose fails ADD-S
+        per_class["pose_adds_0.1d"].setdefault(int(c), []).append(float(passed[k]))
     out.update({"pose_center_err_cm_median": _median(center_err), "pose_center_err_cm_mean": _mean(center_err),
                 "pose_adds_cm_median": _median(adds), "pose_adds_0.1d": float(passed.mean()),
                 "pose_rot_err_deg_median": _median(rot_err), "pose_ok_fraction": float(ok.mean()),
                 "pose_reproj_px_median": _median(reproj[np.isfinite(reproj)].tolist())})
-    for c, errs in per_class.items():
-        key = f"pose_center_err_cm_median/{classes[c]}"
-        if key in out:
-            out[key] = _median(errs)
+    for name, by_class in per_class.items():
+        for c, vals in by_class.items():
+            key = f"{name}/{classes[c]}"
+            if key in out:
+                out[key] = _mean(vals) if name == "pose_adds_0.1d" else _median(vals)
     return out

@@ -114,7 +114,7 @@ def test_one_cm_along_the_ray_is_one_cm_centre_error(cls, passes):
     assert m["pose_adds_cm_median"] == pytest.approx(1.0, abs=1e-3)       # every corner moved by the same 1 cm
     assert m["pose_rot_err_deg_median"] == pytest.approx(0.0, abs=1e-3)
     # 10 % of the diameter: the cube's diagonal is 10.4 cm (1 cm passes), the box's 9.9 cm (1 cm fails)
-    assert m["pose_adds_0.1d"] == passes
+    assert m["pose_adds_0.1d"] == passes and m[f"pose_adds_0.1d/{cls}"] == passes
 
 
 def test_failed_pose_counts_against_adds_rate():
@@ -122,12 +122,16 @@ def test_failed_pose_counts_against_adds_rate():
     # "plain" has no size in the labels nor in the model: no pose for it.
     m = metrics(pred, true, objects(plain_size=None))
     assert m["pose_ok_fraction"] == 0.5 and m["pose_adds_0.1d"] == 0.5
+    assert m["pose_adds_0.1d/box"] == 1.0 and m["pose_adds_0.1d/plain"] == 0.0      # per class
+    assert m["pose_rot_err_deg_median/box"] == pytest.approx(0.0, abs=1e-3) and m["pose_rot_err_deg_median/plain"] is None
+    assert m["corner_err_px_median/plain"] == pytest.approx(0.0, abs=1e-6)             # no pose needed
     assert m["pose_center_err_cm_median"] == pytest.approx(0.0, abs=1e-4)  # over the one solved pose
     # Corners that no box fits: PnP's reprojection error rejects the pose; it still counts as a failure.
     pred, true = make_set([("box", R0, T0), ("box", R0, T0)])
     pred["keypoints"][1, 0] = np.random.default_rng(0).uniform(100, 500, (8, 2))
     m = metrics(pred, true)
     assert m["pose_ok_fraction"] == 0.5 and m["pose_adds_0.1d"] == 0.5
+    assert m["pose_adds_0.1d/box"] == 0.5                                              # per class too
     assert m["pose_reproj_px_median"] > 0
 
 
