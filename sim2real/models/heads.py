@@ -4,13 +4,17 @@ One design, any number of objects: on a stride-8 or -16 feature map fused top-do
 the backbone's deeper maps, the head predicts a centre heatmap per class + sub-cell offset, the box
 as left/top/right/bottom distances from the centre, the K projected 3D-box corners as offsets from
 the centre, and corner heatmaps + a shared sub-cell offset (DOPE-style refinement). A single object
-is the same head with one instance. Decoding (peaks -> instances) is numpy:
+is the same head with one instance. ``kp_stride`` (< ``stride``) puts the corner heatmaps + offsets
+on a finer map: the top-down fusion continues to that stride (``lateral_kp``, ``fuse_kp``) while the
+centre, box and corner regression stay at ``stride`` (on the real ViSP cube, stride 16 transfers the
+detection best but its corners are coarse: 26 px median vs 5 px at stride 8). Decoding (peaks -> instances) is numpy:
 ``sim2real.eval.instances.decode_maps``, shared by torch, ONNX and TorchScript.
 
-Maps (``forward``; docs/contracts.md "Instances"), all in cell units at ``stride`` s:
+Maps (``forward``; docs/contracts.md "Instances"), in cell units at ``stride`` s:
 ``heatmap (B, C, h, w)`` sigmoid, ``offset (B, 2, h, w)``, ``ltrb (B, 4, h, w)``,
-``kp_reg (B, 2K, h, w)``, ``kp_heatmap (B, K, h, w)`` sigmoid, ``kp_offset (B, 2K, h, w)``; plus
-``raw`` (the logits, for :meth:`DenseHead.loss`) and ``embed (B, D)`` (pooled last-stage features).
+``kp_reg (B, 2K, h, w)``, and at ``kp_stride`` ks (default s; cells of ks) ``kp_heatmap (B, K, hk, wk)``
+sigmoid, ``kp_offset (B, 2K, hk, wk)``; plus ``raw`` (the logits, for :meth:`DenseHead.loss`) and
+``embed (B, D)`` (pooled last-stage features).
 
 Targets (model-input pixels, padded per image; :func:`encode_targets` makes the maps' targets):
 ``label (B, M)`` (-1 = empty slot), ``box (B, M, 4)`` xyxy, ``center (B, M, 2)``,
@@ -324,7 +328,8 @@ def _branch(width: int, out: int, bias: float | None = None, depth: int = 1, con
 
 
 class DenseHead(nn.Module):
-    """CenterNet-style maps at stride ``cfg.stride``, fused top-down from deeper stages."""
+    """CenterNet-style maps at stride ``cfg.stride`` (corner heatmaps + offsets at ``cfg.kp_stride``), fused
+    top-down from deeper stages."""
 
     def __init__(self, cfg: HeadConfig, num_classes: int, feature_info: Sequence[dict], input_hw: Sequence[int]):
         super().__init__()
