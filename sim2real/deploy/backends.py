@@ -190,7 +190,8 @@ def set_onnx_metadata(onnx_model, meta: dict) -> None:
 
 def read_onnx_metadata(props: dict[str, str], path: str | Path) -> dict:
     """``metadata_props`` of an exported model -> ``{classes, preprocess, input_hw, outputs, stride,
-    max_instances, score_thresh, kp_score_thresh, kp_stride (newer files), objects, camera, ...}`` (every ``sim2real.*`` entry, JSON-decoded)."""
+    max_instances, score_thresh, kp_score_thresh, kp_stride (newer files), objects, camera, ...}`` (every
+    ``sim2real.*`` entry, JSON-decoded)."""
     meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
     if meta.get("format") != ONNX_FORMAT:
         raise BackendError(f"{path}: no sim2real metadata in the ONNX file (metadata_props "
