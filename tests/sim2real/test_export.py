@@ -234,3 +234,50 @@ def test_instance_comparison_and_label_matching():
               "ignore": np.array([[False, True], [False, False]])}
     assert label_match(a, labels) == {"recall": 1.0, "precision": 1.0, "center_err_px_median": 2.0}
     assert label_match(b, labels)["precision"] == pytest.approx(1 / 3)  # the far cube, the stray cylinder
+
+
+def test_kp_stride_model_exports_and_decodes_like_torch(tmp_path):
+    """A head with corner maps at kp_stride 8 (centre at 16) survives save/load_checkpoint, ONNX and
+    TorchScript: the metadata carries kp_stride and every backend decodes the same instances."""
+    from sim2real.models import load_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(input_hw=[96, 128], head=HeadConfig(score_thresh=SCORE_THRESH, stride=16, kp_stride=8))
+    model = build_model(cfg, classes=["cube", "cylinder"]).eval()
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "model.pt", model))
+    assert loaded.decode_options() == model.decode_options() and model.decode_options()["kp_stride"] == 8
+    batch = parity_inputs(model, n=3)
+    torch_b = TorchBackend(model)
+    ref_out = torch_b(batch)
+    assert ref_out["heatmap"].shape[-2:] == (6, 8) and ref_out["kp_heatmap"].shape[-2:] == (12, 16)
+    assert ref_out["kp_offset"].shape[-2:] == (12, 16)
+    ref = decode_outputs(ref_out, None, SCORE_THRESH, **model.decode_options())
+    assert (ref["label"] >= 0).sum() >= 3
+    path = export_onnx(loaded, tmp_path / "m.onnx", batch=None)
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["sim2real.kp_stride"]) == 8 and json.loads(props["sim2real.stride"]) == 16
+    for backend in (OnnxRuntimeBackend(path, threads=1),
+                    TorchScriptBackend(export_torchscript(loaded, tmp_path / "m.ts", batch=3))):
+        assert backend.decode_options == model.decode_options(), backend.name
+        assert max(check_parity(model, backend, batch).values()) <= TOL, backend.name
+        got = decode_outputs(backend(batch), None, SCORE_THRESH, **backend.decode_options)
+        np.testing.assert_array_equal(got["label"], ref["label"], err_msg=backend.name)
+        for key, tol in (("center", 1e-3), ("box", 1e-3), ("keypoints", 1e-3), ("score", 1e-5),
+                         ("kp_score", 1e-5)):
+            np.testing.assert_allclose(got[key], ref[key], atol=tol, err_msg=f"{backend.name} {key}")
+    # Decoding the fine corner maps at the centre stride would put the corners elsewhere.
+    wrong = decode_outputs(ref_out, None, SCORE_THRESH, **{**model.decode_options(), "kp_stride": 16})
+    assert not np.allclose(wrong["keypoints"], ref["keypoints"], atol=1e-3)
+
+
+def test_onnx_from_before_kp_stride_decodes_corners_at_stride(model_and_ckpt, tmp_path):
+    model, _ = model_and_ckpt
+    m = onnx.load(str(export_onnx(model, tmp_path / "m.onnx", batch=1)))
+    assert json.loads({p.key: p.value for p in m.metadata_props}["sim2real.kp_stride"]) == 16
+    for p in m.metadata_props:
+        if p.key == "sim2real.kp_stride":
+            m.metadata_props.remove(p)
+            break
+    onnx.save(m, str(tmp_path / "old.onnx"))
+    backend = OnnxRuntimeBackend(tmp_path / "old.onnx", threads=1)
+    assert backend.decode_options == {**model.decode_options(), "kp_stride": 16}

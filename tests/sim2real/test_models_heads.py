@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -171,3 +172,109 @@ def test_giou_loss_is_zero_for_the_true_box_and_grows_with_misfit():
     assert float(giou_loss(t * 2, t, torch.tensor([[1.0, 0.0]]))) == pytest.approx(0.75, abs=1e-6)  # masked
     lean = giou_loss(t * torch.tensor([1.0, 1.0, 0.5, 1.0]), t, on)   # one side too short: in between
     assert 0.0 < float(lean) < 0.75
+
+
+# --- kp_stride: corner heatmaps + offsets on a finer grid ------------------------------------------
+
+@pytest.mark.parametrize("stride,kp_stride", [(16, 8), (16, 4), (8, 4)])
+def test_kp_stride_maps_forward_backward_on_cached_features(lite0, stride, kp_stride):
+    """Centre, offset, box and kp_reg at ``stride``; kp_heatmap and kp_offset at ``kp_stride``; the loss
+    runs and every head parameter (the finer levels' laterals and fuse_kp included) gets a gradient."""
+    model = make(lite0, stride=stride, kp_stride=kp_stride)
+    x = torch.randn(2, 3, *HW, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        feats = model.eval().frozen_part(x)
+    model.train()
+    out = model.forward_from_cut(feats)
+    hw, khw = (HW[0] // stride, HW[1] // stride), (HW[0] // kp_stride, HW[1] // kp_stride)
+    channels = {"hm": 2, "off": 2, "box": 4, "kp_reg": 16, "kp_hm": 8, "kp_off": 16}
+    assert {k: tuple(v.shape) for k, v in out["raw"].items()} == {
+        k: (2, c, *(khw if k in ("kp_hm", "kp_off") else hw)) for k, c in channels.items()}
+    assert tuple(out["kp_heatmap"].shape) == (2, 8, *khw) and tuple(out["kp_offset"].shape) == (2, 16, *khw)
+    assert tuple(out["heatmap"].shape) == (2, 2, *hw) and tuple(out["kp_reg"].shape) == (2, 16, *hw)
+    assert model.decode_options()["kp_stride"] == kp_stride and model.decode_options()["stride"] == stride
+    total, parts = model.compute_loss(out, targets())
+    assert torch.isfinite(total) and all(torch.isfinite(v) for v in parts.values())
+    assert parts["kp_heatmap"] > 0 and parts["kp_offset"] > 0
+    total.backward()
+    head = dict(model.head.named_parameters())
+    assert any(n.startswith("lateral_kp.") for n in head) and any(n.startswith("fuse_kp.") for n in head)
+    assert len(model.head.lateral_kp) == len([r for r in (4, 8) if kp_stride <= r < stride])
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.values())
+
+
+def test_kp_stride_unset_or_equal_keeps_the_module_and_outputs(lite0):
+    """Old checkpoints load: without a finer corner grid the head is exactly today's (names, shapes,
+    outputs), and its config stores kp_stride null."""
+    base = make(lite0).eval()
+    x = torch.randn(1, 3, *HW, generator=torch.Generator().manual_seed(3))
+    keys = {k: tuple(v.shape) for k, v in base.state_dict().items()}
+    assert not any("_kp" in k for k in keys) and "head.fuse.0.weight" in keys and "head.lateral.0.weight" in keys
+    with torch.no_grad():
+        ref = base(x)
+    for kw in ({"kp_stride": None}, {"kp_stride": 16}):
+        m = make(lite0, **kw).eval()
+        assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == keys
+        assert m.tap_names == base.tap_names
+        m.load_state_dict(base.state_dict())
+        with torch.no_grad():
+            got = m(x)
+        for k in MAP_NAMES.values():
+            assert torch.equal(got[k], ref[k]), k
+        assert m.decode_options() == {**base.decode_options(), "kp_stride": 16}
+    fine = make(lite0, kp_stride=8)
+    assert set(fine.state_dict()) > set(keys)   # today's modules, plus the finer level's
+    assert fine.head.fuse[0].weight.shape == base.head.fuse[0].weight.shape
+    assert head_config_to_dict(HeadConfig())["kp_stride"] is None
+
+
+def test_kp_stride_config_errors(lite0):
+    from sim2real.train.config import TrainConfig
+
+    assert load_config(ModelConfig, None, ["head.kp_stride=8"]).head.kp_stride == 8
+    assert load_config(ModelConfig, None, ["head.kp_stride=null"]).head.kp_stride is None
+    with pytest.raises(ConfigError, match="model.head.kp_stride"):
+        load_config(TrainConfig, None, ["model.head.stride=8", "model.head.kp_stride=16"])   # coarser
+    with pytest.raises(ConfigError, match="model.head.kp_stride"):
+        load_config(TrainConfig, None, ["model.head.kp_stride=2"])
+    with pytest.raises(ConfigError, match="model.head.kp_stride"):
+        load_config(TrainConfig, None, ["model.head.kp_stride=8", "model.head.branches=grouped"])
+    assert load_config(TrainConfig, None, ["model.head.kp_stride=16", "model.head.branches=grouped"])
+    with pytest.raises(ConfigError, match="model.head.kp_stride"):   # built without load_config
+        make(lite0, stride=8, kp_stride=16)
+    with pytest.raises(ConfigError, match="model.head.kp_stride"):
+        make(lite0, kp_stride=8, branches="shared")
+
+
+def test_kp_stride_checkpoint_round_trip(tmp_path, lite0):
+    from sim2real.eval.instances import decode_maps
+
+    model = make(lite0, kp_stride=8).eval()
+    x = torch.randn(2, 3, *HW, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = model(x)
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model))
+    assert (loaded.head_cfg.stride, loaded.head_cfg.kp_stride) == (16, 8)
+    assert loaded.decode_options() == model.decode_options()
+    with torch.no_grad():
+        got = loaded(x)
+    for k in MAP_NAMES.values():
+        assert torch.equal(got[k], ref[k]), k
+    maps = lambda o: {k: o[k].numpy() for k in MAP_NAMES.values()}   # noqa: E731
+    a = decode_maps(maps(ref), **{**model.decode_options(), "score_thresh": 0.01})
+    b = decode_maps(maps(got), **{**loaded.decode_options(), "score_thresh": 0.01})
+    assert (a["label"] >= 0).sum() > 0
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_checkpoint_from_before_kp_stride_loads(tmp_path, lite0):
+    model = make(lite0).eval()
+    path = save_checkpoint(tmp_path / "old.pt", model)
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["meta"])
+    del meta["head"]["kp_stride"]
+    payload["meta"] = json.dumps(meta)
+    torch.save(payload, path)
+    loaded = load_checkpoint(path)
+    assert loaded.head_cfg.kp_stride is None and loaded.decode_options()["kp_stride"] == 16
