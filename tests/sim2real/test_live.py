@@ -114,10 +114,10 @@ def test_headless_video_run_writes_playable_video_jsonl_and_stats(assets, tmp_pa
     insts = [i for rec in recs for i in rec["instances"]]
     assert insts, "no instance in 20 frames at the checkpoint's threshold"
     for i in insts:
-        # + the 6D pose fields; this model has no object sizes: no pose, and why
+        # + the 6D pose fields; this model has neither a camera nor object sizes: no pose, and why
         assert list(i) == ["class", "class_id", "score", "box", "center", "keypoints", "pose", "center_3d",
                            "reproj_px", "pose_status"]
-        assert i["pose"] is None and i["pose_status"] == "no_size"
+        assert i["pose"] is None and i["pose_status"] == "no_camera"
         assert i["class"] == ["cube", "cylinder"][i["class_id"]] and SCORE_THRESH <= i["score"] <= 1
         assert len(i["keypoints"]) == 8 and len(i["box"]) == 4 and len(i["center"]) == 2
     saved = json.loads((tmp_path / "run" / "stats.json").read_text())
