@@ -145,3 +145,16 @@ def test_camera_files(tmp_path):
             read_camera_file(bad)
     with pytest.raises(FileNotFoundError):
         read_camera_file(tmp_path / "missing.yml")
+
+
+def test_one_corner_off_the_fit_is_dropped():
+    size = [0.084] * 3
+    R, t = _pose(11)
+    X = box_corners(size)
+    kp = project(X, R, t, K)
+    kp[6] += [7.0, -5.0]                        # a hidden corner regressed 9 px off: below RANSAC's 4 px mean
+    c = project(np.zeros(3), R, t, K)[0]
+    trimmed = solve_pose(kp, X, K, center_px=c)
+    assert trimmed.num_points == 8 and np.linalg.norm(trimmed.t - t) < 1e-6
+    plain = solve_pose(kp, X, K, center_px=c, max_trim=0)
+    assert plain.num_points == 9 and np.linalg.norm(plain.t - t) > 1e-4
