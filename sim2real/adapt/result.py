@@ -11,7 +11,7 @@ from sim2real.adapt.selection import RULE_TEXT
 from sim2real.eval.metrics import METRIC_NAMES
 from sim2real.gap.naming import sim_real_record
 
-METRIC_KEYS = METRIC_NAMES + ("n",)   # the scalars a RunResult keeps per split
+METRIC_KEYS = METRIC_NAMES + ("n", "recall@thr")   # the scalars a RunResult keeps per split (recall: selection)
 
 
 class NegativeTransferWarning(UserWarning):

@@ -2,9 +2,10 @@
 
 Two rules, named in every output so a reader knows what "best" meant:
 
-- ``real_val``: highest box AP50 on the labelled real validation split; ties broken by lower
-  median centre error, then higher mean box IoU (both over the instances matched at the head's
-  ``score_thresh``, original pixels). AP50 comes first because the matched-instance errors alone
+- ``real_val``: highest box AP50 on the labelled real validation split; ties broken by the higher
+  recall at the head's ``score_thresh`` (``recall@thr``: AP50 does not see a threshold, and an
+  epoch whose scores fell below it reports fewer objects), then lower median centre error, then
+  higher mean box IoU (both over the instances matched at ``score_thresh``, original pixels). AP50 comes first because the matched-instance errors alone
   reward a model that detects only its easiest object (or nothing: then they are undefined).
   When AP50 is undefined (the val frames hold no labelled instance) the score falls back to the
   centre error, and :func:`selection_basis` says which metric decided.
@@ -23,8 +24,8 @@ import math
 from typing import Any
 
 RULE_TEXT = {
-    "real_val": "highest box AP50 on the labelled real validation split (ties: lower median centre error, "
-                "then higher box IoU, on matched instances)",
+    "real_val": "highest box AP50 on the labelled real validation split (ties: higher recall at the score "
+                "threshold, then lower median centre error, then higher box IoU, on matched instances)",
     "label_free": "LABEL-FREE: lowest MMD between sim and real features (no real labels used for selection)",
 }
 # metric -> "lower" | "higher" is better; the negative-transfer check compares these.
@@ -46,8 +47,8 @@ def _finite(v: Any) -> float | None:
 def selection_score(rule: str, real_val: dict | None, align_distance: float | None) -> tuple | None:
     """A tuple to minimise, or None when the rule's inputs are missing.
 
-    ``real_val``: ``(0, -ap50, centre error, -IoU)`` (an undefined centre error or IoU sorts last
-    among equal AP50), else ``(1, centre error, -IoU)`` when AP50 is undefined; any AP50-scored epoch
+    ``real_val``: ``(0, -ap50, -recall@thr, centre error, -IoU)`` (an undefined recall, centre error
+    or IoU sorts last among equal AP50), else ``(1, centre error, -IoU)`` when AP50 is undefined; any AP50-scored epoch
     beats a fallback one. ``label_free``: ``(mmd,)``.
     """
     if rule == "real_val":
@@ -56,8 +57,10 @@ def selection_score(rule: str, real_val: dict | None, align_distance: float | No
         ap50 = _finite(real_val.get("ap50"))
         err = _finite(real_val.get("center_err_px_median"))
         iou = _finite(real_val.get("box_iou_mean"))
+        rec = _finite(real_val.get("recall@thr"))
         if ap50 is not None:
-            return (_BY_AP50, -ap50, math.inf if err is None else err, -(iou if iou is not None else 0.0))
+            return (_BY_AP50, -ap50, -(rec if rec is not None else 0.0), math.inf if err is None else err,
+                    -(iou if iou is not None else 0.0))
         if err is not None:
             return (_BY_CENTER, err, -(iou if iou is not None else 0.0))
         return None

@@ -161,6 +161,10 @@ def test_real_val_selection_ranks_by_ap50_and_falls_back_when_it_is_undefined():
     nothing_matched = selection_score("real_val", {"ap50": 0.1, "center_err_px_median": nan, "box_iou_mean": nan},
                                       None)
     assert detects_all < detects_one < nothing_matched  # AP50 first; equal AP50: a matched instance first
+    # Equal AP50: the epoch that reports more objects at the score threshold wins over a lower centre error.
+    finds_all = selection_score("real_val", {"ap50": 1.0, "recall@thr": 1.0, "center_err_px_median": 3.0}, None)
+    finds_most = selection_score("real_val", {"ap50": 1.0, "recall@thr": 0.8, "center_err_px_median": 2.0}, None)
+    assert finds_all < finds_most
     assert selection_basis("real_val", detects_all) == "ap50" and selection_value("real_val", detects_all) == 0.6
     # AP50 undefined (no labelled instance in val): the centre error decides, and says so; AP50 still wins.
     fallback = selection_score("real_val", {"ap50": nan, "center_err_px_median": 1.0, "box_iou_mean": 0.5}, None)
