@@ -11,7 +11,7 @@ Export a trained checkpoint for CPU deployment. The graph takes the preprocessed
 returns the detection head's dense maps (heatmap, offset, ltrb, kp_reg, kp_heatmap, kp_offset)
 plus the pooled embedding; decoding them into instances (every object of every class) runs in
 numpy, the same for torch, ONNX and TorchScript. ONNX files carry the classes, preprocessing,
-input size and decoding settings (stride, max_instances, score_thresh, kp_score_thresh, kp_stride) in their
+input size and decoding settings (stride, max_instances, score_thresh, kp_score_thresh) in their
 metadata, so `sim2real live --checkpoint model.onnx` needs nothing else.
 
 Every export is checked: onnx.checker, then the maps are compared with PyTorch on seeded noise

@@ -8,7 +8,7 @@
 
 Every backend carries ``classes`` and the model's ``preprocess`` (a ``Preprocess``) so the live
 loop prepares frames exactly as training did, plus how its maps decode: ``decode_options``
-(``stride``, ``max_instances``, ``kp_score_thresh``, ``kp_stride``) and the model's ``score_thresh``, and what the
+(``stride``, ``max_instances``, ``kp_score_thresh``) and the model's ``score_thresh``, and what the
 6D pose of an instance needs: ``objects`` (per class ``{"size_m", "symmetry"}``) and the training
 ``camera`` (``{"K", "dist", "width", "height"}`` or None), from the checkpoint or the export metadata.  Outputs are
 the head's dense maps as numpy (``OUTPUT_NAMES`` = ``sim2real.models.perception.EXPORT_OUTPUTS``:
@@ -32,7 +32,7 @@ from sim2real.eval.instances import MAP_KEYS
 #: (= ``sim2real.models.perception.EXPORT_OUTPUTS``; spelled out here so the ONNX path needs no torch).
 OUTPUT_NAMES = (*MAP_KEYS, "embed")
 #: Decoding settings an exported file records (ONNX metadata_props / the TorchScript meta file).
-DECODE_KEYS = ("stride", "max_instances", "score_thresh", "kp_score_thresh")   # required; + kp_stride (optional)
+DECODE_KEYS = ("stride", "max_instances", "score_thresh", "kp_score_thresh")
 INPUT_NAME = "input"
 META_PREFIX = "sim2real."
 ONNX_FORMAT = "sim2real-onnx"
@@ -52,7 +52,7 @@ class InferenceBackend:
     input_hw: tuple[int, int]
     source: str = ""
     meta: dict
-    decode_options: dict       # decode_maps keywords: stride, max_instances, kp_score_thresh, kp_stride
+    decode_options: dict       # decode_maps keywords: stride, max_instances, kp_score_thresh
     score_thresh: float        # the model's reporting threshold (head.score_thresh)
     objects: dict = {}         # per class {"size_m": [sx, sy, sz] | None, "symmetry": {...}} (6D pose)
     camera: dict | None = None  # the training images' camera {"K", "dist", "width", "height"}
@@ -71,11 +71,8 @@ class InferenceBackend:
             raise BackendError(f"{path}: exported before multi-object detection (outputs "
                                f"{meta.get('outputs')}, metadata lacks {missing or 'the dense maps'}); "
                                "re-export the checkpoint with 'sim2real export'")
-        # kp_stride: absent in files exported before it existed = the corner maps at ``stride``
-        kp_stride = meta.get("kp_stride")
         self.decode_options = {"stride": int(meta["stride"]), "max_instances": int(meta["max_instances"]),
-                               "kp_score_thresh": float(meta["kp_score_thresh"]),
-                               "kp_stride": int(meta["stride"] if kp_stride is None else kp_stride)}
+                               "kp_score_thresh": float(meta["kp_score_thresh"])}
         self.score_thresh = float(meta["score_thresh"])
         self.objects = dict(meta.get("objects") or {})
         self.camera = meta.get("camera") or None
@@ -190,8 +187,7 @@ def set_onnx_metadata(onnx_model, meta: dict) -> None:
 
 def read_onnx_metadata(props: dict[str, str], path: str | Path) -> dict:
     """``metadata_props`` of an exported model -> ``{classes, preprocess, input_hw, outputs, stride,
-    max_instances, score_thresh, kp_score_thresh, kp_stride (newer files), objects, camera, ...}`` (every
-    ``sim2real.*`` entry, JSON-decoded)."""
+    max_instances, score_thresh, kp_score_thresh, objects, camera, ...}`` (every ``sim2real.*`` entry, JSON-decoded)."""
     meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
     if meta.get("format") != ONNX_FORMAT:
         raise BackendError(f"{path}: no sim2real metadata in the ONNX file (metadata_props "

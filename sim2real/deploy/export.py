@@ -6,8 +6,7 @@ kp_heatmap, kp_offset`` (cell units, docs/contracts.md "Instances") plus the poo
 ``EXPORT_OUTPUTS``.  Decoding (peaks -> instances) stays outside the graph, in numpy, shared by
 every backend (:mod:`sim2real.deploy.predictions`).  ONNX files carry everything the live loop
 needs in ``metadata_props``: ``sim2real.classes``, ``preprocess``, ``input_hw``, ``outputs`` and
-the decoding settings ``stride``, ``max_instances``, ``score_thresh``, ``kp_score_thresh``,
-``kp_stride`` (the corner maps' stride; absent in older files = ``stride``), and
+the decoding settings ``stride``, ``max_instances``, ``score_thresh``, ``kp_score_thresh``, and
 what the 6D pose needs: ``objects`` (per class ``size_m`` + symmetry) and the training ``camera``.
 
 ONNX export uses the TorchScript-based exporter (``dynamo=False``): it ships with torch and
@@ -41,7 +40,7 @@ def output_names(model=None) -> list[str]:
 
 def model_metadata(model, outputs: list[str], batch: int | None, extra: dict | None = None) -> dict:
     """What a deployment needs besides the weights (JSON-able): classes, preprocessing, outputs and
-    how to decode them (``stride``, ``max_instances``, ``score_thresh``, ``kp_score_thresh``, ``kp_stride``), and the
+    how to decode them (``stride``, ``max_instances``, ``score_thresh``, ``kp_score_thresh``), and the
     pose's ``objects`` (per class ``{"size_m", "symmetry"}``) and training ``camera`` (or null)."""
     meta = {"format": ONNX_FORMAT, "version": 2, "classes": list(model.classes),
             "preprocess": model.preprocess_cfg, "input_hw": list(model.input_hw), "outputs": outputs,

@@ -24,8 +24,7 @@ from sim2real.eval.records import PoseSetup, prediction_record
 
 
 def decode_outputs(out: Mapping[str, np.ndarray], metas: Sequence | None, score_thresh: float, stride: int,
-                   max_instances: int = 20, kp_score_thresh: float = 0.1,
-                   kp_stride: int | None = None) -> dict[str, np.ndarray]:
+                   max_instances: int = 20, kp_score_thresh: float = 0.1) -> dict[str, np.ndarray]:
     """A backend's batch of maps -> padded instances (``label (B, P)`` -1 = empty, ``score``,
     ``box``, ``center``, ``keypoints``, ``kp_score``) in ORIGINAL pixels; ``metas[i]`` is row i's
     ``PreprocessMeta`` (``metas=None``: left in model-input pixels)."""
@@ -33,18 +32,18 @@ def decode_outputs(out: Mapping[str, np.ndarray], metas: Sequence | None, score_
     if "heatmap" not in maps:
         raise ValueError(f"backend outputs {sorted(out)} lack the head's 'heatmap' map: a model exported "
                          "before multi-object detection; re-export it with 'sim2real export'")
-    pred = decode_maps(maps, stride, max_instances, score_thresh, kp_score_thresh, kp_stride)
+    pred = decode_maps(maps, stride, max_instances, score_thresh, kp_score_thresh)
     return pred if metas is None else instances_to_original(pred, metas)
 
 
 def to_records(out: Mapping[str, np.ndarray], metas: Sequence, classes: Sequence[str], score_thresh: float,
-               stride: int, max_instances: int = 20, kp_score_thresh: float = 0.1, kp_stride: int | None = None,
+               stride: int, max_instances: int = 20, kp_score_thresh: float = 0.1,
                where: Sequence[Mapping[str, Any]] | None = None, pose: PoseSetup | None = None) -> list[dict]:
     """One record per batch row: ``{**where[i], "instances": [...]}`` (every instance at or above
-    ``score_thresh``, best first). ``stride``, ``max_instances``, ``kp_score_thresh``, ``kp_stride``: the
+    ``score_thresh``, best first). ``stride``, ``max_instances``, ``kp_score_thresh``: the
     backend's ``decode_options``. ``pose``: solve each reported instance's 6D pose (camera resampled
     to the frame's original size, ``metas[i].orig_hw``); None: no pose fields."""
-    pred = decode_outputs(out, metas, score_thresh, stride, max_instances, kp_score_thresh, kp_stride)
+    pred = decode_outputs(out, metas, score_thresh, stride, max_instances, kp_score_thresh)
     recs = []
     for i in range(len(metas)):
         inst = select(pred, i)

@@ -3,8 +3,7 @@
 The head (``sim2real.models.heads.DenseHead``) predicts, at stride ``s`` and in cell units
 (docs/contracts.md, "Instances"): per-class centre ``heatmap (B, C, h, w)`` (probabilities),
 ``offset (B, 2, h, w)``, ``ltrb (B, 4, h, w)``, corner regressions ``kp_reg (B, 2K, h, w)`` relative
-to the centre, and at the corner stride ``ks`` (``kp_stride``, default ``s``; cells of ``ks``)
-corner ``kp_heatmap (B, K, hk, wk)`` and per-corner ``kp_offset (B, 2K, hk, wk)``.
+to the centre, corner ``kp_heatmap (B, K, h, w)`` and per-corner ``kp_offset (B, 2K, h, w)``.
 
 Decoding, per image (CenterNet, Zhou et al. 2019, "Objects as Points"):
 1. peaks: a cell is a peak when it equals the maximum of its 3x3 neighbourhood in its class channel
@@ -12,10 +11,10 @@ Decoding, per image (CenterNet, Zhou et al. 2019, "Objects as Points"):
    whose centres fall in neighbouring cells both survive);
 2. the ``max_instances`` best peaks at or above ``score_thresh``, sorted by score;
 3. centre = (cell + offset) * s, box = centre -/+ ltrb * s, corners = centre + kp_reg * s;
-4. each corner snaps to the nearest peak of its own corner heatmap (score >= ``kp_score_thresh``;
-   peak position = (corner cell + kp_offset) * ks) within max(0.25 * box diagonal, 2 s) pixels of its
-   regressed position (the heatmap is more precise than the regression); its score is that peak's,
-   else the corner heatmap's value under the regressed corner.
+4. each corner snaps to the nearest peak of its own corner heatmap (score >= ``kp_score_thresh``)
+   within max(0.25 * box diagonal, 2 s) of its regressed position (the heatmap is more precise
+   than the regression); its score is that peak's, else the heatmap's value under the regressed
+   corner.
 
 Everything is in model-input pixels (pixel centres at integers); :func:`instances_to_original`
 maps a batch to original image pixels with the preprocessing geometry.
@@ -57,18 +56,15 @@ def empty_instances(b: int, p: int, k: int) -> dict[str, np.ndarray]:
 
 
 def decode_maps(maps: Mapping[str, np.ndarray], stride: int, max_instances: int = 20,
-                score_thresh: float = EVAL_SCORE_THRESH, kp_score_thresh: float = 0.1,
-                kp_stride: int | None = None) -> dict[str, np.ndarray]:
+                score_thresh: float = EVAL_SCORE_THRESH, kp_score_thresh: float = 0.1) -> dict[str, np.ndarray]:
     """The head's maps (numpy, batched) -> padded instances in model-input pixels, best first:
     ``label (B, P)`` (-1 = empty), ``score (B, P)``, ``center (B, P, 2)``, ``box (B, P, 4)`` xyxy,
-    ``keypoints (B, P, K, 2)``, ``kp_score (B, P, K)`` with ``P = max_instances``. ``kp_stride``: the
-    stride of ``kp_heatmap`` / ``kp_offset`` (None = ``stride``)."""
+    ``keypoints (B, P, K, 2)``, ``kp_score (B, P, K)`` with ``P = max_instances``."""
     hm = np.asarray(maps["heatmap"], np.float32)
     b, c, h, w = hm.shape
     kp_reg = maps.get("kp_reg")
     k = 0 if kp_reg is None else np.asarray(kp_reg).shape[1] // 2
     s, p = float(stride), int(max_instances)
-    ks = s if kp_stride is None else float(kp_stride)
     out = empty_instances(b, p, k)
     for i in range(b):
         cls, y, x, score = peaks_above(hm[i], score_thresh)
@@ -89,7 +85,7 @@ def decode_maps(maps: Mapping[str, np.ndarray], stride: int, max_instances: int 
             # Corner peaks only for images with an object (a live camera mostly sees none or few).
             cand = _corner_candidates(np.asarray(maps["kp_heatmap"][i], np.float32),
                                       np.asarray(maps["kp_offset"][i], np.float32), kp_score_thresh)
-            kps, ksc = _snap_corners(reg, out["box"][i, :n], cand, np.asarray(maps["kp_heatmap"][i]), s, ks)
+            kps, ksc = _snap_corners(reg, out["box"][i, :n], cand, np.asarray(maps["kp_heatmap"][i]), s)
             out["keypoints"][i, :n] = kps
             out["kp_score"][i, :n] = ksc
     return out
@@ -109,27 +105,24 @@ def _corner_candidates(khm: np.ndarray, koff: np.ndarray, thresh: float) -> list
 
 
 def _snap_corners(reg: np.ndarray, boxes: np.ndarray, cands: Sequence[tuple[np.ndarray, np.ndarray]],
-                  kp_heatmap: np.ndarray, s: float, ks: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Regressed corners ``(n, K, 2)`` (pixels) -> snapped corners and their scores (see module doc,
-    step 4); ``s``: the centre stride (sets the reach), ``ks``: the corner maps' stride (default ``s``;
-    ``cands`` are in its cells)."""
-    ks = s if ks is None else ks
+                  kp_heatmap: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Regressed corners ``(n, K, 2)`` -> snapped corners and their scores (see module doc, step 4)."""
     n, k = reg.shape[:2]
     h, w = kp_heatmap.shape[-2:]
     kps = reg.copy()
     diag = np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     reach = np.maximum(0.25 * diag, 2 * s)                                           # (n,)
-    cx = np.clip(np.floor(reg[..., 0] / ks), 0, w - 1).astype(np.int64)
-    cy = np.clip(np.floor(reg[..., 1] / ks), 0, h - 1).astype(np.int64)
+    cx = np.clip(np.floor(reg[..., 0] / s), 0, w - 1).astype(np.int64)
+    cy = np.clip(np.floor(reg[..., 1] / s), 0, h - 1).astype(np.int64)
     scores = kp_heatmap[np.arange(k)[None, :], cy, cx].astype(np.float32)           # (n, K)
     for j in range(k):
         pts, sc = cands[j]
         if not len(pts):
             continue
-        d = np.linalg.norm(reg[:, j, None, :] - pts[None] * ks, axis=-1)          # (n, m)
+        d = np.linalg.norm(reg[:, j, None, :] - pts[None] * s, axis=-1)           # (n, m)
         best = d.argmin(axis=1)
         ok = d[np.arange(n), best] <= reach
-        kps[ok, j] = pts[best[ok]] * ks
+        kps[ok, j] = pts[best[ok]] * s
         scores[ok, j] = sc[best[ok]]
     return kps, scores
 

@@ -25,7 +25,7 @@ LossFn = Callable[[dict, Any], tuple[Any, Mapping[str, Any]]]   # (outputs, targ
 
 @dataclass(frozen=True)
 class Decoding:
-    """How a model's maps become instances: its input size (the frame ``geom`` maps from), strides,
+    """How a model's maps become instances: its input size (the frame ``geom`` maps from), stride,
     instance cap and corner snapping, and the score threshold (low for scoring: AP needs them all)."""
 
     input_hw: tuple[int, int]
@@ -33,7 +33,6 @@ class Decoding:
     max_instances: int = 20
     kp_score_thresh: float = 0.1
     score_thresh: float = EVAL_SCORE_THRESH
-    kp_stride: int | None = None      # the corner maps' stride (None = stride)
 
     @classmethod
     def of(cls, model: Any, score_thresh: float = EVAL_SCORE_THRESH) -> "Decoding":
@@ -42,8 +41,7 @@ class Decoding:
     def __call__(self, out: Mapping[str, Any], geom: np.ndarray) -> dict[str, np.ndarray]:
         """Model outputs (torch) + geometry rows -> padded instances in ORIGINAL pixels."""
         maps = {k: out[k].float().cpu().numpy() for k in MAP_KEYS if k in out}
-        pred = decode_maps(maps, self.stride, self.max_instances, self.score_thresh, self.kp_score_thresh,
-                           self.kp_stride)
+        pred = decode_maps(maps, self.stride, self.max_instances, self.score_thresh, self.kp_score_thresh)
         return instances_to_original(pred, [meta_of(g, self.input_hw) for g in geom])
 
 

@@ -4,17 +4,13 @@ One design, any number of objects: on a stride-8 or -16 feature map fused top-do
 the backbone's deeper maps, the head predicts a centre heatmap per class + sub-cell offset, the box
 as left/top/right/bottom distances from the centre, the K projected 3D-box corners as offsets from
 the centre, and corner heatmaps + a shared sub-cell offset (DOPE-style refinement). A single object
-is the same head with one instance. ``kp_stride`` (< ``stride``) puts the corner heatmaps + offsets
-on a finer map: the top-down fusion continues to that stride (``lateral_kp``, ``fuse_kp``) while the
-centre, box and corner regression stay at ``stride`` (on the real ViSP cube, stride 16 transfers the
-detection best but its corners are coarse: 26 px median vs 5 px at stride 8). Decoding (peaks -> instances) is numpy:
+is the same head with one instance. Decoding (peaks -> instances) is numpy:
 ``sim2real.eval.instances.decode_maps``, shared by torch, ONNX and TorchScript.
 
-Maps (``forward``; docs/contracts.md "Instances"), in cell units at ``stride`` s:
+Maps (``forward``; docs/contracts.md "Instances"), all in cell units at ``stride`` s:
 ``heatmap (B, C, h, w)`` sigmoid, ``offset (B, 2, h, w)``, ``ltrb (B, 4, h, w)``,
-``kp_reg (B, 2K, h, w)``, and at ``kp_stride`` ks (default s; cells of ks) ``kp_heatmap (B, K, hk, wk)``
-sigmoid, ``kp_offset (B, 2K, hk, wk)``; plus ``raw`` (the logits, for :meth:`DenseHead.loss`) and
-``embed (B, D)`` (pooled last-stage features).
+``kp_reg (B, 2K, h, w)``, ``kp_heatmap (B, K, h, w)`` sigmoid, ``kp_offset (B, 2K, h, w)``; plus
+``raw`` (the logits, for :meth:`DenseHead.loss`) and ``embed (B, D)`` (pooled last-stage features).
 
 Targets (model-input pixels, padded per image; :func:`encode_targets` makes the maps' targets):
 ``label (B, M)`` (-1 = empty slot), ``box (B, M, 4)`` xyxy, ``center (B, M, 2)``,
@@ -34,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +43,6 @@ DENSE_LOSS_WEIGHTS = {"center": 1.0, "offset": 1.0, "box": 0.1, "giou": 2.0, "ke
 _HEATMAP_PRIOR = -math.log((1 - 0.1) / 0.1)  # sigmoid = 0.1 at init (CenterNet)
 MAP_NAMES = {"hm": "heatmap", "off": "offset", "box": "ltrb", "kp_reg": "kp_reg", "kp_hm": "kp_heatmap",
              "kp_off": "kp_offset"}
-KP_GRID_OUTPUTS = ("kp_hm", "kp_off")   # the outputs at ``kp_stride`` (the rest at ``stride``)
 HEAD_VERSION = 2   # 1 = the single-object head (one target per image, a class MLP) before issue 12
 
 
@@ -69,8 +64,6 @@ class HeadConfig:
     num_keypoints: int = field(default=8, metadata=rng(0, 64))
     # Cost vs precision; defaults chosen by bench/bench_heads.py (docs/benchmarks.md, "Heads").
     stride: int = field(default=16, metadata=choice(8, 16))    # output map stride (see "Multi-object detection")
-    # corner heatmaps + offsets at this finer stride (None = ``stride``); centre, box, kp_reg stay at ``stride``
-    kp_stride: Optional[int] = field(default=None, metadata=choice(None, 4, 8, 16))
     width: int = field(default=64, metadata=rng(8, 1024))      # channels of the fused map
     conv: str = field(default="full", metadata=choice("full", "separable"))  # 3x3 conv kind
     branch_depth: int = field(default=1, metadata=rng(0, 4))  # 3x3 convs per output branch
@@ -81,26 +74,12 @@ class HeadConfig:
     kp_score_thresh: float = field(default=0.1, metadata=rng(0.0, 1.0))  # corner-heatmap snap threshold
     loss_weights: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def kp_map_stride(self) -> int:
-        """The stride of ``kp_heatmap`` / ``kp_offset``: ``kp_stride``, or ``stride`` when unset."""
-        return int(self.stride if self.kp_stride is None else self.kp_stride)
-
     def validate(self) -> None:
-        self.check_kp_stride()
         for k, v in self.loss_weights.items():
             if k not in DENSE_LOSS_WEIGHTS:
                 raise ConfigError(f"loss_weights.{k}", f"one of {sorted(DENSE_LOSS_WEIGHTS)}")
             if v < 0:
                 raise ConfigError(f"loss_weights.{k}", "a weight >= 0", v)
-
-    def check_kp_stride(self) -> None:
-        if self.kp_stride is not None:
-            if self.kp_stride > self.stride:
-                raise ConfigError("kp_stride", f"a stride <= stride ({self.stride}) or null", self.kp_stride)
-            if self.kp_stride < self.stride and self.branches != "separate":
-                raise ConfigError("kp_stride", f"null or = stride ({self.stride}) with branches "
-                                  f"'{self.branches}' (a finer corner map needs branches=separate)", self.kp_stride)
 
 
 def loss_weights(cfg: HeadConfig, override: dict | None = None) -> dict[str, float]:
@@ -214,17 +193,14 @@ def _cells(points: torch.Tensor, grid_max: torch.Tensor) -> tuple[torch.Tensor, 
     return torch.minimum(ci.clamp(min=0), grid_max), inside
 
 
-def encode_targets(t: dict, num_classes: int, hw: Sequence[int], stride: int, kp_min_vis: int = 1,
-                   kp_hw: Sequence[int] | None = None, kp_stride: int | None = None) -> dict:
+def encode_targets(t: dict, num_classes: int, hw: Sequence[int], stride: int, kp_min_vis: int = 1) -> dict:
     """Padded instance targets (model-input pixels, see :func:`check_targets`) -> what the maps should be.
 
     Returns ``heatmap (B, C, h, w)`` (gaussians, 1 at each object's centre cell), ``hm_ignore`` (cells
     of ignored objects' boxes in their class channel: no loss there), per instance ``ind (B, M)``
     (flat centre cell), ``pos (B, M)`` (a positive whose centre is on the map), ``offset``,
-    ``ltrb (B, M, 4)``, ``kp_rel (B, M, 2K)`` + ``kp_rel_mask`` (centre-grid cells, relative to the
-    centre), and for corners ``kp_heatmap (B, K, hk, wk)``, ``kp_ind (B, M, K)``, ``kp_pos``,
-    ``kp_offset (B, M, K, 2)`` on the corner grid: ``kp_hw`` = (hk, wk) cells of ``kp_stride``
-    (default: ``hw`` and ``stride``, the centre grid)."""
+    ``ltrb (B, M, 4)``, ``kp_rel (B, M, 2K)`` + ``kp_rel_mask``, and for corners ``kp_heatmap
+    (B, K, h, w)``, ``kp_ind (B, M, K)``, ``kp_pos``, ``kp_offset (B, M, K, 2)`` (all cell units)."""
     h, w = int(hw[0]), int(hw[1])
     s = float(stride)
     lab, box, dev = t["label"], t["box"], t["label"].device
@@ -257,25 +233,14 @@ def encode_targets(t: dict, num_classes: int, hw: Sequence[int], stride: int, kp
         kp = t["keypoints"]
         kp_vis = (kp[..., 2] >= kp_min_vis) & pos[..., None]                                   # (B,M,K)
         kc = kp[..., :2] / s
-        if kp_stride is None or int(kp_stride) == int(stride):   # the corner grid is the centre grid
-            kh, kw, kg, ks_grid, k_sigma = h, w, grid_max, kc, sigma
-        else:   # a finer corner grid: cells of kp_stride, gaussians sized by the box in those cells
-            ks = float(kp_stride)
-            kh, kw = (int(kp_hw[0]), int(kp_hw[1])) if kp_hw is not None else (h * int(s) // int(ks),
-                                                                                w * int(s) // int(ks))
-            kg = torch.tensor([kw - 1, kh - 1], device=dev)
-            ks_grid = kp[..., :2] / ks
-            kbw = ((box[..., 2] - box[..., 0]) / ks).clamp(min=0)
-            kbh = ((box[..., 3] - box[..., 1]) / ks).clamp(min=0)
-            k_sigma = (2 * torch.floor(gaussian_radius(kbh, kbw)).clamp(min=0) + 1) / 6
-        ki, k_in = _cells(ks_grid, kg)
+        ki, k_in = _cells(kc, grid_max)
         kp_pos = kp_vis & k_in
-        kp_sigma = k_sigma[..., None].expand(b, m, k)
+        kp_sigma = sigma[..., None].expand(b, m, k)
         corner = torch.arange(k, device=dev).expand(b, m, k)
         enc.update(
             kp_heatmap=splat(ki.reshape(b, m * k, 2), kp_pos.reshape(b, m * k), kp_sigma.reshape(b, m * k),
-                             corner.reshape(b, m * k), (b, k, kh, kw)),
-            kp_ind=ki[..., 1] * kw + ki[..., 0], kp_pos=kp_pos, kp_offset=ks_grid - ki.float(),
+                             corner.reshape(b, m * k), (b, k, h, w)),
+            kp_ind=ki[..., 1] * w + ki[..., 0], kp_pos=kp_pos, kp_offset=kc - ki.float(),
             kp_rel=(kc - c[..., None, :]).reshape(b, m, 2 * k),
             kp_rel_mask=kp_vis.repeat_interleave(2, dim=-1))
     return enc
@@ -328,38 +293,25 @@ def _branch(width: int, out: int, bias: float | None = None, depth: int = 1, con
 
 
 class DenseHead(nn.Module):
-    """CenterNet-style maps at stride ``cfg.stride`` (corner heatmaps + offsets at ``cfg.kp_stride``), fused
-    top-down from deeper stages."""
+    """CenterNet-style maps at stride ``cfg.stride``, fused top-down from deeper stages."""
 
     def __init__(self, cfg: HeadConfig, num_classes: int, feature_info: Sequence[dict], input_hw: Sequence[int]):
         super().__init__()
-        try:
-            cfg.check_kp_stride()
-        except ConfigError as e:
-            raise ConfigError("model.head." + e.key, e.expected, e.got) from None
         self.cfg, self.k, self.stride, self.num_classes = cfg, cfg.num_keypoints, cfg.stride, num_classes
-        self.kp_stride = cfg.kp_map_stride if self.k else cfg.stride
         by_red: dict[int, dict] = {}
         for f in feature_info:  # the last stage of each stride is the richest at that stride
             by_red[f["reduction"]] = f
         levels = sorted(r for r in by_red if r >= cfg.stride)
-        for need in sorted({cfg.stride, self.kp_stride}):
-            if need not in by_red:
-                raise ValueError(f"dense head needs a stride-{need} feature map; the backbone has strides "
-                                 f"{sorted(by_red)}")
+        if cfg.stride not in by_red:
+            raise ValueError(f"dense head needs a stride-{cfg.stride} feature map; the backbone has strides "
+                             f"{sorted(by_red)}")
         self.levels = [by_red[r] for r in levels]           # shallow -> deep
-        # kp_stride < stride: the top-down fusion continues to these finer levels for the corner maps
-        self.kp_levels = [by_red[r] for r in sorted(r for r in by_red if self.kp_stride <= r < cfg.stride)]
         last = feature_info[-1]
         self.embed_name = last["name"]
-        self.tap_names = list(dict.fromkeys([f["name"] for f in self.kp_levels + self.levels] + [last["name"]]))
+        self.tap_names = list(dict.fromkeys([f["name"] for f in self.levels] + [last["name"]]))
         w = cfg.width
         self.lateral = nn.ModuleList(nn.Conv2d(f["num_chs"], w, 1) for f in self.levels)
         self.fuse = nn.Sequential(*conv3x3(w, w, cfg.conv, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
-        if self.kp_levels:   # only then: a head without a finer corner map keeps its module layout
-            self.lateral_kp = nn.ModuleList(nn.Conv2d(f["num_chs"], w, 1) for f in self.kp_levels)
-            self.fuse_kp = nn.Sequential(*conv3x3(w, w, cfg.conv, bias=False), nn.BatchNorm2d(w),
-                                         nn.ReLU(inplace=True))
         k = self.k
         # Symmetric objects: per class the corner orders that are the same object (identity first;
         # padded by repeating the identity); set from the model's object models (set_symmetries).
@@ -426,21 +378,13 @@ class DenseHead(nn.Module):
             # channels-last: oneDNN's convolutions (depthwise most of all) train ~1.5-3x faster on CPU
             x = lat(taps[f["name"]].contiguous(memory_format=torch.channels_last))
             p = x if p is None else x + F.interpolate(p, size=x.shape[-2:], mode="nearest")
-        pk = p
-        if self.kp_levels:   # on down to kp_stride (from the unfused sum, as an FPN does)
-            for f, lat in zip(reversed(self.kp_levels), reversed(list(self.lateral_kp))):
-                x = lat(taps[f["name"]].contiguous(memory_format=torch.channels_last))
-                pk = x + F.interpolate(pk, size=x.shape[-2:], mode="nearest")
-            pk = self.fuse_kp(pk)
         p = self.fuse(p)
-        if not self.kp_levels:
-            pk = p
-        if self.groups:   # (kp_stride < stride needs separate branches: HeadConfig.validate)
+        if self.groups:
             raw = {}
             for g, names in self.groups.items():
                 raw.update(zip(names, torch.split(self.towers[g](p), [self.out_channels[n] for n in names], dim=1)))
         else:
-            raw = {n: getattr(self, n)(pk if n in KP_GRID_OUTPUTS else p) for n in self.out_channels}
+            raw = {n: getattr(self, n)(p) for n in self.out_channels}
         out = {MAP_NAMES[n]: (torch.sigmoid(v) if n in ("hm", "kp_hm") else v) for n, v in raw.items()}
         out.update(embed=emb, raw=raw)
         return out
@@ -451,8 +395,7 @@ class DenseHead(nn.Module):
         b, _, h, w = hm.shape
         k = self.k
         t = _to(check_targets(targets, b, k), hm.device)
-        grid = {"kp_hw": tuple(raw["kp_hm"].shape[-2:]), "kp_stride": self.kp_stride} if k else {}
-        enc = encode_targets(t, self.num_classes, (h, w), self.stride, self.cfg.kp_min_vis, **grid)
+        enc = encode_targets(t, self.num_classes, (h, w), self.stride, self.cfg.kp_min_vis)
         pos, ind = enc["pos"], enc["ind"]
         labelled = t["has_loc"]
         parts = {
@@ -466,7 +409,7 @@ class DenseHead(nn.Module):
             kp_rel = gather_at(raw["kp_reg"], ind)                                           # (B,M,2K)
             t_sym, order = self.symmetric_keypoints(kp_rel, t, enc)
             if order is not None:   # corner targets (regression, heatmaps, offsets) in the best order
-                enc = encode_targets(t_sym, self.num_classes, (h, w), self.stride, self.cfg.kp_min_vis, **grid)
+                enc = encode_targets(t_sym, self.num_classes, (h, w), self.stride, self.cfg.kp_min_vis)
             # each corner type has its own offset channels: corners of different types share cells
             kp_off = gather_at(raw["kp_off"], enc["kp_ind"].reshape(b, m * k)).reshape(b, m, k, k, 2)
             kp_off = kp_off.diagonal(dim1=2, dim2=3).permute(0, 1, 3, 2)                   # (B,M,K,2)

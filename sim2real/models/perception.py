@@ -97,16 +97,10 @@ class PerceptionModel(nn.Module):
     def stride(self) -> int:
         return int(self.head_cfg.stride)
 
-    @property
-    def kp_stride(self) -> int:
-        """The stride of the corner maps ``kp_heatmap`` / ``kp_offset`` (``head.kp_stride``, default ``stride``)."""
-        return int(self.head_cfg.kp_map_stride)
-
     def decode_options(self) -> dict:
-        """Keyword arguments of ``decode_maps`` for this model (strides, instance cap, corner snap)."""
+        """Keyword arguments of ``decode_maps`` for this model (stride, instance cap, corner snap)."""
         c = self.head_cfg
-        return {"stride": self.stride, "max_instances": c.max_instances, "kp_score_thresh": c.kp_score_thresh,
-                "kp_stride": self.kp_stride}
+        return {"stride": self.stride, "max_instances": c.max_instances, "kp_score_thresh": c.kp_score_thresh}
 
     # --- forward ------------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:

@@ -20,13 +20,10 @@ OBJECTS = {"cube": {"size_m": [0.05] * 3, "symmetry": CUBE.to_dict()},
 CAMERA = {"K": [[80.0, 0, 47.5], [0, 80.0, 31.5], [0, 0, 1]], "dist": [], "width": 96, "height": 64}
 
 
-@pytest.fixture(scope="module", params=[None, 8], ids=["kp_stride_default", "kp_stride_8"])
-def model(request):
-    """The default head, and one with its corner heatmaps + offsets at stride 8 (the re-encoding in the
-    best corner order must use the same finer grid)."""
+@pytest.fixture(scope="module")
+def model():
     torch.manual_seed(0)
-    m = PerceptionModel(copy.deepcopy(build_backbone("efficientnet_lite0")), CLASSES,
-                        HeadConfig(kp_stride=request.param), HW)
+    m = PerceptionModel(copy.deepcopy(build_backbone("efficientnet_lite0")), CLASSES, HeadConfig(), HW)
     return m.freeze_backbone().set_objects(OBJECTS, CAMERA).eval()
 
 
