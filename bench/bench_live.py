@@ -48,19 +48,24 @@ from sim2real.deploy.config import LiveConfig
 from sim2real.deploy.export import export_onnx
 from sim2real.deploy.loop import run_live
 from sim2real.config import load_config
-from sim2real.models import ModelConfig, build_model
+from sim2real.models import ModelConfig, build_model, load_checkpoint
 
 VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 
 
-def make_video(path: Path, frames: int, size=(640, 480)) -> Path:
-    cap = cv2.VideoCapture(VTEST)
-    if not cap.isOpened():
-        raise SystemExit(f"{VTEST} not found: install opencv-doc (apt-get install opencv-doc)")
+def make_video(path: Path, frames: int, size=(640, 480), images: str | None = None) -> Path:
+    """``frames`` frames of vtest.avi (or of the sorted image files in the folder ``images``) at ``size``."""
+    if images:
+        files = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".pgm", ".ppm"))
+        reads = (cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files)
+    else:
+        cap = cv2.VideoCapture(VTEST)
+        if not cap.isOpened():
+            raise SystemExit(f"{VTEST} not found: install opencv-doc (apt-get install opencv-doc)")
+        reads = iter(lambda: cap.read()[1], None)
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
-    for _ in range(frames):
-        ok, f = cap.read()
-        if not ok:
+    for _, f in zip(range(frames), reads):
+        if f is None:
             break
         w.write(cv2.resize(f, size, interpolation=cv2.INTER_AREA))
     w.release()
@@ -133,6 +138,10 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE",
                     help="model config overrides, e.g. head.stride=16 head.conv=separable (default: the shipped defaults)")
+    ap.add_argument("--checkpoint", help="time this trained checkpoint (its own objects, camera and corners) "
+                                         "instead of a freshly built model")
+    ap.add_argument("--images", help="end-to-end frames from this image folder (sorted) instead of vtest.avi, "
+                                     "e.g. the ViSP cube frames with --checkpoint")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -140,13 +149,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
-        video = make_video(tmp / "vtest_640x480.mp4", args.frames)
-        cfg = load_config(ModelConfig, None, [f"input_hw={list(args.input)}", *args.model])
-        classes = ["cube", "cylinder", "sphere"]
-        model = build_model(cfg, classes=classes).eval()
-        model.set_objects({c: {"size_m": OBJECT_SIZE_M} for c in classes}, CAMERA)
-        if args.corners == "box":
-            box_corner_head(model)
+        video = make_video(tmp / "vtest_640x480.mp4", args.frames, images=args.images)
+        if args.checkpoint:
+            model = load_checkpoint(args.checkpoint).eval()
+        else:
+            cfg = load_config(ModelConfig, None, [f"input_hw={list(args.input)}", *args.model])
+            classes = ["cube", "cylinder", "sphere"]
+            model = build_model(cfg, classes=classes).eval()
+            model.set_objects({c: {"size_m": OBJECT_SIZE_M} for c in classes}, CAMERA)
+            if args.corners == "box":
+                box_corner_head(model)
         onnx_path = export_onnx(model, tmp / "model.onnx", batch=1)
         tb = TorchBackend(model, threads=args.threads, source="torch eager")
         ob = OnnxRuntimeBackend(onnx_path, threads=args.threads)
@@ -197,7 +209,7 @@ def main() -> None:
     pose_ratio = (rows["end-to-end onnxruntime"]["fps"] / rows["end-to-end onnxruntime, no pose"]["fps"]
                   if args.pose == "both" else None)
     print(f"\nLive loop on CPU: efficientnet_lite0 + dense head, input {args.input[0]}x{args.input[1]}, "
-          f"640x480 video (vtest.avi resized), {args.threads} threads, torch {torch.__version__}\n")
+          f"640x480 video ({args.images or 'vtest.avi'} resized), {args.threads} threads, torch {torch.__version__}\n")
     print("| measurement | FPS (wall clock) | FPS (1000 / p50) | p50 ms | p95 ms |")
     print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():

@@ -3,8 +3,11 @@
 DOPE's recipe (Tremblay et al. 2018): keypoints of the projected 3D box, then PnP against the box of
 the object's known size. Points: the 8 box corners and, when given, the box centre (the object origin,
 which the head predicts most precisely). ``cv2.SOLVEPNP_SQPNP`` (globally optimal, Terzakis & Lourakis
-2020) gives the pose; when the mean reprojection error stays above
-``ransac_px``, a RANSAC pass (EPnP minimal sets) drops wrong corners and wins if it fits better.
+2020) gives the pose; up to two points far off the fit (> 2x the median residual) are dropped and the
+pose re-solved. An optional RANSAC pass (``ransac_px``: EPnP minimal sets, when the mean reprojection
+error stays above it) is off by default: after the trimming it made real ViSP poses worse (median
+centre error 1.20 -> 1.67 cm sim-only), cost milliseconds per instance and made poses jump between
+backends whose corners differ by 1e-4 px.
 
 Example::
 
@@ -59,7 +62,7 @@ def _reproj(obj, img, rvec, tvec, K, dist) -> float:
 def solve_pose(corners_px: np.ndarray, object_points: np.ndarray, K: np.ndarray,
                dist: np.ndarray | None = None, center_px: np.ndarray | None = None,
                valid: np.ndarray | None = None, max_reproj_px: float | None = None,
-               ransac_px: float = 4.0, max_trim: int = 2) -> PoseResult:
+               ransac_px: float | None = None, max_trim: int = 2) -> PoseResult:
     """Pose of an object whose ``object_points (8, 3)`` (box corners, object frame) were seen at
     ``corners_px (8, 2)``; ``center_px`` (the projected origin) is an extra point; ``valid (8,)``
     leaves corners out; ``max_trim``: outlier points dropped at most (see below). ``max_reproj_px``: a larger mean reprojection error fails with "reprojection"."""
@@ -101,7 +104,7 @@ def solve_pose(corners_px: np.ndarray, object_points: np.ndarray, K: np.ndarray,
             break
         rvec, tvec, obj, img = rv, tv, obj[keep_w], img[keep_w]
         err = _reproj(obj, img, rvec, tvec, K, d)
-    if err > ransac_px and len(img) >= 6:
+    if ransac_px is not None and err > ransac_px and len(img) >= 6:
         try:
             r_ok, rv, tv, inl = cv2.solvePnPRansac(obj, img, K, d, reprojectionError=ransac_px,
                                                    iterationsCount=100, flags=cv2.SOLVEPNP_EPNP)

@@ -116,9 +116,11 @@ def test_pnp_with_distortion_and_outlier():
     assert not np.allclose(solve_pose(kp, X, K).t, t, atol=1e-4)   # distortion matters
     bad = kp.copy(); bad[3] += 60
     res = solve_pose(bad, X, K, dist, center_px=project(np.zeros(3), R, t, K, dist)[0])
-    assert res.ok and np.linalg.norm(res.t - t) < 1e-3 and res.num_points == 8   # RANSAC dropped corner 3
+    assert res.ok and np.linalg.norm(res.t - t) < 1e-6 and res.num_points == 8   # the trim dropped corner 3
+    ransac = solve_pose(bad, X, K, dist, max_trim=0, ransac_px=4.0)                # the optional RANSAC pass
+    assert ransac.ok and np.linalg.norm(ransac.t - t) < 1e-3 and ransac.num_points == 7
     assert solve_pose(kp[:2], X[:2], K).reason == "too_few_points"
-    assert not solve_pose(bad, X, K, max_reproj_px=1e-3, ransac_px=1e9).ok
+    assert not solve_pose(bad, X, K, max_reproj_px=1e-3, max_trim=0).ok
 
 
 def test_camera_files(tmp_path):
