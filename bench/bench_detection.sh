@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Multi-object detection in sim (issue 12): train on <= 2000 frames of the default multi-object scene,
 # score COCO box AP / AP50 per class on a held-out set of other scenes (another seed), one view per scene.
-# The head runs at stride 8 here (the default 16 transfers better to the real ViSP camera and runs faster
-# live; docs/benchmarks.md "Multi-object detection").
+# The head runs at stride 8 (the default since issue 13; docs/benchmarks.md "Multi-object detection", "6D pose").
 #
 #   bash bench/bench_detection.sh [OUT]          # default OUT=/tmp/bench_detection
 #   TRAIN_FRAMES=2000 TEST_FRAMES=320 EPOCHS=20 bash bench/bench_detection.sh

@@ -9,13 +9,13 @@
 # (deg), symmetric corner error (px of the original image).
 #
 #   bash bench/bench_pose.sh [OUT]                   # default OUT=/tmp/bench_pose; PARTS="twin real default"
-#   TRAIN_OVERRIDES="model.head.stride=8" bash bench/bench_pose.sh
+#   TRAIN_OVERRIDES="model.head.stride=16" bash bench/bench_pose.sh   # the stride-16 head, for comparison
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/bench_pose}
 PARTS=${PARTS:-twin real default}
-TWIN_FRAMES=${TWIN_FRAMES:-400}; TEST_FRAMES=${TEST_FRAMES:-120}; DEFAULT_FRAMES=${DEFAULT_FRAMES:-2000}
-EPOCHS=${EPOCHS:-16}; DEFAULT_EPOCHS=${DEFAULT_EPOCHS:-20}; K=${K:-10}; N_VAL=${N_VAL:-10}
+TWIN_FRAMES=${TWIN_FRAMES:-2000}; TEST_FRAMES=${TEST_FRAMES:-120}; DEFAULT_FRAMES=${DEFAULT_FRAMES:-2000}
+EPOCHS=${EPOCHS:-20}; DEFAULT_EPOCHS=${DEFAULT_EPOCHS:-20}; K=${K:-10}; N_VAL=${N_VAL:-10}
 S2R="${SIM2REAL_VENV:-.venv}/bin/python -m sim2real"
 VISP_ROOT=/usr/share/visp-images-data/ViSP-images
 REAL=${REAL_LABELS:-$PWD/../shared/real/visp_cube/dev_frames_000_099.coco.json}

@@ -41,9 +41,9 @@ def targets(b=2):
 
 
 def test_defaults_are_the_measured_choice():
-    """docs/benchmarks.md ("Heads"): stride 16, full 3x3 convs, one per branch, width 64."""
+    """docs/benchmarks.md ("Heads", "6D pose"): stride 8, full 3x3 convs, one per branch, width 64."""
     d = HeadConfig()
-    assert (d.type, d.stride, d.width, d.conv, d.branch_depth, d.branches) == ("dense", 16, 64, "full", 1, "separate")
+    assert (d.type, d.stride, d.width, d.conv, d.branch_depth, d.branches) == ("dense", 8, 64, "full", 1, "separate")
     assert (d.max_instances, d.score_thresh) == (20, 0.3)
 
 
