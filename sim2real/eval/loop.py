@@ -17,6 +17,7 @@ import torch
 from sim2real.data.dataset import meta_of
 from sim2real.eval.instances import EVAL_SCORE_THRESH, MAP_KEYS, decode_maps, instances_to_original
 from sim2real.eval.metrics import perception_metrics, pred_keys
+from sim2real.eval.pose import cameras_for, model_camera, refine_centers
 from sim2real.eval.pose_metrics import pose_metrics
 
 Forward = Callable[[Any], dict]                       # model inputs on the device -> model outputs
@@ -163,8 +164,17 @@ def score(run: ModelPass, true: Mapping[str, np.ndarray], classes: Sequence[str]
     and ``camera``: the model's ``objects`` and ``camera``), then the pass's mean losses."""
     keep = pred_keys(tasks)
     pred = {k: v for k, v in run.pred.items() if k in keep}
+    head = pred
+    if "keypoints" in pred and "center" in pred and objects:
+        # The centre a model reports is its pose's (see eval.pose.refine_centers), as predict/live do.
+        cam = model_camera(camera)
+        Ks = np.asarray(true["camera_K"]) if "camera_K" in true else None
+        wh = (cam.width or 0, cam.height or 0) if cam is not None else (0, 0)
+        cams = cameras_for([wh] * len(pred["label"]), cam, Ks)
+        pred = refine_centers(pred, classes, objects, cams, score_thresh)
+        pred.pop("center_head")
     m, match = perception_metrics(pred, true, classes, scored=scored, score_thresh=score_thresh, return_match=True)
-    if "keypoints" in pred:
-        m.update(pose_metrics(pred, true, match, classes, objects, camera, scored=scored))
+    if "keypoints" in pred:   # PnP on the head's own outputs (the refined centre came from a PnP fit)
+        m.update(pose_metrics(head, true, match, classes, objects, camera, scored=scored))
     m.update(run.losses)
     return m

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX, POSE_STATUS, model_camera, solve_instances
+from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX, POSE_STATUS, class_sizes, model_camera, pose_centers, solve_instances
 from sim2real.geometry.camera import Camera, read_camera_file
 
 #: The pose fields every instance of a record carries when poses are solved (``--no-pose``: none).
@@ -81,9 +81,15 @@ class PoseSetup:
         one = {k: np.asarray(inst[k])[None] for k in ("label", "keypoints", "center") if k in inst}
         if "keypoints" not in one:
             one["keypoints"] = np.zeros((1, len(one["label"][0]), 0, 2))
-        res = solve_instances(one, classes, self.objects, [self.camera_for(*image_wh)],
-                              max_reproj_px=self.max_reproj_px)
-        return {**inst, **{k: v[0] for k, v in res.items()}}
+        cam = self.camera_for(*image_wh)
+        res = solve_instances(one, classes, self.objects, [cam], max_reproj_px=self.max_reproj_px)
+        out = {**inst, **{k: v[0] for k, v in res.items()}}
+        if "center" in inst:   # the reported centre is the pose's (eval.pose.refine_centers)
+            refined = pose_centers(res, [cam], one.get("box", np.asarray(inst["box"])[None]) if "box" in inst else None,
+                                   one["label"], class_sizes(classes, self.objects))[0]
+            ok = np.isfinite(refined).all(-1)
+            out["center"] = np.where(ok[:, None], refined, np.asarray(inst["center"], np.float64))
+        return out
 
 
 def pose_fields(R, t, reproj_px, status: int) -> dict:
