@@ -196,8 +196,10 @@ def inverted_world(tmp_path_factory):
     base = {"datasets": f"[{sim}]", "run_dir": str(root / "train"), "cache_dir": str(root / "cache"),
             "model.input_hw": "[48,64]", "model.head.type": "dense", "epochs": 8, "batch_size": 16,
             "lr": 3e-3, "tracking.mode": "disabled", "progress": "false", "patience": 0, "seed": 0,
-            # the source model this test's bounds were measured with (best by val loss, GIoU weight 1)
-            "monitor": "loss", "model.head.loss_weights.giou": 1.0}
+            # the source model this test's bounds were measured with (best by val loss, GIoU weight 1,
+            # stride 16: the stride-8 default transfers to the inverted frames well enough (AP50 0.62)
+            # that fine-tuning has little left to win, which is not what this test is about)
+            "monitor": "loss", "model.head.loss_weights.giou": 1.0, "model.head.stride": 16}
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # see one_thread
     try:
