@@ -22,7 +22,23 @@ REAL=${REAL_LABELS:-$PWD/../shared/real/visp_cube/dev_frames_000_099.coco.json}
 export WANDB_MODE=offline WANDB_SILENT=true OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load: $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%F)"
 t0=$(date +%s)
-pose() { grep -E "^(test|.*\(sim\)|.*\(real\)).*images|^pose" "$1" | sed "s/^/  $2: /"; }
+pose() {  # pose TXT JSON LABEL: the evaluate summary line, then per class
+  echo "$3:"; grep -E "\((sim|real)\): [0-9]+ images" "$1" | sed "s/^/  /"
+  "${SIM2REAL_VENV:-.venv}/bin/python" - "$2" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); m = d["metrics"]
+f = lambda k: ("%.3g" % m[k]) if isinstance(m.get(k), (int, float)) else "-"
+for c in d["classes"]:
+    if f"pose_center_err_cm_median/{c}" in m:
+        print(f"  {c:9s} AP50 {f('ap50/' + c)} | centre {f('pose_center_err_cm_median/' + c)} cm, rotation "
+              f"{f('pose_rot_err_deg_median/' + c)} deg, ADD-S < 0.1 d {f('pose_adds_0.1d/' + c)}, corner "
+              f"{f('corner_err_px_median/' + c)} px")
+print(f"  all       AP50 {f('ap50')} | centre {f('pose_center_err_cm_median')} cm, rotation {f('pose_rot_err_deg_median')} "
+      f"deg, ADD-S < 0.1 d {f('pose_adds_0.1d')}, ADD-S {f('pose_adds_cm_median')} cm, corner {f('corner_err_px_median')} px, "
+      f"pose solved {f('pose_ok_fraction')}; 2D centre {f('center_err_px_median')} px, IoU {f('box_iou_mean')}, "
+      f"recall at the score threshold {f('recall@thr')}")
+PY
+}
 if [[ " $PARTS " == *" twin "* || " $PARTS " == *" real "* ]]; then
   [ -f "$OUT/twin_data/annotations.json" ] || $S2R generate --no-progress scene_file=configs/scenes/visp_cube.yaml \
       num_frames="$TWIN_FRAMES" seed=0 out="$OUT/twin_data"
@@ -33,7 +49,7 @@ if [[ " $PARTS " == *" twin "* || " $PARTS " == *" real "* ]]; then
     cache_dir="$OUT/cache" model.input_hw=[240,320] ${TRAIN_OVERRIDES:-}
   $S2R evaluate --checkpoint "$OUT/twin_run/best.pt" --data "$OUT/twin_test" --name twin_test --no-wandb \
     > "$OUT/twin_test.txt"
-  pose "$OUT/twin_test.txt" "twin sim held-out"
+  pose "$OUT/twin_test.txt" "$OUT/twin_run/eval_twin_test.json" "ViSP twin, sim held-out"
 fi
 if [[ " $PARTS " == *" real "* ]]; then
   rm -rf "$OUT/adapt"
@@ -43,7 +59,7 @@ if [[ " $PARTS " == *" real "* ]]; then
   for m in source:"$OUT/twin_run/best.pt" adapted:"$OUT/adapt/best.pt"; do
     $S2R evaluate --checkpoint "${m#*:}" --data "$OUT/adapt/real/test" --out "$OUT/real_${m%%:*}" \
       --name real_test --no-wandb > "$OUT/real_${m%%:*}.txt"
-    pose "$OUT/real_${m%%:*}.txt" "real ViSP test 70-99, ${m%%:*}"
+    pose "$OUT/real_${m%%:*}.txt" "$OUT/real_${m%%:*}/eval_real_test.json" "real ViSP test 70-99, ${m%%:*}"
   done
   echo "  labelled real frames used: $(python3 -c "import json; r=json.load(open('$OUT/adapt/real_frames.json')); print({s: r['labelled'][s]['count'] for s in ('train', 'val', 'test')})")"
 fi
@@ -57,7 +73,6 @@ if [[ " $PARTS " == *" default "* ]]; then
     cache_dir="$OUT/cache" model.input_hw=[240,320] ${TRAIN_OVERRIDES:-} ${DEFAULT_OVERRIDES:-}
   $S2R evaluate --checkpoint "$OUT/default_run/best.pt" --data "$OUT/default_test" --name default_test \
     --no-wandb > "$OUT/default_test.txt"
-  pose "$OUT/default_test.txt" "default scene held-out"
-  sed -n '/per class/,/^pose/p' "$OUT/default_test.txt"
+  pose "$OUT/default_test.txt" "$OUT/default_run/eval_default_test.json" "default scene, sim held-out"
 fi
 echo "total $(( $(date +%s) - t0 )) s; load: $(cut -d' ' -f1-3 /proc/loadavg)"
