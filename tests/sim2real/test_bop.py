@@ -8,6 +8,8 @@ the COCO keypoints, depth millimetres.  Then the command, a dataset without scen
 
 from __future__ import annotations
 
+import copy
+
 import json
 import shutil
 from pathlib import Path
@@ -21,26 +23,15 @@ from sim2real import cli
 from sim2real.config import load_config
 from sim2real.data.bop import export_bop
 from sim2real.data.generate import GenerateConfig, generate
+from test_generate import TINY_SCENE as GENERATE_SCENE
 
 NUM_FRAMES = 5
 VIEWS = 2
 W, H = 64, 48
 
-TINY_SCENE = {
-    "objects": [
-        {"class": "cube", "shape": "box", "size": [0.05, 0.05, 0.05], "scale": [0.8, 1.4]},
-        {"class": "ball", "shape": "sphere", "radius": 0.03},
-        {"class": "can", "role": "distractor", "shape": "cylinder", "radius": 0.025, "height": 0.08},
-    ],
-    "num_targets": [1, 2],
-    "num_distractors": [1, 2],
-    "camera": {"width": W, "height": H, "fov_deg": 50.0, "distance_m": [0.45, 0.6]},
-    "background": {"enabled": False},
-    "texture_pool_size": 2,
-    "texture_size_px": 16,
-    "object_appearance": {"texture_prob": 0.0},
-    "physics": {"settle_steps": 10},
-}
+# test_generate's tiny scene, with up to two targets and without its image noise / table texture
+TINY_SCENE = {k: v for k, v in copy.deepcopy(GENERATE_SCENE).items() if k not in ("postprocess", "table")}
+TINY_SCENE["num_targets"] = [1, 2]
 
 
 def make_cfg(out: Path, scene_file: Path, *overrides: str) -> GenerateConfig:
