@@ -17,7 +17,7 @@ import torch
 from sim2real.data.dataset import meta_of
 from sim2real.eval.instances import EVAL_SCORE_THRESH, MAP_KEYS, decode_maps, instances_to_original
 from sim2real.eval.metrics import perception_metrics, pred_keys
-from sim2real.eval.pose import cameras_for, model_camera, refine_centers
+from sim2real.eval.pose import label_cameras, refine_centers
 from sim2real.eval.pose_metrics import pose_metrics
 
 Forward = Callable[[Any], dict]                       # model inputs on the device -> model outputs
@@ -167,11 +167,7 @@ def score(run: ModelPass, true: Mapping[str, np.ndarray], classes: Sequence[str]
     head = pred
     if "keypoints" in pred and "center" in pred and objects:
         # The centre a model reports is its pose's (see eval.pose.refine_centers), as predict/live do.
-        cam = model_camera(camera)
-        Ks = np.asarray(true["camera_K"]) if "camera_K" in true else None
-        wh = (cam.width or 0, cam.height or 0) if cam is not None else (0, 0)
-        cams = cameras_for([wh] * len(pred["label"]), cam, Ks)
-        pred = refine_centers(pred, classes, objects, cams, score_thresh)
+        pred = refine_centers(pred, classes, objects, label_cameras(true, camera, len(pred["label"])), score_thresh)
         pred.pop("center_head")
     m, match = perception_metrics(pred, true, classes, scored=scored, score_thresh=score_thresh, return_match=True)
     if "keypoints" in pred:   # PnP on the head's own outputs (the refined centre came from a PnP fit)

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from sim2real.eval.metrics import box_iou
 from sim2real.geometry.camera import Camera, camera_from_dict
 from sim2real.geometry.pose import REASONS, project, solve_pose
 from sim2real.geometry.symmetry import box_corners
@@ -49,6 +50,15 @@ def cameras_for(images_wh: Sequence[tuple[int, int]], camera: Camera | None,
     return out
 
 
+def label_cameras(true: Mapping[str, np.ndarray], camera: dict | None, n: int) -> list[Camera | None]:
+    """One camera per scored image: the labels' ``camera_K`` where known, else the model's ``camera``
+    dict (at its own size: scored sets carry no image size)."""
+    cam = model_camera(camera)
+    Ks = np.asarray(true["camera_K"], np.float64) if "camera_K" in true else None
+    wh = (cam.width or 0, cam.height or 0) if cam is not None else (0, 0)
+    return cameras_for([wh] * n, cam, Ks)
+
+
 def solve_instances(pred: Mapping[str, np.ndarray], classes: Sequence[str], objects: Mapping[str, dict],
                     cameras: Sequence[Camera | None], sizes: np.ndarray | None = None,
                     max_reproj_px: float = DEFAULT_MAX_REPROJ_PX, use_center: bool = True) -> dict[str, np.ndarray]:
@@ -60,7 +70,7 @@ def solve_instances(pred: Mapping[str, np.ndarray], classes: Sequence[str], obje
     kps = np.asarray(pred["keypoints"], np.float64)
     R = np.full((n, p, 3, 3), np.nan); t = np.full((n, p, 3), np.nan)
     err = np.full((n, p), np.nan, np.float32); status = np.full((n, p), -1, np.int8)
-    class_size = [np.asarray(objects.get(c, {}).get("size_m") or [0, 0, 0], np.float64) for c in classes]
+    class_size = class_sizes(classes, objects)
     if kps.ndim != 4 or kps.shape[2] != 8:
         status[lab >= 0] = POSE_STATUS.index("too_few_points")
         return {"R": R, "t": t, "reproj_px": err, "pose_status": status}
@@ -103,18 +113,10 @@ def pose_centers(pose: Mapping[str, np.ndarray], cameras: Sequence[Camera | None
         dist = cam.dist if cam.dist.size else None
         if boxes is not None:
             uv = project(box_corners(sizes[int(labels[i, j])]), pose["R"][i, j], t[i, j], cam.K, dist)
-            if _iou(np.r_[uv.min(0), uv.max(0)], np.asarray(boxes[i, j], np.float64)) < min_iou:
+            if box_iou(np.r_[uv.min(0), uv.max(0)][None], np.asarray(boxes[i, j], np.float64)[None])[0] < min_iou:
                 continue
         out[i, j] = project(np.zeros((1, 3)), np.eye(3), t[i, j], cam.K, dist)[0]
     return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def class_sizes(classes: Sequence[str], objects: Mapping[str, dict]) -> list[np.ndarray]:

@@ -37,7 +37,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from sim2real.eval.metrics import POSE_METRIC_NAMES, POSE_PER_CLASS
-from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX, POSE_STATUS, cameras_for, model_camera, solve_instances
+from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX, POSE_STATUS, label_cameras, solve_instances
 from sim2real.geometry.pose import diameter, symmetric_add_s
 from sim2real.geometry.symmetry import rotation_error_deg, symmetric_corner_error, symmetry_from_dict
 
@@ -111,13 +111,7 @@ def pose_metrics(pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray],
     t_size = np.asarray(true["size"], np.float64) if "size" in true else np.zeros(t_label.shape + (3,))
     sizes = np.zeros((n, p, 3))
     sizes[ii, jj] = t_size[ii, gg]
-    Ks = np.asarray(true["camera_K"], np.float64) if "camera_K" in true else None
-    cam = model_camera(camera)
-    wh = (cam.width or 0, cam.height or 0) if cam is not None else (0, 0)
-    rows = sorted(set(ii.tolist()))
-    cams: list = [None] * n
-    for r, c in zip(rows, cameras_for([wh] * len(rows), cam, Ks[rows] if Ks is not None else None)):
-        cams[r] = c
+    cams = label_cameras(true, camera, n)
     sub = {"label": label, "keypoints": kps,
            "center": np.asarray(pred["center"], np.float64) if "center" in pred else np.zeros((n, p, 2))}
     pose = solve_instances(sub, classes, objects, cams, sizes=sizes, max_reproj_px=max_reproj_px,

@@ -1,4 +1,4 @@
-"""6D pose from predicted 2D corners (+ centre) with PnP, and pose distances (ADD, ADD-S).
+"""6D pose from predicted 2D corners (+ centre) with PnP, and pose distances (ADD-S).
 
 DOPE's recipe (Tremblay et al. 2018): keypoints of the projected 3D box, then PnP against the box of
 the object's known size. Points: the 8 box corners and, when given, the box centre (the object origin,
@@ -133,13 +133,6 @@ def add_s(R_pred, t_pred, R_gt, t_gt, points: np.ndarray) -> float:
     p = np.asarray(points, np.float64) @ np.asarray(R_pred).T + np.asarray(t_pred)
     g = np.asarray(points, np.float64) @ np.asarray(R_gt).T + np.asarray(t_gt)
     return float(np.linalg.norm(p[:, None] - g[None], axis=-1).min(axis=1).mean())
-
-
-def add(R_pred, t_pred, R_gt, t_gt, points: np.ndarray) -> float:
-    """ADD: mean distance of corresponding model points (metres)."""
-    p = np.asarray(points, np.float64) @ np.asarray(R_pred).T + np.asarray(t_pred)
-    g = np.asarray(points, np.float64) @ np.asarray(R_gt).T + np.asarray(t_gt)
-    return float(np.linalg.norm(p - g, axis=-1).mean())
 
 
 def symmetric_add_s(R_pred, t_pred, R_gt, t_gt, size, sym: Symmetry = NO_SYMMETRY) -> float:

@@ -150,12 +150,6 @@ def symmetry_from_dict(d: dict | None) -> Symmetry:
     return Symmetry(str(d.get("name", "perms")), np.stack(rots), perms, d.get("axis"))
 
 
-def default_symmetry(shape: str | None, size: Sequence[float] | None = None) -> str:
-    """The symmetry a primitive shape has when its texture says nothing (random textures): a box's
-    own (``box``: a cube if its three sides are equal), ``cylinder``, ``sphere``; meshes: ``none``."""
-    return {"box": "box", "cylinder": "cylinder", "sphere": "sphere"}.get(shape or "", "none")
-
-
 # --- rotations ------------------------------------------------------------------------------------
 
 def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
