@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="camera index, video file, rtsp/http URL or folder of frames (default 0)")
     p.add_argument("--backend", choices=["auto", "torch", "torchscript", "onnxruntime"],
                    help="inference backend (default auto: .onnx -> onnxruntime, else torch)")
-    p.add_argument("--threads", type=int, help="CPU threads for inference (default OMP_NUM_THREADS or all cores)")
+    p.add_argument("--threads", type=int, help="CPU threads for inference (default: the cores left by the other stages: all up to 3 cores, else all but one)")
     p.add_argument("--display", action="store_true", help="show a window (needs a GUI OpenCV build)")
     p.add_argument("--output", help="write the annotated video here (.mp4; MJPG .avi fallback)")
     p.add_argument("--jsonl", help="write one record per frame here: every instance (original pixels)")
