@@ -1,12 +1,12 @@
 """Accuracy side of the fast live path (issue 15), on the real ViSP cube with a trained checkpoint.
 
 1. ``interp``: the deployment resize (``Preprocess.frame``: uint8, normalisation in the model) with
-   ``fast`` (default: linear below a 3x shrink, else whole-factor area + linear) / ``area`` / ``linear`` / ``training`` interpolation vs the training float path
+   ``fast`` (default: the training rule, linear instead of a non-integer area) / ``area`` / ``linear`` / ``training`` interpolation vs the training float path
    (``sim2real evaluate``'s preprocessing), scored on the labelled test split (frames 70-99;
    ``--data``, default the adapt run's ``real/test``) through the evaluation loop; at the
    checkpoint's input size and at ``--input`` (default 224x304, the live benchmark's), plus the
    resize cost per 640x480 frame.
-2. ``parity``: the new loop's predictions (uint8 frames -> onnxruntime) vs the current loop's
+2. ``parity`` (at ``--input`` and at the checkpoint's size): the new loop's predictions (uint8 frames -> onnxruntime) vs the current loop's
    (training float preprocessing -> torch) on every development frame 0-99 (a folder of links, so
    frames 100-217 are never read) and on vtest.avi: matched instances, max |box| (px), max |centre|
    (px), max |score| difference, and instances found by one path only.
@@ -121,7 +121,7 @@ def loadavg() -> str:
         return " ".join(fh.read().split()[:3])
 
 
-def parity_part(ckpt: str, tmp: Path, log, score_thresh: float | None = None) -> dict:
+def parity_part(ckpt: str, tmp: Path, log, input_hw=None, score_thresh: float | None = None) -> dict:
     """Current loop (training float preprocessing + torch) vs the new one (uint8 frame + onnxruntime,
     with the default ``fast`` and with the ``training`` interpolation), every frame, at the model's
     reporting threshold; matched within 8 px."""
@@ -130,7 +130,10 @@ def parity_part(ckpt: str, tmp: Path, log, score_thresh: float | None = None) ->
     from sim2real.eval.instances import MAP_KEYS
 
     model = load_checkpoint(ckpt).eval()
-    new = OnnxRuntimeBackend(export_onnx(model, tmp / "parity.onnx", batch=1), threads=2)
+    if input_hw is not None:
+        model.input_hw = tuple(input_hw)
+    tag = f"{model.input_hw[0]}x{model.input_hw[1]}"
+    new = OnnxRuntimeBackend(export_onnx(model, tmp / f"parity{tag}.onnx", batch=1), threads=2)
     old_pre = model.make_preprocess()
     thr = model.head_cfg.score_thresh if score_thresh is None else score_thresh
     opts = model.decode_options()
@@ -151,8 +154,9 @@ def parity_part(ckpt: str, tmp: Path, log, score_thresh: float | None = None) ->
                 x_new, meta2 = new.prepare(img)
                 got.append(decode_outputs(new(x_new[None]), [meta2], thr, **opts))
             cmp = compare_instances(_stack(ref), _stack(got), 8.0)
-            res[f"{name}, {interp}"] = {"frames": len(images), "score_thresh": thr, **cmp}
-            log(f"parity {name}, frame interpolation {interp}: {json.dumps(res[f'{name}, {interp}'])}")
+            key = f"{tag}, {name}, {interp}"
+            res[key] = {"frames": len(images), "score_thresh": thr, **cmp}
+            log(f"parity {key}: {json.dumps(res[key])}")
     return res
 
 
@@ -192,7 +196,8 @@ def main() -> None:
         if "interp" in args.parts:
             res["interp"] = interp_part(args.checkpoint, args.data, args.input, print)
         if "parity" in args.parts:
-            res["parity"] = parity_part(args.checkpoint, tmp, print)
+            res["parity"] = {**parity_part(args.checkpoint, tmp, print, args.input),
+                             **parity_part(args.checkpoint, tmp, print)}
         if "int8" in args.parts:
             res["int8"] = int8_part(args.checkpoint, args.data, tmp, print)
     print(f"load: {loadavg()}")

@@ -343,6 +343,9 @@ def pipeline_threads(cores: int | None = None) -> int:
     other stages (capture/decode + resize, instance decoding + drawing + writing: ~1-3 ms per
     frame together) have theirs.  Up to 3 cores those stages take a fraction of one core, and
     taking a core from a model that needs 7+ ms would cost more than it frees: every core.
-    From 4 cores on, one core is left to them."""
+    From 4 cores on, one core is left to them.  The loop loads the model with ``spin=False``:
+    measured at 224x304 (EfficientNet-Lite0 + dense head, 2 cores), inference costs ~10 ms of CPU
+    per frame with 1 or 2 non-spinning threads, but 19.6 ms with 2 spinning ones: the spin is CPU
+    the capture and drawing threads need."""
     n = cores or default_threads()
     return n if n <= 3 else n - 1

@@ -52,7 +52,7 @@ class LiveConfig:
     threads: int = field(default=0, metadata=rng(0, None))   # inference threads; 0 = pipeline_threads()
     # threads: capture+resize / inference / decoding+drawing overlap; serial: one after the other
     pipeline: str = field(default="threads", metadata=choice("threads", "serial"))
-    # resize of each frame: None = the model's (fast: linear below 3x shrink, else whole-factor area + linear) | fast | area | linear | training
+    # resize of each frame: None = fast (the training resize, linear instead of a slow non-integer area) | fast | area | linear | training
     frame_interpolation: Optional[str] = None
     display: bool = False
     output: Optional[str] = None         # annotated video (.mp4, mp4v; falls back to MJPG .avi)

@@ -24,12 +24,12 @@ from sim2real.models.backbone import normalize_cfg
 _CV2_INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
                "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
 #: How deployment frames (:meth:`Preprocess.frame`) are resized (docs/benchmarks.md "issue 15" measures
-#: them): ``fast`` (default): linear when shrinking by less than 3x (measured on the ViSP test frames
-#: at 640x480 -> 224x304 as accurate as area at an eighth of its cost), else area averaging by the
-#: largest whole factor (OpenCV's fast integer-ratio path, no aliasing) then linear for the rest (< 2x);
-#: ``area`` / ``linear``: one
-#: cv2 call; ``training``: :meth:`Preprocess.__call__`'s rule (area when shrinking by more than 2x, else
-#: the backbone's own, e.g. bicubic): the training input bit for bit when nothing is letterboxed.
+#: them): ``fast`` (default): the training rule (:meth:`Preprocess.__call__`: the backbone's own
+#: interpolation, e.g. bicubic, unless shrinking by more than 2x) with its slow case, area averaging at
+#: a non-integer ratio, replaced: INTER_LINEAR below a 3x shrink (as accurate on the ViSP test frames at
+#: 640x480 -> 224x304, an eighth of the cost), else area by the largest whole factor (OpenCV's fast
+#: integer path) then linear for the rest; ``area`` / ``linear``: one cv2 call; ``training``: exactly
+#: the training rule (bit-identical input when nothing is letterboxed).
 FRAME_INTERPOLATIONS = ("fast", "area", "linear", "training")
 DEFAULT_FRAME_INTERPOLATION = "fast"
 
@@ -229,8 +229,10 @@ class Preprocess:
             img = img[:, :, :3]
         if (nh, nw) != img.shape[:2]:
             img = np.ascontiguousarray(img)
-            if self.frame_interpolation == "fast":
-                k = int(min(img.shape[0] / nh, img.shape[1] / nw))
+            k = int(min(img.shape[0] / nh, img.shape[1] / nw))
+            if self.frame_interpolation == "fast" and nw < img.shape[1] / 2 and nh < img.shape[0] / 2 \
+                    and not (k >= 3 and img.shape[0] == k * nh and img.shape[1] == k * nw):
+                # training would area-average at a non-integer ratio (slow in OpenCV)
                 if k >= 3:  # linear would skip pixels (alias): whole-factor area averaging first, cheap
                     img = cv2.resize(img, (img.shape[1] // k, img.shape[0] // k), interpolation=cv2.INTER_AREA)
                 if (nh, nw) != img.shape[:2]:
@@ -252,6 +254,8 @@ class Preprocess:
         return np.ascontiguousarray(img), meta
 
     def _frame_interp(self, shape, nw: int, nh: int) -> int:
+        """One cv2 call: ``area``, ``linear``, or the training rule (``training``, and ``fast`` where
+        the training rule is already cheap)."""
         if self.frame_interpolation == "area":
             # INTER_AREA only averages when shrinking; enlarging with it is nearest-like: use linear.
             return cv2.INTER_AREA if (nw <= shape[1] and nh <= shape[0]) else cv2.INTER_LINEAR

@@ -149,3 +149,24 @@ def test_frame_takes_16_bit_float_and_rgba_and_mono_models():
     with pytest.raises(ValueError, match="frame_interpolation"):
         Preprocess(CFG, (60, 80), frame_interpolation="cubic")
     assert Preprocess.from_dict(pre.to_dict()).frame_interpolation == "linear"
+
+
+def test_fast_frame_resize_keeps_the_training_rule_where_it_is_cheap():
+    """``fast`` (default) = the training input where training's resize is cheap (the backbone's bicubic
+    at <= 2x, area at a whole ratio); at a non-integer shrink > 2x (640x480 -> 224x304) linear instead
+    of area; from 3x on, whole-factor area first (no aliasing), then linear."""
+    g = np.random.default_rng(2)
+    img = g.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    for hw in ((240, 320), (96, 128), (360, 480)):
+        fast, train = (Preprocess(CFG, hw, frame_interpolation=f) for f in ("fast", "training"))
+        np.testing.assert_array_equal(fast.frame(img)[0], train.frame(img)[0])
+    fast, lin, area = (Preprocess(CFG, (224, 304), frame_interpolation=f) for f in ("fast", "linear", "area"))
+    np.testing.assert_array_equal(fast.frame(img)[0], lin.frame(img)[0])
+    assert not np.array_equal(fast.frame(img)[0], area.frame(img)[0])
+    big = g.integers(0, 256, (1080, 1440, 3), dtype=np.uint8)   # 1440x1080 -> 299x224: area 4x, then linear
+    import cv2
+
+    x, meta = fast.frame(big)
+    step = cv2.resize(cv2.resize(big, (360, 270), interpolation=cv2.INTER_AREA), (299, 224),
+                      interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(x[:, 2:301], step)
