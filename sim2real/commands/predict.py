@@ -137,7 +137,12 @@ def _sources(args) -> tuple[str, Iterator[tuple[dict, np.ndarray | None]], list[
 def _backend(args):
     """The model behind the live loop's fast path: an exported .onnx (onnxruntime) or TorchScript
     file, or a checkpoint (torch eager on --device)."""
-    from sim2real.deploy.backends import TorchBackend, default_threads, guess_backend, load_backend
+    from sim2real.deploy.backends import (
+        TorchBackend,
+        default_threads,
+        guess_backend,
+        load_backend,
+    )
 
     if guess_backend(args.checkpoint) == "torch" and not str(args.checkpoint).lower().endswith((".ts", ".torchscript")):
         from sim2real.eval.model import load_model
@@ -148,14 +153,12 @@ def _backend(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from sim2real.deploy.batch_predict import predict_frames
-    from sim2real.io import atomic_path
-    from sim2real.eval.records import prediction_record
-
     import warnings
 
+    from sim2real.deploy.batch_predict import predict_frames
     from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX
-    from sim2real.eval.records import PoseSetup
+    from sim2real.eval.records import PoseSetup, prediction_record
+    from sim2real.io import atomic_path
 
     model = _backend(args)  # classes, objects, camera, score_thresh as the checkpoint / export metadata say
     pose = None

@@ -267,7 +267,7 @@ class CaptureThread:
             reason = (yield from self._frames()) or "stopped"
         except GeneratorExit:
             raise
-        except Exception as e:  # surfaced to the loop through .error, as from the thread
+        except Exception as e:  # noqa: BLE001 - surfaced to the loop through .error, as from the thread
             self.error = e
             reason = f"capture error: {e}"
         finally:

@@ -23,8 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sim2real.deploy.backends import (EXPORT_VERSION, INPUT_LAYOUT, INPUT_NAME, ONNX_FORMAT, TS_META_FILE,
-                                      OnnxRuntimeBackend, TorchBackend, set_onnx_metadata)
+from sim2real.deploy.backends import (
+    EXPORT_VERSION,
+    INPUT_LAYOUT,
+    INPUT_NAME,
+    ONNX_FORMAT,
+    TS_META_FILE,
+    OnnxRuntimeBackend,
+    TorchBackend,
+    set_onnx_metadata,
+)
 from sim2real.deploy.predictions import compare_instances, decode_outputs
 from sim2real.eval.instances import EVAL_SCORE_THRESH
 from sim2real.io import atomic_path
@@ -271,7 +279,12 @@ def _quantize_checked(model, backend, out: Path, quantize, calib_data, eval_data
     import time
     import warnings
 
-    from sim2real.deploy.accuracy import Int8Guard, evaluate_backend, judge_int8, labelled_set
+    from sim2real.deploy.accuracy import (
+        Int8Guard,
+        evaluate_backend,
+        judge_int8,
+        labelled_set,
+    )
     from sim2real.deploy.quantize import compare_models, quantize_onnx
 
     guard = guard or Int8Guard()

@@ -391,7 +391,7 @@ class InferStage:
                     break
                 if not self._put((frame, self.infer(frame))):
                     return
-        except BaseException as e:  # surfaced by run_live after the outputs are closed
+        except BaseException as e:  # noqa: BLE001 - surfaced by run_live after the outputs are closed
             self.error = e
         finally:
             self._put(_END)

@@ -31,8 +31,8 @@ def _coco_pass(model: PerceptionModel, ds: CocoDataset, rows: Optional[np.ndarra
 
 
 def coco_pass(ds: CocoDataset, forward: Any, preprocess: Any, decoding: Decoding, classes: Sequence[str],
-              tasks: Sequence[str], score_thresh: float, objects: Optional[dict] = None, camera: Optional[dict] = None,
-              *, rows: Optional[np.ndarray] = None, batch_size: int = 16, device: Any = "cpu", num_workers: int = 0,
+              tasks: Sequence[str], score_thresh: float, objects: dict | None = None, camera: dict | None = None,
+              *, rows: np.ndarray | None = None, batch_size: int = 16, device: Any = "cpu", num_workers: int = 0,
               embed: bool = False) -> tuple[ModelPass, dict, dict]:
     """The pass + scoring behind :func:`evaluate_dataset` for any ``forward`` (inputs -> outputs as
     torch tensors) fed by any ``preprocess`` (image -> (input tensor, PreprocessMeta), with an

@@ -224,7 +224,7 @@ class Preprocess:
             raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
         meta = self.geometry(img.shape[:2])
         H, W = self.input_hw
-        nw, nh = int(round(meta.scale[0] * meta.orig_hw[1])), int(round(meta.scale[1] * meta.orig_hw[0]))
+        nw, nh = round(meta.scale[0] * meta.orig_hw[1]), round(meta.scale[1] * meta.orig_hw[0])
         if img.ndim == 3 and img.shape[2] == 4:
             img = img[:, :, :3]
         if (nh, nw) != img.shape[:2]:
@@ -268,7 +268,7 @@ class Preprocess:
         out = [self.frame(im, color) for im in images]
         return np.stack([x for x, _ in out]), [m for _, m in out]
 
-    def normalizer(self) -> "InputNormalize":
+    def normalizer(self) -> InputNormalize:
         return InputNormalize(self.cfg["mean"], self.cfg["std"], self.channels)
 
 

@@ -166,7 +166,7 @@ def test_fast_frame_resize_keeps_the_training_rule_where_it_is_cheap():
     big = g.integers(0, 256, (1080, 1440, 3), dtype=np.uint8)   # 1440x1080 -> 299x224: area 4x, then linear
     import cv2
 
-    x, meta = fast.frame(big)
+    x, _ = fast.frame(big)
     step = cv2.resize(cv2.resize(big, (360, 270), interpolation=cv2.INTER_AREA), (299, 224),
                       interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(x[:, 2:301], step)
