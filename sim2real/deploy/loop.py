@@ -164,6 +164,8 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
             warnings.warn(line, stacklevel=2)
     score_thresh = backend.score_thresh if cfg.score_thresh is None else float(cfg.score_thresh)
     drop = {"latest": True, "all": False}.get(cfg.drop, live_source)
+    if cfg.pipeline == "serial":
+        drop = False  # one thread reads a frame only when it is ready for it: nothing to drop
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir()
     stats_path = Path(cfg.stats) if cfg.stats else run_dir / "stats.json"
     drift = _drift_monitor(cfg, backend, log)
@@ -198,7 +200,7 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
     pace = fps_in if (cfg.realtime and drop and not live_source) else None
     serial = cfg.pipeline == "serial"
     # Preprocessing runs on the capture thread: it overlaps with inference on the previous frame.
-    capture = CaptureThread(reuse_then_open, live=live_source, drop=drop and not serial, backoff=backoff,
+    capture = CaptureThread(reuse_then_open, live=live_source, drop=drop, backoff=backoff,
                             pace_fps=pace, fps=fps_in, name=name, log=log, transform=prepare,
                             queue_size=1)  # one frame ahead is all the overlap needs; more only adds latency
     try:
