@@ -18,17 +18,23 @@ Every export is checked: onnx.checker, then the maps are compared with PyTorch o
 (and on real images when --eval-data/--calib-data is given); a max |difference| above
 --tolerance (1e-4) is an error. The report (<out>.export.json) also compares the decoded instances.
 
---quantize dynamic|static writes an int8 copy <out stem>.int8-<mode>.onnx (onnxruntime.quantization;
-static calibrates on --calib-data) and reports how the decoded instances change (instance counts,
-share matched, centre shift, score change, box IoU fp32 vs int8; recall, precision and centre
-error when the data has labels).
+The exported graph takes uint8 frames (B, H, W, C), RGB, resized and letterboxed to the model's
+input (one cv2 call, done by the live loop / predict); the scaling and mean/std normalisation run
+inside the graph. Files exported by earlier versions (float input) must be re-exported.
+
+--quantize dynamic|static writes an int8 copy <out stem>.int8-<mode>.onnx (onnxruntime.quantization,
+QDQ, per-channel weights; static calibrates on --calib-data: your real frames, a folder, a video or
+a COCO set; --keep-fp32 head, the default, leaves the detection head in float) and reports how the
+decoded instances change. With a LABELLED --eval-data (COCO .json + --image-root, or a dataset
+folder) fp32 and int8 are scored like `sim2real evaluate`, and the export REFUSES (exit 2, no int8
+file written) when int8 raises the median centre error by more than --max-center-err-px (1 px) or
+lowers the mean box IoU by more than --max-iou-drop (0.02). Without labels it warns loudly.
 
 examples:
   sim2real export --checkpoint runs/train/x/best.pt --format onnx
   sim2real export --checkpoint best.pt --out model.onnx --batch dynamic
-  sim2real export --checkpoint best.pt --quantize static --calib-data data/real/unlabelled_frames \\
-      --eval-data ../shared/real/visp_cube/dev_frames_000_099.coco.json \\
-      --image-root /usr/share/visp-images-data/ViSP-images
+  sim2real export --checkpoint best.pt --quantize static --calib-data footage.mp4 \\
+      --eval-data runs/adapt/x/real/test
   sim2real export --checkpoint best.pt --format torchscript
 """
 
@@ -60,21 +66,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-images", type=int, default=64, help="calibration images used (default 64)")
     p.add_argument("--eval-images", type=int, default=100, help="comparison images used (default 100)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the checks (default 1)")
+    p.add_argument("--keep-fp32", choices=["head", "none"], default="head",
+                   help="int8: nodes left in float (default head: the detection head; none: everything int8)")
+    p.add_argument("--max-center-err-px", type=float, default=1.0,
+                   help="int8 guard: largest allowed rise of the median centre error, px (default 1)")
+    p.add_argument("--max-iou-drop", type=float, default=0.02,
+                   help="int8 guard: largest allowed drop of the mean box IoU (default 0.02)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from sim2real.deploy.accuracy import Int8Guard
     from sim2real.deploy.export import export_checkpoint
+
+    def warn(msg: str) -> None:
+        print(f"\n*** WARNING: {msg} ***\n", file=sys.stderr)
 
     rep = export_checkpoint(args.checkpoint, args.format, args.out, batch=args.batch, opset=args.opset,
                             tolerance=args.tolerance, quantize=args.quantize, calib_data=args.calib_data,
                             eval_data=args.eval_data, image_root=args.image_root, calib_images=args.calib_images,
-                            eval_images=args.eval_images, threads=args.threads)
+                            eval_images=args.eval_images, threads=args.threads, keep_fp32=args.keep_fp32,
+                            guard=Int8Guard(args.max_center_err_px, args.max_iou_drop), warn=warn)
     print(f"{rep['output']}: {rep['format']}, {rep['size_bytes'] / 1e6:.1f} MB, parity max |diff| "
           f"{rep['parity']['max_abs_diff'][rep['parity']['worst']]:.2e} (<= {args.tolerance:g})")
     q = rep.get("quantized")
     if q:
         print(f"{q['output']}: int8 {q['mode']}, {q['size_bytes'] / 1e6:.1f} MB")
-        if q.get("comparison"):
+        if q.get("accuracy"):
+            print(json.dumps(q["accuracy"], indent=2))
+        elif q.get("comparison"):
             print(json.dumps(q["comparison"], indent=2))
         if q.get("note"):
             print(f"note: {q['note']}")

@@ -9,8 +9,11 @@ from sim2real.commands._common import add_config_arguments, config_from_args, fl
 
 HELP = "run a checkpoint on a camera, video, stream or folder of frames"
 DESCRIPTION = """\
-Run a model on live frames: OpenCV capture in its own thread, the model's own preprocessing (the
-same Preprocess as training; gray cameras included), every detected object drawn on the frame
+Run a model on live frames. Three overlapped stages (pipeline=threads; pipeline=serial runs them on
+one thread): capture + decode + one cv2 resize to the model's uint8 input (the model's own
+preprocessing, gray cameras included; frame_interpolation=training gives the training input bit for
+bit), inference (the normalisation runs inside the model; --threads default: every core up to 3,
+else all but one), and decoding + drawing + writing. Every detected object is drawn on the frame
 (class, score, box, 3D-box corners; one colour per class) with an FPS/latency line. Objects are
 reported from --score-thresh (default: the model's head.score_thresh, stored in the checkpoint or
 the exported file). --jsonl writes one line per frame: {"frame", "timestamp", "media_time_s",
@@ -20,7 +23,8 @@ the exported file). --jsonl writes one line per frame: {"frame", "timestamp", "m
 training camera resampled to the frame's size or --camera calib.yml (OpenCV/ROS YAML, distortion
 used); "pose": {"R", "t"} in metres (OpenCV camera frame) or null with "pose_status" saying why;
 posed instances are drawn with their projected 3D box and axes. --no-pose skips it. At the end (end of file, stream lost, --max-frames, Ctrl-C) latency p50/p95/p99
-per stage (capture wait, preprocess, infer, draw, write) and FPS are printed and saved as JSON, and
+per stage (wait, preprocess, infer, records, draw, write, total = read -> written) and FPS are printed
+and saved as JSON, and
 every output file is finalized (a Ctrl-C still leaves a playable video).
 
 Sources: a camera index (0), a video file, an rtsp/http URL, or a folder of image frames.
@@ -58,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="camera index, video file, rtsp/http URL or folder of frames (default 0)")
     p.add_argument("--backend", choices=["auto", "torch", "torchscript", "onnxruntime"],
                    help="inference backend (default auto: .onnx -> onnxruntime, else torch)")
-    p.add_argument("--threads", type=int, help="CPU threads for inference (default OMP_NUM_THREADS or all cores)")
+    p.add_argument("--threads", type=int, help="CPU threads for inference (default: the cores left by the other stages: all up to 3 cores, else all but one)")
     p.add_argument("--display", action="store_true", help="show a window (needs a GUI OpenCV build)")
     p.add_argument("--output", help="write the annotated video here (.mp4; MJPG .avi fallback)")
     p.add_argument("--jsonl", help="write one record per frame here: every instance (original pixels)")

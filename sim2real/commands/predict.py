@@ -12,8 +12,9 @@ import numpy as np
 
 HELP = "write one JSONL prediction per image/frame in original pixels"
 DESCRIPTION = """\
-Run a checkpoint on a folder of images, the images of a COCO file / dataset folder, or a video, and
-write one JSON line per image: {"image": file_name | "frame": index, "class", "score",
+Run a checkpoint (or an exported .onnx / TorchScript file) on a folder of images, the images of a
+COCO file / dataset folder, or a video, and write one JSON line per image (batched on the live loop's
+fast path: images read and resized to uint8 on a reader thread while the model runs; every image): {"image": file_name | "frame": index, "class", "score",
 "box": [x0, y0, x1, y1], "center": [u, v], "keypoints": [[u, v, score], ...]} in ORIGINAL pixels.
 A corrupt image gets {"image": ..., "error": "..."} instead, and the run goes on.
 
@@ -32,11 +33,11 @@ examples:
   sim2real predict --checkpoint best.pt --images frames/ --camera calib.yml --max-reproj-px 5
 """
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+from sim2real.data.real_footage import VIDEO_SUFFIXES  # the one list of video suffixes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="model checkpoint")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint .pt, exported .onnx or TorchScript file")
     p.add_argument("--images", required=True,
                    help="folder of images, dataset folder with annotations.json, COCO .json file, or video file")
     p.add_argument("--image-root", help="for a COCO file: folder its file_name entries are relative to")
@@ -133,18 +134,33 @@ def _sources(args) -> tuple[str, Iterator[tuple[dict, np.ndarray | None]], list[
     return name, gen(), errors
 
 
-def run(args: argparse.Namespace) -> int:
-    from sim2real.io import atomic_path
-    from sim2real.eval.model import load_model
-    from sim2real.eval.predict import predict_arrays
-    from sim2real.eval.records import prediction_record
+def _backend(args):
+    """The model behind the live loop's fast path: an exported .onnx (onnxruntime) or TorchScript
+    file, or a checkpoint (torch eager on --device)."""
+    from sim2real.deploy.backends import (
+        TorchBackend,
+        default_threads,
+        guess_backend,
+        load_backend,
+    )
 
+    if guess_backend(args.checkpoint) == "torch" and not str(args.checkpoint).lower().endswith((".ts", ".torchscript")):
+        from sim2real.eval.model import load_model
+
+        model, device, _ = load_model(args.checkpoint, args.device)
+        return TorchBackend(model, source=str(args.checkpoint), device=device)
+    return load_backend(args.checkpoint, threads=default_threads())
+
+
+def run(args: argparse.Namespace) -> int:
     import warnings
 
+    from sim2real.deploy.batch_predict import predict_frames
     from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX
-    from sim2real.eval.records import PoseSetup
+    from sim2real.eval.records import PoseSetup, prediction_record
+    from sim2real.io import atomic_path
 
-    model, device, _ = load_model(args.checkpoint, args.device)
+    model = _backend(args)  # classes, objects, camera, score_thresh as the checkpoint / export metadata say
     pose = None
     if not args.no_pose:
         thr_px = DEFAULT_MAX_REPROJ_PX if args.max_reproj_px is None else args.max_reproj_px
@@ -163,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
                 fh.write(json.dumps(errors.pop(0)) + "\n")
                 bad += 1
 
-        for where, inst in predict_arrays(model, pairs, args.batch_size, device, args.score_thresh):
+        for where, inst in predict_frames(model, pairs, max(1, args.batch_size), args.score_thresh):
             write_errors()
             if pose is not None:
                 where, wh = where
@@ -172,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             n += 1
             found += len(inst["label"])
         write_errors()
-    thr = model.head_cfg.score_thresh if args.score_thresh is None else args.score_thresh
+    thr = model.score_thresh if args.score_thresh is None else args.score_thresh
     print(f"{out}: {n} images, {found} objects found at score >= {thr:g}"
           + (f", {bad} unreadable image(s) skipped" if bad else ""), file=sys.stdout)
     return 0

@@ -5,8 +5,8 @@ Quick tour::
     from sim2real.deploy import load_backend, run_live, LiveConfig, export_onnx
 
     backend = load_backend("model.onnx", threads=2)      # or a checkpoint .pt (torch eager)
-    x, meta = backend.preprocess(frame_bgr, color="bgr")  # the model's own Preprocess
-    out = backend(x[None].numpy())                        # dense maps (heatmap, offset, ltrb, kp_reg,
+    x, meta = backend.prepare(frame_bgr, color="bgr")     # uint8 HxWxC: one cv2 resize (Preprocess.frame)
+    out = backend(x[None])                                # normalised in the model; dense maps (heatmap, offset, ltrb, kp_reg,
                                                           # kp_heatmap, kp_offset) + embed, numpy
     records = to_records(out, [meta], backend.classes, backend.score_thresh, **backend.decode_options)
     # -> [{"instances": [{"class", "class_id", "score", "box", "center", "keypoints"}, ...]}],
@@ -22,7 +22,8 @@ frame, reconnect backoff), ``backends`` (torch / torchscript / onnxruntime behin
 :func:`sim2real.eval.records.prediction_record`),
 ``overlay`` (drawing), ``video_writer`` (always-finalized video), ``latency`` (p50/p95/p99),
 ``tta`` (BatchNorm re-estimation), ``drift`` (MMD / mean-embedding drift monitor),
-``image_sets`` (reference/calibration images), ``loop`` (``run_live``), ``config``.
+``image_sets`` (reference/calibration images), ``accuracy`` (a backend scored on a labelled set,
+the int8 guard), ``batch_predict`` (offline batches for ``sim2real predict``), ``loop`` (``run_live``), ``config``.
 """
 
 from sim2real.deploy.backends import (BackendError, InferenceBackend, OnnxRuntimeBackend, TorchBackend,

@@ -1,4 +1,11 @@
-"""CPU inference behind one call: ``backend(batch float32 (B, 3, H, W)) -> {name: np.ndarray}``.
+"""CPU inference behind one call: ``backend(batch uint8 (B, H, W, C)) -> {name: np.ndarray}``.
+
+The input is the frame as ``backend.prepare(img, color)`` makes it (``Preprocess.frame``: one cv2
+resize + letterbox, uint8 RGB, NHWC, what cv2 already holds); scaling to float and mean/std
+(``InputNormalize``) run inside the model: in the exported ONNX/TorchScript graph, and in front of
+the eager model for the torch backend, so every backend does the same arithmetic.  ONNX files
+exported before this (``sim2real.version`` < 3, float32 NCHW input) are refused with a one-line
+message saying to re-export.
 
 - ``TorchBackend``: the checkpoint's ``PerceptionModel`` in eager mode under ``torch.inference_mode``
   (or a TorchScript file written by ``sim2real export --format torchscript``).
@@ -36,6 +43,9 @@ DECODE_KEYS = ("stride", "max_instances", "score_thresh", "kp_score_thresh")
 INPUT_NAME = "input"
 META_PREFIX = "sim2real."
 ONNX_FORMAT = "sim2real-onnx"
+#: metadata ``version`` 3: uint8 NHWC input, normalisation in the graph (2: float32 NCHW input).
+EXPORT_VERSION = 3
+INPUT_LAYOUT = "uint8 NHWC RGB"
 TS_META_FILE = "sim2real_meta.json"
 
 
@@ -60,6 +70,14 @@ class InferenceBackend:
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def prepare(self, img: np.ndarray, color: str = "rgb"):
+        """One image -> ``(uint8 (H, W, C) model input, PreprocessMeta)`` (``Preprocess.frame``)."""
+        return self.preprocess.frame(img, color)
+
+    @property
+    def channels(self) -> int:
+        return int(self.preprocess.channels)
+
     def info(self) -> dict:
         return {"backend": self.name, "model": self.source, "classes": list(self.classes),
                 "input_hw": list(self.input_hw), **self.decode_options, "score_thresh": self.score_thresh}
@@ -78,11 +96,12 @@ class InferenceBackend:
         self.camera = meta.get("camera") or None
 
 
-def _check_batch(batch: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+def _check_batch(batch: np.ndarray, input_hw: tuple[int, int], channels: int) -> np.ndarray:
     batch = np.asarray(batch)
-    if batch.ndim != 4 or tuple(batch.shape[2:]) != tuple(input_hw):
-        raise ValueError(f"backend input must be (B, C, {input_hw[0]}, {input_hw[1]}) float32, got {batch.shape}")
-    return np.ascontiguousarray(batch, dtype=np.float32)
+    if batch.dtype != np.uint8 or batch.ndim != 4 or tuple(batch.shape[1:]) != (*input_hw, channels):
+        raise ValueError(f"backend input must be uint8 (B, {input_hw[0]}, {input_hw[1]}, {channels}) frames "
+                         f"(backend.prepare), got {batch.dtype} {batch.shape}")
+    return np.ascontiguousarray(batch)
 
 
 def set_torch_threads(threads: int) -> None:
@@ -97,13 +116,15 @@ class TorchBackend(InferenceBackend):
 
     name = "torch"
 
-    def __init__(self, model, threads: int = 0, source: str = ""):
+    def __init__(self, model, threads: int = 0, source: str = "", device=None):
         from sim2real.models import Preprocess
 
         set_torch_threads(threads)
         self.model = model.eval()
+        self.device = device if device is not None else next(model.parameters()).device
         self.classes = list(model.classes)
         self.preprocess = Preprocess.from_dict(model.preprocess_cfg)
+        self.normalize = self.preprocess.normalizer().to(self.device)
         self.input_hw = tuple(model.input_hw)
         self.source = source
         self.threads = threads
@@ -113,7 +134,7 @@ class TorchBackend(InferenceBackend):
         self.camera = getattr(model, "camera", None) or None
         self.meta = {"classes": self.classes, "preprocess": model.preprocess_cfg, "input_hw": list(self.input_hw),
                      "outputs": list(OUTPUT_NAMES), **self.decode_options, "score_thresh": self.score_thresh,
-                     "objects": self.objects, "camera": self.camera}
+                     "objects": self.objects, "camera": self.camera, "num_keypoints": int(model.num_keypoints)}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, threads: int = 0) -> "TorchBackend":
@@ -121,17 +142,18 @@ class TorchBackend(InferenceBackend):
 
         return cls(load_checkpoint(path), threads=threads, source=str(path))
 
-    def run_tensor(self, x) -> dict[str, np.ndarray]:
-        import torch
-
-        with torch.inference_mode():
-            out = self.model(x)
-        return {k: out[k].float().numpy() for k in OUTPUT_NAMES if k in out}
+    def forward_tensor(self, x):
+        """uint8 ``(B, H, W, C)`` tensor -> the model's outputs (torch), normalised in front of it
+        (also what on-stream BatchNorm adaptation runs)."""
+        return self.model(self.normalize(x.to(self.device)))
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        return self.run_tensor(torch.from_numpy(_check_batch(batch, self.input_hw)))
+        x = torch.from_numpy(_check_batch(batch, self.input_hw, self.channels))
+        with torch.inference_mode():
+            out = self.forward_tensor(x)
+        return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES if k in out}
 
 
 class TorchScriptBackend(InferenceBackend):
@@ -158,6 +180,7 @@ class TorchScriptBackend(InferenceBackend):
             raise BackendError(f"{path}: TorchScript file without {TS_META_FILE}; export it with "
                                "'sim2real export --format torchscript'")
         self.meta = json.loads(extra[TS_META_FILE])
+        _check_version(self.meta, path)
         self._set_decoding(self.meta, path)
         self.outputs = list(self.meta["outputs"])
         self.classes = list(self.meta["classes"])
@@ -169,7 +192,7 @@ class TorchScriptBackend(InferenceBackend):
         import torch
 
         with torch.inference_mode():
-            out = self.module(torch.from_numpy(_check_batch(batch, self.input_hw)))
+            out = self.module(torch.from_numpy(_check_batch(batch, self.input_hw, self.channels)))
         return {k: v.numpy() for k, v in zip(self.outputs, out)}
 
 
@@ -204,12 +227,21 @@ def read_onnx_metadata(props: dict[str, str], path: str | Path) -> dict:
     return out
 
 
+def _check_version(meta: dict, path) -> None:
+    if int(meta.get("version", 0)) < EXPORT_VERSION:
+        raise BackendError(f"{path}: exported with float32 input (sim2real export format version "
+                           f"{meta.get('version')}); this version takes uint8 frames with the normalisation "
+                           "in the graph: re-export the checkpoint with 'sim2real export'")
+
+
 class OnnxRuntimeBackend(InferenceBackend):
-    """ONNX Runtime on CPU. ``threads``: intra-op threads (0 = ORT's default, all cores)."""
+    """ONNX Runtime on CPU. ``threads``: intra-op threads (0 = ORT's default, all cores);
+    ``spin``: let idle intra-op threads busy-wait (ORT's default; off leaves the cores to the
+    live loop's other stages between inferences)."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int = 0, optimization: str = "all"):
+    def __init__(self, path: str | Path, threads: int = 0, optimization: str = "all", spin: bool = True):
         import onnxruntime as ort
 
         from sim2real.models import Preprocess
@@ -221,6 +253,8 @@ class OnnxRuntimeBackend(InferenceBackend):
         if threads and threads > 0:
             so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
+        if not spin:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         level = ort.GraphOptimizationLevel
         so.graph_optimization_level = {"none": level.ORT_DISABLE_ALL, "basic": level.ORT_ENABLE_BASIC,
@@ -230,6 +264,11 @@ class OnnxRuntimeBackend(InferenceBackend):
         except Exception as e:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...)
             raise BackendError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
         self.meta = read_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        _check_version(self.meta, path)
+        if self.session.get_inputs()[0].type != "tensor(uint8)":
+            raise BackendError(f"{path}: input '{self.session.get_inputs()[0].name}' is "
+                               f"{self.session.get_inputs()[0].type}, expected tensor(uint8) frames; "
+                               "re-export the checkpoint with 'sim2real export'")
         self._set_decoding(self.meta, path)
         self.classes = list(self.meta["classes"])
         self.preprocess = Preprocess.from_dict(self.meta["preprocess"])
@@ -239,12 +278,13 @@ class OnnxRuntimeBackend(InferenceBackend):
         self.fixed_batch = shape0 if isinstance(shape0, int) else None
         self.source = str(path)
         self.threads = threads
+        self.spin = spin
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self.outputs, {INPUT_NAME: batch})
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        batch = _check_batch(batch, self.input_hw)
+        batch = _check_batch(batch, self.input_hw, self.channels)
         n = self.fixed_batch
         if n is None or len(batch) == n:
             res = self._run(batch)
@@ -262,7 +302,7 @@ class OnnxRuntimeBackend(InferenceBackend):
     def info(self) -> dict:
         d = super().info()
         d.update(fixed_batch=self.fixed_batch, quantization=self.meta.get("quantization", "none"),
-                 threads=self.threads)
+                 threads=self.threads, spin=self.spin)
         return d
 
 
@@ -270,7 +310,7 @@ def guess_backend(path: str | Path) -> str:
     return "onnxruntime" if str(path).lower().endswith(".onnx") else "torch"
 
 
-def load_backend(path: str | Path, backend: str = "auto", threads: int = 0) -> InferenceBackend:
+def load_backend(path: str | Path, backend: str = "auto", threads: int = 0, spin: bool = True) -> InferenceBackend:
     """The right backend for a model file: ``.onnx`` -> onnxruntime; a checkpoint -> torch;
     a TorchScript file (``.ts``/``.torchscript`` or a zip without a checkpoint) -> torchscript."""
     path = Path(path)
@@ -282,7 +322,7 @@ def load_backend(path: str | Path, backend: str = "auto", threads: int = 0) -> I
         if path.suffix.lower() != ".onnx":
             raise BackendError(f"--backend onnxruntime needs an exported .onnx file, got {path}; run "
                                f"'sim2real export --checkpoint {path} --format onnx' first")
-        return OnnxRuntimeBackend(path, threads=threads)
+        return OnnxRuntimeBackend(path, threads=threads, spin=spin)
     if kind in ("torch", "torchscript"):
         if path.suffix.lower() == ".onnx":
             raise BackendError(f"{path} is an ONNX file: use --backend onnxruntime")
@@ -296,3 +336,16 @@ def default_threads() -> int:
     """Threads to use by default: what OMP_NUM_THREADS says, else every core."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+
+
+def pipeline_threads(cores: int | None = None) -> int:
+    """Inference threads of the overlapped live loop (``threads: 0``): the cores left once the
+    other stages (capture/decode + resize, instance decoding + drawing + writing: ~1-3 ms per
+    frame together) have theirs.  Up to 3 cores those stages take a fraction of one core, and
+    taking a core from a model that needs 7+ ms would cost more than it frees: every core.
+    From 4 cores on, one core is left to them.  The loop loads the model with ``spin=False``:
+    measured at 224x304 (EfficientNet-Lite0 + dense head, 2 cores), inference costs ~10 ms of CPU
+    per frame with 1 or 2 non-spinning threads, but 19.6 ms with 2 spinning ones: the spin is CPU
+    the capture and drawing threads need."""
+    n = cores or default_threads()
+    return n if n <= 3 else n - 1

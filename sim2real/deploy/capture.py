@@ -48,6 +48,7 @@ class Frame:
     media_time_s: float | None = None  # index / fps for files and folders
     prepared: Any = None               # what ``transform`` made of it (on the capture thread)
     prepare_ms: float | None = None
+    t_read: float = 0.0                # time.perf_counter() when read (end-to-end latency starts here)
 
 
 @dataclass
@@ -141,7 +142,6 @@ class CaptureThread:
 
     # ---- producer side ---------------------------------------------------------------------
     def _deliver(self, frame: Frame) -> None:
-        self.stats.frames_read += 1
         if self.drop:
             with self._cond:
                 if self._latest is not None:
@@ -194,41 +194,57 @@ class CaptureThread:
                 return True, img
         return False, None
 
-    def _run(self) -> None:
+    def _frames(self):
+        """Read (+ ``transform``) frames until the source ends or ``stop()``; the end reason is
+        returned (``StopIteration.value``)."""
         index = 0
         t_next = time.perf_counter()
+        while not self._stop.is_set():
+            ok, img = self._cap.read()
+            t_read = time.perf_counter()
+            if not ok or img is None:
+                if not self.live:
+                    return "end of source"
+                ok, img = self._reconnect()
+                t_read = time.perf_counter()
+                if not ok:
+                    if self._stop.is_set():
+                        break
+                    reason = (f"stream {self.name} dropped and did not come back after "
+                              f"{self.backoff.max_retries} retries")
+                    self.stats.stream_lost = True
+                    self.log(f"[live] {reason}; stopping and finalizing the outputs")
+                    return reason
+            media_t = index / self.fps if (self.fps and not self.live) else None
+            frame = Frame(index, img, time.time(), bool(getattr(self._cap, "returns_rgb", False)), media_t,
+                          t_read=t_read)
+            if self.transform is not None:
+                t0 = time.perf_counter()
+                frame.prepared = self.transform(frame)
+                frame.prepare_ms = (time.perf_counter() - t0) * 1e3
+            self.stats.frames_read += 1
+            yield frame
+            index += 1
+            if self.pace_fps:
+                t_next += 1.0 / self.pace_fps
+                wait = t_next - time.perf_counter()
+                if wait > 0:
+                    self._stop.wait(wait)
+                else:
+                    t_next = time.perf_counter()
+        return "stopped"
+
+    def _pump(self, deliver: Callable[[Frame], None]) -> None:
         reason = "stopped"
         try:
-            while not self._stop.is_set():
-                ok, img = self._cap.read()
-                if not ok or img is None:
-                    if not self.live:
-                        reason = "end of source"
-                        break
-                    ok, img = self._reconnect()
-                    if not ok:
-                        if self._stop.is_set():
-                            break
-                        reason = (f"stream {self.name} dropped and did not come back after "
-                                  f"{self.backoff.max_retries} retries")
-                        self.stats.stream_lost = True
-                        self.log(f"[live] {reason}; stopping and finalizing the outputs")
-                        break
-                media_t = index / self.fps if (self.fps and not self.live) else None
-                frame = Frame(index, img, time.time(), bool(getattr(self._cap, "returns_rgb", False)), media_t)
-                if self.transform is not None:
-                    t0 = time.perf_counter()
-                    frame.prepared = self.transform(frame)
-                    frame.prepare_ms = (time.perf_counter() - t0) * 1e3
-                self._deliver(frame)
-                index += 1
-                if self.pace_fps:
-                    t_next += 1.0 / self.pace_fps
-                    wait = t_next - time.perf_counter()
-                    if wait > 0:
-                        self._stop.wait(wait)
-                    else:
-                        t_next = time.perf_counter()
+            gen = self._frames()
+            while True:
+                try:
+                    frame = next(gen)
+                except StopIteration as end:
+                    reason = end.value or "stopped"
+                    break
+                deliver(frame)
         except BaseException as e:  # surfaced to the loop through .error
             self.error = e
             reason = f"capture error: {e}"
@@ -238,3 +254,26 @@ class CaptureThread:
                     self._cap.release()
             finally:
                 self._finish(reason)
+
+    def _run(self) -> None:
+        self._pump(self._deliver)
+
+    def read_inline(self):
+        """The single-thread alternative to ``start()`` + ``get()``: a generator of frames read (and
+        transformed) on the caller's thread (the serial live loop); closing it or ``stop()`` ends it."""
+        self._cap = self.opener()
+        reason = "stopped"
+        try:
+            reason = (yield from self._frames()) or "stopped"
+        except GeneratorExit:
+            raise
+        except Exception as e:  # noqa: BLE001 - surfaced to the loop through .error, as from the thread
+            self.error = e
+            reason = f"capture error: {e}"
+        finally:
+            try:
+                if self._cap is not None:
+                    self._cap.release()
+            finally:
+                self.stats.end_reason = reason
+                self._ended = True

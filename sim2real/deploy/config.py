@@ -49,7 +49,11 @@ class LiveConfig:
     checkpoint: str = ""                 # checkpoint .pt | exported .onnx | TorchScript file
     source: str = "0"                    # camera index | video file | rtsp/http URL | folder of frames
     backend: str = field(default="auto", metadata=choice("auto", "torch", "torchscript", "onnxruntime"))
-    threads: int = field(default=0, metadata=rng(0, None))   # 0 = OMP_NUM_THREADS or all cores
+    threads: int = field(default=0, metadata=rng(0, None))   # inference threads; 0 = pipeline_threads()
+    # threads: capture+resize / inference / decoding+drawing overlap; serial: one after the other
+    pipeline: str = field(default="threads", metadata=choice("threads", "serial"))
+    # resize of each frame: None = fast (the training resize, linear instead of a slow non-integer area) | fast | area | linear | training
+    frame_interpolation: Optional[str] = None
     display: bool = False
     output: Optional[str] = None         # annotated video (.mp4, mp4v; falls back to MJPG .avi)
     jsonl: Optional[str] = None          # one record per frame: every instance, original pixels
@@ -75,6 +79,11 @@ class LiveConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        from sim2real.models.preprocess import FRAME_INTERPOLATIONS
+
+        if self.frame_interpolation is not None and self.frame_interpolation not in FRAME_INTERPOLATIONS:
+            raise ConfigError("frame_interpolation", f"null or one of {list(FRAME_INTERPOLATIONS)}",
+                              self.frame_interpolation)
         if self.score_thresh is not None and not 0.0 <= self.score_thresh <= 1.0:
             raise ConfigError("score_thresh", "a score in [0, 1] or null (the model's)", self.score_thresh)
         if self.drift.threshold is not None and self.drift.threshold < 0:

@@ -23,8 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sim2real.deploy.backends import (INPUT_NAME, ONNX_FORMAT, TS_META_FILE, OnnxRuntimeBackend, TorchBackend,
-                                      set_onnx_metadata)
+from sim2real.deploy.backends import (
+    EXPORT_VERSION,
+    INPUT_LAYOUT,
+    INPUT_NAME,
+    ONNX_FORMAT,
+    TS_META_FILE,
+    OnnxRuntimeBackend,
+    TorchBackend,
+    set_onnx_metadata,
+)
 from sim2real.deploy.predictions import compare_instances, decode_outputs
 from sim2real.eval.instances import EVAL_SCORE_THRESH
 from sim2real.io import atomic_path
@@ -42,9 +50,9 @@ def model_metadata(model, outputs: list[str], batch: int | None, extra: dict | N
     """What a deployment needs besides the weights (JSON-able): classes, preprocessing, outputs and
     how to decode them (``stride``, ``max_instances``, ``score_thresh``, ``kp_score_thresh``), and the
     pose's ``objects`` (per class ``{"size_m", "symmetry"}``) and training ``camera`` (or null)."""
-    meta = {"format": ONNX_FORMAT, "version": 2, "classes": list(model.classes),
+    meta = {"format": ONNX_FORMAT, "version": EXPORT_VERSION, "classes": list(model.classes),
             "preprocess": model.preprocess_cfg, "input_hw": list(model.input_hw), "outputs": outputs,
-            "input": INPUT_NAME, "batch": "dynamic" if batch is None else int(batch),
+            "input": INPUT_NAME, "input_layout": INPUT_LAYOUT, "batch": "dynamic" if batch is None else int(batch),
             **model.decode_options(), "score_thresh": float(model.head_cfg.score_thresh),
             "num_keypoints": int(model.num_keypoints),
             "backbone": model.backbone.name, "backbone_hash": model.backbone.weights_hash,
@@ -60,6 +68,11 @@ def _head_dict(model) -> dict:
     return asdict(model.head_cfg)
 
 
+def _dummy(model, n: int) -> torch.Tensor:
+    """An input to trace with: uint8 frames (B, H, W, C)."""
+    return torch.zeros(n, *model.input_hw, model.make_preprocess().channels, dtype=torch.uint8)
+
+
 def export_onnx(model, path: str | Path, batch: int | None = 1, opset: int = DEFAULT_OPSET,
                 extra_meta: dict | None = None) -> Path:
     """Write ``path`` (atomic). ``batch=None`` makes the batch dimension dynamic."""
@@ -68,7 +81,7 @@ def export_onnx(model, path: str | Path, batch: int | None = 1, opset: int = DEF
     model = model.eval()
     names = output_names(model)
     wrapper = ExportModule(model)
-    dummy = torch.zeros(batch or 2, 3, *model.input_hw)
+    dummy = _dummy(model, batch or 2)
     dynamic = None
     if batch is None:
         dynamic = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}}
@@ -95,7 +108,7 @@ def export_torchscript(model, path: str | Path, batch: int = 1, extra_meta: dict
     wrapper = ExportModule(model)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(wrapper, torch.zeros(batch, 3, *model.input_hw), check_trace=False)
+        traced = torch.jit.trace(wrapper, _dummy(model, batch), check_trace=False)
     model.eval()
     meta = model_metadata(model, names, batch, extra_meta)
     meta["format"] = "sim2real-torchscript"
@@ -107,13 +120,13 @@ def export_torchscript(model, path: str | Path, batch: int = 1, extra_meta: dict
 
 
 def parity_inputs(model, n: int = 2, seed: int = 0, images: list | None = None) -> np.ndarray:
-    """A batch to compare backends on: given images (preprocessed) or seeded noise in the
-    normalised range of real inputs."""
+    """A uint8 batch (B, H, W, C) to compare backends on: given images (``Preprocess.frame``) or
+    seeded uniform noise over 0..255."""
+    pre = model.make_preprocess()
     if images:
-        pre = model.make_preprocess()
-        return np.stack([pre(im)[0].numpy() for im in images]).astype(np.float32)
+        return pre.frames(images)[0]
     g = np.random.default_rng(seed)
-    return g.standard_normal((n, 3, *model.input_hw)).astype(np.float32)
+    return g.integers(0, 256, (n, *model.input_hw, pre.channels), dtype=np.uint8)
 
 
 def max_abs_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
@@ -151,13 +164,35 @@ def default_output(checkpoint: str | Path, fmt: str) -> Path:
     return p.with_suffix(".onnx" if fmt == "onnx" else ".ts")
 
 
+class QuantizationRefused(ValueError):
+    """int8 changed the labelled accuracy beyond the guard: no int8 file is written."""
+
+
+def _calibration_frames(model, calib_data, image_root, calib_images: int, batch: int | None) -> list[np.ndarray]:
+    """uint8 (B, H, W, C) batches of the user's real frames, as the deployed model sees them."""
+    from sim2real.deploy.image_sets import load_image_set
+
+    cset = load_image_set(calib_data, image_root, calib_images, model.classes)
+    pre = model.make_preprocess()
+    calib = [pre.frame(im)[0][None] for im in cset.images]
+    if batch is not None and batch > 1:
+        calib = [np.concatenate([c] * batch) for c in calib]
+    return calib
+
+
 def export_checkpoint(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = None,
                       batch: int | None = 1, opset: int = DEFAULT_OPSET, tolerance: float = 1e-4,
                       quantize: str | None = None, calib_data: str | None = None, eval_data: str | None = None,
                       image_root: str | None = None, calib_images: int = 64, eval_images: int = 100,
-                      threads: int = 1, log=print) -> dict:
+                      threads: int = 1, keep_fp32: str = "head", guard=None, log=print, warn=None) -> dict:
     """Export, check parity with PyTorch (fp32, max |diff| <= ``tolerance``), optionally quantize
-    and measure what int8 changes.  Returns the report (also written to ``<out>.export.json``)."""
+    and measure what int8 changes.  Returns the report (also written to ``<out>.export.json``).
+
+    With ``quantize`` and a labelled ``eval_data`` (COCO .json or dataset folder), fp32 and int8 are
+    scored through the evaluation loop (:mod:`sim2real.deploy.accuracy`) and the int8 file is kept
+    only when ``guard`` (``Int8Guard``: +1 px median centre error, -0.02 mean box IoU) holds; else
+    :class:`QuantizationRefused` is raised, with no int8 file left behind.  Without labels the int8
+    file is written with a loud warning (``warn``, default ``warnings.warn``)."""
     import time
 
     from sim2real.deploy.backends import TorchScriptBackend
@@ -169,8 +204,8 @@ def export_checkpoint(checkpoint: str | Path, fmt: str = "onnx", out: str | Path
     if quantize and fmt != "onnx":
         raise ValueError("--quantize works on ONNX models only (use --format onnx)")
     if quantize == "static" and not calib_data:
-        raise ValueError("--quantize static needs --calib-data (a dataset folder, a COCO .json or a folder "
-                         "of real images) to calibrate activation ranges")
+        raise ValueError("--quantize static needs --calib-data (a folder of real frames, a video, a dataset "
+                         "folder or a COCO .json) to calibrate activation ranges")
     model = load_checkpoint(checkpoint)
     out = Path(out) if out else default_output(checkpoint, fmt)
     extra = {"checkpoint": Path(checkpoint).name}
@@ -183,8 +218,8 @@ def export_checkpoint(checkpoint: str | Path, fmt: str = "onnx", out: str | Path
         backend = TorchScriptBackend(out, threads=threads)
     report: dict = {"checkpoint": str(checkpoint), "format": fmt, "output": str(out),
                     "batch": "dynamic" if batch is None else batch, "opset": opset if fmt == "onnx" else None,
-                    "export_s": round(time.perf_counter() - t0, 3), "size_bytes": out.stat().st_size,
-                    "classes": list(model.classes), "input_hw": list(model.input_hw)}
+                    "input": INPUT_LAYOUT, "export_s": round(time.perf_counter() - t0, 3),
+                    "size_bytes": out.stat().st_size, "classes": list(model.classes), "input_hw": list(model.input_hw)}
     if fmt == "onnx":
         import onnx
 
@@ -210,38 +245,97 @@ def export_checkpoint(checkpoint: str | Path, fmt: str = "onnx", out: str | Path
                         "decoded": decoded_parity(model, backend, probe)}
     log(f"[export] {out}: max |onnx - torch| = {diffs[worst]:.2e} ({worst})" if fmt == "onnx" else
         f"[export] {out}: max |torchscript - torch| = {diffs[worst]:.2e} ({worst})")
-
-    if quantize:
-        from sim2real.deploy.image_sets import load_image_set
-        from sim2real.deploy.quantize import compare_models, quantize_onnx
-
-        q_out = out.with_name(f"{out.stem}.int8-{quantize}.onnx")
-        calib = None
-        if quantize == "static":
-            cset = load_image_set(calib_data, image_root, calib_images, model.classes)
-            pre = model.make_preprocess()
-            calib = [pre(im)[0][None].numpy() for im in cset.images]
-            if batch is not None and batch > 1:
-                calib = [np.concatenate([c] * batch) for c in calib]
-        t1 = time.perf_counter()
-        quantize_onnx(out, q_out, quantize, calib)
-        q_report: dict = {"mode": quantize, "output": str(q_out), "size_bytes": q_out.stat().st_size,
-                          "quantize_s": round(time.perf_counter() - t1, 3),
-                          "calibration_images": len(calib) if calib else 0,
-                          "calib_data": calib_data, "eval_data": eval_data or calib_data}
-        if eval_set is not None:
-            q_backend = OnnxRuntimeBackend(q_out, threads=threads)
-            q_report["comparison"] = compare_models(backend, q_backend, eval_set.images, eval_set.labels)
-            if not eval_data and quantize == "static":
-                q_report["note"] = "compared on the calibration images; pass --eval-data for held-out frames"
-        else:
-            q_report["comparison"] = None
-            q_report["note"] = "no --eval-data/--calib-data: accuracy change not measured"
-        report["quantized"] = q_report
     report_path = out.with_name(out.name + ".export.json")
-    atomic_write_json(report_path, report, indent=2)
-    report["report_path"] = str(report_path)
     if not report["parity"]["passed"]:
+        atomic_write_json(report_path, report, indent=2)
         raise ValueError(f"exported model {out} differs from PyTorch by {diffs[worst]:.2e} on '{worst}' "
                          f"(tolerance {tolerance:g}); report: {report_path}")
+
+    if quantize:
+        report["quantized"] = _quantize_checked(model, backend, out, quantize, calib_data, eval_data, image_root,
+                                                calib_images, eval_set, batch, threads, keep_fp32, guard, log, warn)
+        if report["quantized"].get("refused"):
+            atomic_write_json(report_path, report, indent=2)
+            raise QuantizationRefused(f"int8 ({quantize}) refused: {'; '.join(report['quantized']['refused'])} "
+                                      f"on {eval_data}; no int8 model written (fp32 {out} is fine); report: "
+                                      f"{report_path}")
+    atomic_write_json(report_path, report, indent=2)
+    report["report_path"] = str(report_path)
     return report
+
+
+def _is_labelled(spec: str | None) -> bool:
+    from sim2real.data.dataset import ANNOTATIONS
+
+    if not spec:
+        return False
+    p = Path(spec)
+    return (p.is_file() and p.suffix.lower() == ".json") or (p.is_dir() and (p / ANNOTATIONS).is_file())
+
+
+def _quantize_checked(model, backend, out: Path, quantize, calib_data, eval_data, image_root, calib_images,
+                      eval_set, batch, threads, keep_fp32, guard, log, warn) -> dict:
+    """Write the int8 model next to ``out`` if it passes the guard on the labelled ``eval_data``."""
+    import time
+    import warnings
+
+    from sim2real.deploy.accuracy import (
+        Int8Guard,
+        evaluate_backend,
+        judge_int8,
+        labelled_set,
+    )
+    from sim2real.deploy.quantize import compare_models, quantize_onnx
+
+    guard = guard or Int8Guard()
+    q_out = out.with_name(f"{out.stem}.int8-{quantize}.onnx")
+    # Written under a name no loader picks up as a deployable model until it has passed the guard.
+    pending = out.with_name(f".{out.stem}.int8-{quantize}.unchecked.onnx")
+    calib = _calibration_frames(model, calib_data, image_root, calib_images, batch) if quantize == "static" else None
+    t1 = time.perf_counter()
+    try:
+        quantize_onnx(out, pending, quantize, calib, keep_fp32=keep_fp32)
+        rep: dict = {"mode": quantize, "output": str(q_out), "keep_fp32": keep_fp32,
+                     "size_bytes": pending.stat().st_size, "quantize_s": round(time.perf_counter() - t1, 3),
+                     "calibration_images": int(sum(len(c) for c in calib)) if calib else 0,
+                     "calib_data": calib_data, "eval_data": eval_data or calib_data,
+                     "guard": {"max_center_err_px": guard.max_center_err_px, "max_iou_drop": guard.max_iou_drop}}
+        q_backend = OnnxRuntimeBackend(pending, threads=threads)
+        if eval_set is not None:
+            rep["comparison"] = compare_models(backend, q_backend, eval_set.images, eval_set.labels)
+            if not eval_data and quantize == "static":
+                rep["note"] = "compared on the calibration images; pass --eval-data for held-out frames"
+        else:
+            rep["comparison"] = None
+        if _is_labelled(eval_data):
+            ds = labelled_set(eval_data, image_root, backend)
+            fp32_m, int8_m = evaluate_backend(backend, ds), evaluate_backend(q_backend, ds)
+            keys = ("n", "ap50", "ap", "center_err_px_median", "box_iou_mean", "recall@thr", "precision@thr",
+                    "pose_center_err_cm_median")
+            rep["accuracy"] = {"fp32": {k: fp32_m.get(k) for k in keys}, "int8": {k: int8_m.get(k) for k in keys}}
+            rep["accuracy"]["delta"], problems = judge_int8(fp32_m, int8_m, guard)
+            log(f"[export] int8 on {eval_data} ({fp32_m.get('n')} images): median centre error "
+                f"{_f(fp32_m.get('center_err_px_median'))} -> {_f(int8_m.get('center_err_px_median'))} px, box IoU "
+                f"{_f(fp32_m.get('box_iou_mean'))} -> {_f(int8_m.get('box_iou_mean'))}")
+            if problems:
+                rep["refused"] = problems
+                rep["output"] = None
+                pending.unlink(missing_ok=True)
+                if q_out.exists():  # an int8 file from an earlier export must not pass for this one
+                    q_out.unlink()
+                return rep
+            rep["checked"] = True
+        else:
+            rep["checked"] = False
+            msg = (f"int8 model {q_out} NOT checked against labels: pass --eval-data with a labelled real set "
+                   "(COCO .json + --image-root, or a dataset folder) to bound its accuracy change")
+            rep["warning"] = msg
+            (warn or (lambda m: warnings.warn(m, stacklevel=3)))(msg)
+        pending.replace(q_out)
+        return rep
+    finally:
+        pending.unlink(missing_ok=True)
+
+
+def _f(v) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "-"

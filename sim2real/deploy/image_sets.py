@@ -1,6 +1,7 @@
 """Small image sets for deployment-time jobs: drift reference, int8 calibration, fp32-vs-int8 checks.
 
-A set is a folder of images, a dataset folder (with ``annotations.json``) or a COCO ``.json``
+A set is a folder of images, a video file (frames evenly spread over it), a dataset folder (with
+``annotations.json``) or a COCO ``.json``
 (``image_root``: the folder its ``file_name`` entries are relative to).  COCO sets also give
 labels: every instance of the model's classes as padded arrays (``CocoDataset.original_targets``,
 ORIGINAL pixels; docs/contracts.md "Instances").
@@ -16,8 +17,10 @@ from typing import Sequence
 import numpy as np
 
 from sim2real.data.images import ImageReadError, load_image
+from sim2real.data.real_footage import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -46,6 +49,8 @@ def load_image_set(spec: str | Path, image_root: str | Path | None = None, max_i
     if not p.exists():
         raise FileNotFoundError(f"image set {p} does not exist (expected a folder of images, a dataset "
                                 f"folder with {ANNOTATIONS} or a COCO .json file)")
+    if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
+        return _video_set(p, max_images)
     if p.is_file() or (p / ANNOTATIONS).is_file():
         ds = CocoDataset(p, image_root=image_root, classes=classes)
         idx = _evenly(len(ds), max_images)
@@ -73,3 +78,31 @@ def load_image_set(spec: str | Path, image_root: str | Path | None = None, max_i
     if labels is not None:
         labels = {k: v[keep] for k, v in labels.items()}
     return ImageSet([paths[j] for j in keep], images, labels, skipped)
+
+
+def _video_set(path: Path, max_images: int | None) -> ImageSet:
+    """Up to ``max_images`` frames of a video, evenly spread (RGB uint8), decoded in one pass."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"video {path}: cannot open it (unsupported codec or not a video)")
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        want = set(_evenly(n, max_images).tolist()) if n > 0 else None
+        images, paths, i = [], [], 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if want is None or i in want:
+                images.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame)
+                paths.append(Path(f"{path}#{i}"))
+                if want is None and max_images and len(images) >= max_images:
+                    break
+            i += 1
+    finally:
+        cap.release()
+    if not images:
+        raise ValueError(f"video {path}: no frame could be decoded")
+    return ImageSet(paths, images, None)

@@ -9,7 +9,8 @@ from typing import Iterator
 
 import numpy as np
 
-STAGES = ("capture_wait", "preprocess", "adapt", "infer", "records", "draw", "write", "total")
+# wait: the output stage waiting for the next inferred frame; total: a frame's read -> outputs written.
+STAGES = ("wait", "preprocess", "adapt", "infer", "records", "draw", "write", "total")
 
 
 class LatencyStats:

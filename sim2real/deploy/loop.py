@@ -1,5 +1,14 @@
-"""The live loop: capture -> Preprocess -> backend (dense maps) -> numpy decoding -> instance
-records -> overlay -> outputs, with stats.
+"""The live loop: capture -> Preprocess.frame (uint8) -> backend (normalisation + dense maps) ->
+numpy decoding -> instance records -> overlay -> outputs, with stats.
+
+Stages overlap (``pipeline: threads``, the default): a capture thread reads/decodes each frame and
+resizes it (``backend.prepare``: one cv2 resize, uint8), an inference thread runs the backend, and
+the calling thread decodes the instances, draws and writes; bounded queues between them (a full
+queue makes the stage before it wait, so memory stays flat).  ``pipeline: serial`` runs the same
+stages one after the other on one thread (the reference ``bench/bench_live.py`` compares against).
+``threads: 0`` gives inference ``pipeline_threads()`` intra-op threads (every core up to 3 cores,
+else all but one: see :func:`sim2real.deploy.backends.pipeline_threads`).  The ``total`` latency of a
+frame runs from its read to its outputs written.
 
 Each frame's JSONL record is ``{"frame", "timestamp", ["media_time_s"], "instances": [...]}``: the
 ``predict`` record (:func:`sim2real.eval.records.prediction_record`) of every instance scoring at
@@ -23,6 +32,7 @@ stats say ``"stream_lost": true`` and ``sim2real live`` exits 1 naming the strea
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 import time
@@ -35,7 +45,7 @@ import numpy as np
 
 from sim2real.config import to_dict
 from sim2real.data.images import normalize_image
-from sim2real.deploy.backends import InferenceBackend, TorchBackend, default_threads, load_backend
+from sim2real.deploy.backends import InferenceBackend, TorchBackend, load_backend, pipeline_threads
 from sim2real.deploy.capture import Backoff, CaptureThread
 from sim2real.deploy.config import LiveConfig
 from sim2real.deploy.drift import DriftMonitor
@@ -100,8 +110,8 @@ def default_run_dir() -> Path:
 def embed_images(backend: InferenceBackend, images: list[np.ndarray]) -> np.ndarray:
     rows = []
     for img in images:
-        x, _ = backend.preprocess(img)
-        out = backend(x[None].numpy())
+        x, _ = backend.prepare(img)
+        out = backend(x[None])
         if "embed" not in out:
             raise ValueError(f"{backend.source}: the model has no 'embed' output, needed by the drift monitor")
         rows.append(out["embed"][0])
@@ -133,12 +143,17 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
     spec = parse_source(cfg.source) if opener is None else None
     live_source = spec.is_live if spec is not None else live
     if backend is None:
-        backend = load_backend(cfg.checkpoint, cfg.backend, cfg.threads or default_threads())
+        # Idle intra-op threads busy-wait by default; in the overlapped loop that spinning would take
+        # the cores the capture and drawing stages need between two inferences.
+        backend = load_backend(cfg.checkpoint, cfg.backend, cfg.threads or pipeline_threads(),
+                               spin=cfg.pipeline == "serial")
     if cfg.tta.enabled and not isinstance(backend, TorchBackend):
         raise ValueError(f"--tta-bn needs the torch backend (BatchNorm is folded into the {backend.name} graph); "
                          f"pass the training checkpoint .pt instead of {backend.source}")
     if cfg.display:
         check_display()
+    if cfg.frame_interpolation:
+        backend.preprocess.frame_interpolation = cfg.frame_interpolation
     pose = None
     if cfg.pose:
         # A bad camera file fails here, before any output is created (one-line error, exit 2).
@@ -149,6 +164,8 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
             warnings.warn(line, stacklevel=2)
     score_thresh = backend.score_thresh if cfg.score_thresh is None else float(cfg.score_thresh)
     drop = {"latest": True, "all": False}.get(cfg.drop, live_source)
+    if cfg.pipeline == "serial":
+        drop = False  # one thread reads a frame only when it is ready for it: nothing to drop
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir()
     stats_path = Path(cfg.stats) if cfg.stats else run_dir / "stats.json"
     drift = _drift_monitor(cfg, backend, log)
@@ -156,7 +173,8 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
     if cfg.tta.enabled:
         from sim2real.deploy.tta import BatchNormAdapter
 
-        adapter = BatchNormAdapter(backend.model, cfg.tta.momentum, cfg.tta.every, cfg.tta.buffer)
+        adapter = BatchNormAdapter(backend.model, cfg.tta.momentum, cfg.tta.every, cfg.tta.buffer,
+                                   forward=backend.forward_tensor)
 
     if opener is None:
         def opener():
@@ -177,12 +195,14 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
         if not frame.is_rgb and (im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3):
             # 16-bit or 1-channel (mono camera) frames: the same conversion training images get.
             frame.image, frame.is_rgb = normalize_image(im), True
-        return backend.preprocess(frame.image, color="rgb" if frame.is_rgb else "bgr")
+        return backend.prepare(frame.image, color="rgb" if frame.is_rgb else "bgr")
 
     pace = fps_in if (cfg.realtime and drop and not live_source) else None
+    serial = cfg.pipeline == "serial"
     # Preprocessing runs on the capture thread: it overlaps with inference on the previous frame.
-    capture = CaptureThread(reuse_then_open, live=live_source, drop=drop, backoff=backoff, pace_fps=pace,
-                            fps=fps_in, name=name, log=log, transform=prepare)
+    capture = CaptureThread(reuse_then_open, live=live_source, drop=drop, backoff=backoff,
+                            pace_fps=pace, fps=fps_in, name=name, log=log, transform=prepare,
+                            queue_size=1)  # one frame ahead is all the overlap needs; more only adds latency
     try:
         write_run_info(run_dir, cfg, seed=cfg.seed, backend=backend.info())
         from sim2real.tracking import make_logger
@@ -197,37 +217,45 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
     stopped_by = None
     records = instances = 0
     video_path = None
+    infer_stage = frames = None
     log(f"[live] {backend.name} backend, model {backend.source or '<in memory>'}, input {backend.input_hw}, "
         f"source {name} ({'live' if live_source else 'file'}, {'latest-frame' if drop else 'every frame'}), "
-        f"score threshold {score_thresh:g}")
+        f"{'serial' if serial else 'overlapped'} stages, score threshold {score_thresh:g}")
+
+    def infer(frame) -> dict:
+        batch = frame.prepared[0][None]
+        if adapter is not None:
+            import torch
+
+            t0 = time.perf_counter()
+            adapter.observe(torch.from_numpy(batch))
+            stats.add("adapt", (time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        out = backend(batch)
+        stats.add("infer", (time.perf_counter() - t0) * 1e3)
+        return out
+
     try:
         if cfg.output:
             video = VideoOutput(cfg.output, cfg.output_fps or fps_in, log=log)
         if cfg.jsonl:
             jsonl_fh = JsonlWriter(cfg.jsonl, "--jsonl")
         stop.install()
-        capture.start()
+        if serial:
+            frames = _serial_results(capture, infer, stop)
+        else:
+            infer_stage = InferStage(capture, infer, stop).start()
+            frames = infer_stage.results()
         stats.start()
         while stop.reason is None:
-            t_frame = time.perf_counter()
-            with stats.stage("capture_wait"):
-                frame = None
-                while stop.reason is None:
-                    try:
-                        frame = capture.get(timeout=0.25)
-                        break
-                    except TimeoutError:
-                        continue
-            if frame is None:
+            t_wait = time.perf_counter()
+            item = next(frames, None)
+            stats.add("wait", (time.perf_counter() - t_wait) * 1e3)
+            if item is None:
                 break
-            x, meta = frame.prepared
+            frame, out = item
+            _, meta = frame.prepared
             stats.add("preprocess", frame.prepare_ms)
-            batch = x[None]
-            if adapter is not None:
-                with stats.stage("adapt"):
-                    adapter.observe(batch)
-            with stats.stage("infer"):
-                out = backend(batch.numpy())
             t_post = time.perf_counter()
             where = {"frame": frame.index, "timestamp": round(frame.wall_time, 6),
                      **({"media_time_s": round(frame.media_time_s, 6)} if frame.media_time_s is not None else {})}
@@ -262,7 +290,7 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
                     cv2.imshow(WINDOW, img)
                     if (cv2.waitKey(1) & 0xFF) in (27, ord("q")):
                         stopped_by = "quit key"
-            stats.add("total", (time.perf_counter() - t_frame) * 1e3)
+            stats.add("total", (time.perf_counter() - frame.t_read) * 1e3)
             stats.frame_done()
             if stopped_by:
                 break
@@ -275,6 +303,10 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
             stopped_by = f"output error: {e.strerror}"
     else:
         failure = None
+    if infer_stage is not None:
+        infer_stage.stop()
+    elif frames is not None:
+        frames.close()  # the serial reader releases its capture
     stop.restore()
     capture.stop()
     for cap in opened:  # never handed to the thread (an error before start)
@@ -308,6 +340,8 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
         raise errors[0]
     if capture.error is not None:
         raise capture.error
+    if infer_stage is not None and infer_stage.error is not None:
+        raise infer_stage.error
     log(format_summary(summary))
     log(f"[live] stopped: {stopped_by}; {stats.frames} frames processed, {capture.stats.dropped} dropped, "
         f"{capture.stats.retries} retries; stats -> {stats_path}"
@@ -316,11 +350,97 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
     return summary
 
 
+_END = object()
+
+
+class InferStage:
+    """The inference thread of the overlapped loop: takes prepared frames from the capture thread
+    (the latest one, or every one, as the capture delivers them), runs ``infer`` and hands
+    ``(frame, outputs)`` to the consumer through a bounded queue (``results()``).  A full queue
+    makes it wait, so with latest-frame delivery a slow consumer leads to dropped frames at the
+    capture, never to a growing backlog."""
+
+    def __init__(self, capture: CaptureThread, infer: Callable[[Any], dict], stop: _StopSignal, queue_size: int = 1):
+        self.capture, self.infer, self.stop_signal = capture, infer, stop
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> InferStage:
+        self.capture.start()
+        self._thread = threading.Thread(target=self._run, name="live:infer", daemon=True)
+        self._thread.start()
+        return self
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = self.capture.get(timeout=0.25)
+                except TimeoutError:
+                    continue
+                if frame is None:
+                    break
+                if not self._put((frame, self.infer(frame))):
+                    return
+        except BaseException as e:  # noqa: BLE001 - surfaced by run_live after the outputs are closed
+            self.error = e
+        finally:
+            self._put(_END)
+
+    def results(self):
+        """``(frame, outputs)`` in order until the source ends, the thread fails or the loop stops."""
+        while self.stop_signal.reason is None:
+            try:
+                item = self.queue.get(timeout=0.25)
+            except queue.Empty:
+                if self._thread is not None and not self._thread.is_alive() and self.queue.empty():
+                    return
+                continue
+            if item is _END:
+                return
+            yield item
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.capture.stop()
+        try:
+            while True:
+                self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+
+def _serial_results(capture: CaptureThread, infer, stop: _StopSignal):
+    """The single-thread loop: read + prepare, infer, then the caller's decoding/drawing, in turn."""
+    frames = capture.read_inline()
+    try:
+        for frame in frames:
+            yield frame, infer(frame)
+            if stop.reason is not None:
+                return
+    finally:
+        frames.close()
+
+
 def _summary(cfg, backend, name, live_source, drop, stats, capture, stopped_by, video, video_path, records,
              drift, adapter) -> dict:
     s = stats.summary()
     s.update({
         "source": name, "live_source": live_source, "delivery": "latest" if drop else "all",
+        "pipeline": cfg.pipeline,
         "stopped_by": stopped_by, "backend": backend.info(),
         # A live stream that stayed down after its retries: the run failed (``sim2real live`` exits 1).
         "stream_lost": bool(capture.stats.stream_lost and stopped_by == capture.stats.end_reason),

@@ -2,7 +2,9 @@
 
 - ``dynamic``: weights to int8 ahead of time, activations quantized on the fly; needs no data.
 - ``static``: weights and activations to int8 (QDQ, per-channel weights), with activation ranges
-  calibrated on real images preprocessed exactly like training (``--calib-data``).
+  calibrated on the user's real frames (``--calib-data``: a folder, a video or a COCO set) as the
+  deployed model sees them (uint8 frames from ``Preprocess.frame``).  ``keep_fp32="head"`` leaves
+  the detection head's nodes in float (only the backbone runs int8).
 
 Either way the int8 model keeps the fp32 model's metadata (``sim2real.quantization`` says which)
 and :func:`compare_models` reports how far its decoded instances move on a dataset or on images.
@@ -61,15 +63,23 @@ def _copy_metadata(src_path: Path, dst_model, mode: str, extra: dict) -> None:
     set_onnx_metadata(dst_model, meta)
 
 
+KEEP_FP32 = ("none", "head")
+#: Node-name prefix of the detection head in the exported graph (torch.onnx scopes nodes by module).
+HEAD_SCOPE = "/model/head/"
+
+
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, mode: str,
-                  calib_batches: Sequence[np.ndarray] | None = None) -> Path:
-    """Write an int8 copy of ``fp32_path`` at ``out_path`` (atomic); ``calib_batches`` for static."""
+                  calib_batches: Sequence[np.ndarray] | None = None, keep_fp32: str = "none") -> Path:
+    """Write an int8 copy of ``fp32_path`` at ``out_path`` (atomic); ``calib_batches`` (uint8
+    (B, H, W, C) frames) for static; ``keep_fp32="head"``: the head's nodes stay float."""
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if keep_fp32 not in KEEP_FP32:
+        raise ValueError(f"keep_fp32 must be one of {KEEP_FP32}, got {keep_fp32!r}")
     if mode not in ("dynamic", "static"):
         raise ValueError(f"--quantize must be 'dynamic' or 'static', got {mode!r}")
     if mode == "static" and not calib_batches:
@@ -81,14 +91,21 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, mode: str,
         # (ONNX shape inference only: skip_symbolic_shape).
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=True)
         q = Path(tmpdir) / "int8.onnx"
+        exclude = []
+        if keep_fp32 == "head":
+            exclude = [n.name for n in onnx.load(str(prep), load_external_data=False).graph.node
+                       if n.name.startswith(HEAD_SCOPE)]
+            if not exclude:
+                raise ValueError(f"{fp32_path}: no node named {HEAD_SCOPE}* to keep in fp32 (re-export it)")
         if mode == "dynamic":
-            quantize_dynamic(str(prep), str(q), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(prep), str(q), weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
             extra = {}
         else:
             quantize_static(str(prep), str(q), _Calibration(calib_batches), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude)
             extra = {"calibration_images": int(sum(len(b) for b in calib_batches))}
+        extra["keep_fp32"] = keep_fp32
         model = onnx.load(str(q))
     _copy_metadata(fp32_path, model, mode, extra)
     onnx.checker.check_model(model)
@@ -107,8 +124,8 @@ def run_on_images(backend: InferenceBackend, images: Sequence[np.ndarray], score
     thr = backend.score_thresh if score_thresh is None else float(score_thresh)
     outs, insts, metas = [], [], []
     for img in images:
-        x, meta = backend.preprocess(img)
-        out = backend(x[None].numpy())
+        x, meta = backend.prepare(img)
+        out = backend(x[None])
         outs.append(out)
         metas.append(meta)
         insts.append(decode_outputs(out, [meta], thr, **backend.decode_options))

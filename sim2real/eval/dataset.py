@@ -25,7 +25,19 @@ def _coco_pass(model: PerceptionModel, ds: CocoDataset, rows: Optional[np.ndarra
 
     The metrics add ``num_corrupt`` (images skipped) and ``num_without_target`` (images with no
     annotation of a model class)."""
-    ds.preprocess = model.make_preprocess()
+    return coco_pass(ds, model, model.make_preprocess(), Decoding.of(model), model.classes, tasks,
+                     float(model.head_cfg.score_thresh), model.objects, model.camera, rows=rows,
+                     batch_size=batch_size, device=device, num_workers=num_workers, embed=embed)
+
+
+def coco_pass(ds: CocoDataset, forward: Any, preprocess: Any, decoding: Decoding, classes: Sequence[str],
+              tasks: Sequence[str], score_thresh: float, objects: dict | None = None, camera: dict | None = None,
+              *, rows: np.ndarray | None = None, batch_size: int = 16, device: Any = "cpu", num_workers: int = 0,
+              embed: bool = False) -> tuple[ModelPass, dict, dict]:
+    """The pass + scoring behind :func:`evaluate_dataset` for any ``forward`` (inputs -> outputs as
+    torch tensors) fed by any ``preprocess`` (image -> (input tensor, PreprocessMeta), with an
+    ``input_hw``): e.g. an exported model on uint8 frames (``sim2real.deploy``)."""
+    ds.preprocess = preprocess
     loader = DataLoader(ds if rows is None else Subset(ds, rows.tolist()), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate)
     skipped: list[int] = []
@@ -36,13 +48,12 @@ def _coco_pass(model: PerceptionModel, ds: CocoDataset, rows: Optional[np.ndarra
             if "image" in b:
                 yield EvalBatch(b["image"], b["geom"].numpy(), b["index"].numpy())
 
-    run = run_batches(batches(), model, Decoding.of(model), device=device, embed=embed)
+    run = run_batches(batches(), forward, decoding, device=device, embed=embed)
     if not len(run):
         raise ValueError(f"{ds.ann_file}: no readable labelled image to evaluate ({len(skipped)} corrupt, "
-                         f"{ds.num_without_target} without an object of classes {model.classes})")
+                         f"{ds.num_without_target} without an object of classes {list(classes)})")
     true = ds.original_targets(run.index)
-    m = score(run, true, model.classes, tasks, ds.scored_classes, model.head_cfg.score_thresh,
-              objects=model.objects, camera=model.camera)
+    m = score(run, true, classes, tasks, ds.scored_classes, score_thresh, objects=objects, camera=camera)
     m.update(num_corrupt=len(skipped), num_without_target=ds.num_without_target)
     return run, m, true
 

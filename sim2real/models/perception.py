@@ -273,13 +273,16 @@ EXPORT_OUTPUTS = (*MAP_NAMES.values(), "embed")
 
 class ExportModule(nn.Module):
     """``model`` in eval mode returning the tuple ``EXPORT_OUTPUTS`` (the maps + ``embed``; a head
-    without corners returns empty corner maps) for ONNX/TorchScript; decoding stays numpy."""
+    without corners returns empty corner maps) for ONNX/TorchScript; decoding stays numpy.
+    Input: uint8 ``(B, H, W, C)`` frames (``Preprocess.frame``), normalised in the graph
+    (``InputNormalize``)."""
 
     output_names = EXPORT_OUTPUTS
 
     def __init__(self, model: PerceptionModel):
         super().__init__()
         self.model = model
+        self.normalize = model.make_preprocess().normalizer()
         self.eval()
 
     def train(self, mode: bool = True) -> "ExportModule":
@@ -287,7 +290,7 @@ class ExportModule(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor):
-        out = self.model(x)
+        out = self.model(self.normalize(x))
         return tuple(out[k] if k in out else out["offset"][:, :0] for k in EXPORT_OUTPUTS)
 
 

@@ -23,6 +23,15 @@ from sim2real.models.backbone import normalize_cfg
 
 _CV2_INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
                "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
+#: How deployment frames (:meth:`Preprocess.frame`) are resized (docs/benchmarks.md "issue 15" measures
+#: them): ``fast`` (default): the training rule (:meth:`Preprocess.__call__`: the backbone's own
+#: interpolation, e.g. bicubic, unless shrinking by more than 2x) with its slow case, area averaging at
+#: a non-integer ratio, replaced: INTER_LINEAR below a 3x shrink (as accurate on the ViSP test frames at
+#: 640x480 -> 224x304, an eighth of the cost), else area by the largest whole factor (OpenCV's fast
+#: integer path) then linear for the rest; ``area`` / ``linear``: one cv2 call; ``training``: exactly
+#: the training rule (bit-identical input when nothing is letterboxed).
+FRAME_INTERPOLATIONS = ("fast", "area", "linear", "training")
+DEFAULT_FRAME_INTERPOLATION = "fast"
 
 
 def fit_input_hw(image_hw: Sequence[float], short_side: int, multiple: int = 16) -> tuple[int, int]:
@@ -122,8 +131,12 @@ def as_rgb_uint8_range(img: np.ndarray, channels: int = 3, color: str = "rgb") -
 class Preprocess:
     """``Preprocess(backbone.pretrained_cfg, input_hw=(H, W))(img) -> (tensor CxHxW, meta)``."""
 
-    def __init__(self, cfg: dict, input_hw: Sequence[int] | None = None, resize: str = "letterbox"):
+    def __init__(self, cfg: dict, input_hw: Sequence[int] | None = None, resize: str = "letterbox",
+                 frame_interpolation: str = DEFAULT_FRAME_INTERPOLATION):
         self.cfg = normalize_cfg(cfg)
+        if frame_interpolation not in FRAME_INTERPOLATIONS:
+            raise ValueError(f"frame_interpolation must be one of {FRAME_INTERPOLATIONS}, got {frame_interpolation!r}")
+        self.frame_interpolation = frame_interpolation
         hw = input_hw if input_hw is not None else self.cfg["input_size"][1:]
         if len(hw) != 2 or min(int(v) for v in hw) < 8:
             raise ValueError(f"input_hw must be (H, W) with sides >= 8, got {input_hw}")
@@ -138,13 +151,17 @@ class Preprocess:
         self._a = (1.0 / (255.0 * std)).astype(np.float32)
         self._b = (-mean / std).astype(np.float32)
         self._interp = _CV2_INTERP[self.cfg["interpolation"]]
+        # Letterbox padding of uint8 frames: the mean colour (0 after normalisation, to 1/255/std).
+        self.pad_uint8 = tuple(int(v) for v in np.clip(np.round(mean * 255.0), 0, 255))
 
     def to_dict(self) -> dict:
-        return {"cfg": self.cfg, "input_hw": list(self.input_hw), "resize": self.resize}
+        return {"cfg": self.cfg, "input_hw": list(self.input_hw), "resize": self.resize,
+                "frame_interpolation": self.frame_interpolation}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(d["cfg"], d["input_hw"], d.get("resize", "letterbox"))
+        return cls(d["cfg"], d["input_hw"], d.get("resize", "letterbox"),
+                   d.get("frame_interpolation", DEFAULT_FRAME_INTERPOLATION))
 
     def __repr__(self) -> str:
         return f"Preprocess(input_hw={self.input_hw}, resize={self.resize!r}, cfg={self.cfg})"
@@ -186,6 +203,90 @@ class Preprocess:
         """Several images -> (B, C, H, W) tensor and one meta per image."""
         out = [self(im, color) for im in images]
         return torch.stack([t for t, _ in out]), [m for _, m in out]
+
+    # --- deployment: uint8 frames, normalisation inside the model graph ----------------------------
+    def frame(self, img: np.ndarray, color: str = "rgb") -> tuple[np.ndarray, PreprocessMeta]:
+        """One image -> the deployment input: uint8 ``(H, W, C)`` RGB (or gray for 1-channel models) at
+        ``input_hw``, letterboxed with the mean colour; scaling and mean/std happen in the graph
+        (:class:`InputNormalize`).  One cv2 resize at the source's channels (gray frames are resized
+        gray, then replicated), colour conversion on the small image: well under 1 ms at 640x480."""
+        if not isinstance(img, np.ndarray):
+            raise TypeError(f"expected an image as a numpy array, got {type(img).__name__}")
+        if img.dtype != np.uint8:  # 16-bit / float frames: to 0..255 like training, then uint8
+            img = np.clip(np.round(as_rgb_uint8_range(img, 3 if img.ndim == 3 and img.shape[2] >= 3 else 1,
+                                                      color)), 0, 255).astype(np.uint8)
+            color = "rgb"
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)) or min(img.shape[:2]) < 1:
+            raise ValueError(f"expected an image of shape HxW, HxWx1, HxWx3 or HxWx4, got {img.shape}")
+        if color not in ("rgb", "bgr"):
+            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        meta = self.geometry(img.shape[:2])
+        H, W = self.input_hw
+        nw, nh = round(meta.scale[0] * meta.orig_hw[1]), round(meta.scale[1] * meta.orig_hw[0])
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[:, :, :3]
+        if (nh, nw) != img.shape[:2]:
+            img = np.ascontiguousarray(img)
+            k = int(min(img.shape[0] / nh, img.shape[1] / nw))
+            if self.frame_interpolation == "fast" and nw < img.shape[1] / 2 and nh < img.shape[0] / 2 \
+                    and not (k >= 3 and img.shape[0] == k * nh and img.shape[1] == k * nw):
+                # training would area-average at a non-integer ratio (slow in OpenCV)
+                if k >= 3:  # linear would skip pixels (alias): whole-factor area averaging first, cheap
+                    img = cv2.resize(img, (img.shape[1] // k, img.shape[0] // k), interpolation=cv2.INTER_AREA)
+                if (nh, nw) != img.shape[:2]:
+                    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            else:
+                img = cv2.resize(img, (nw, nh), interpolation=self._frame_interp(img.shape, nw, nh))
+        if img.ndim == 2:
+            img = img if self.channels == 1 else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+        elif self.channels == 1:
+            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY if color == "bgr" else cv2.COLOR_RGB2GRAY)
+        elif color == "bgr":
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if (nh, nw) != (H, W):
+            px, py = int(meta.pad[0]), int(meta.pad[1])
+            img = cv2.copyMakeBorder(np.ascontiguousarray(img), py, H - nh - py, px, W - nw - px, cv2.BORDER_CONSTANT,
+                                     value=self.pad_uint8[:self.channels] if self.channels > 1 else self.pad_uint8[0])
+        if img.ndim == 2:
+            img = img[:, :, None]
+        return np.ascontiguousarray(img), meta
+
+    def _frame_interp(self, shape, nw: int, nh: int) -> int:
+        """One cv2 call: ``area``, ``linear``, or the training rule (``training``, and ``fast`` where
+        the training rule is already cheap)."""
+        if self.frame_interpolation == "area":
+            # INTER_AREA only averages when shrinking; enlarging with it is nearest-like: use linear.
+            return cv2.INTER_AREA if (nw <= shape[1] and nh <= shape[0]) else cv2.INTER_LINEAR
+        if self.frame_interpolation == "linear":
+            return cv2.INTER_LINEAR
+        return cv2.INTER_AREA if (nw < shape[1] / 2 and nh < shape[0] / 2) else self._interp
+
+    def frames(self, images: Sequence[np.ndarray], color: str = "rgb") -> tuple[np.ndarray, list[PreprocessMeta]]:
+        """Several images -> uint8 ``(B, H, W, C)`` and one meta per image."""
+        out = [self.frame(im, color) for im in images]
+        return np.stack([x for x, _ in out]), [m for _, m in out]
+
+    def normalizer(self) -> InputNormalize:
+        return InputNormalize(self.cfg["mean"], self.cfg["std"], self.channels)
+
+
+class InputNormalize(torch.nn.Module):
+    """uint8 ``(B, H, W, C)`` frames -> normalised float32 ``(B, C, H, W)``: the model-side half of
+    deployment preprocessing (:meth:`Preprocess.frame` is the other), exported inside the ONNX /
+    TorchScript graph and run by the torch backend, so every backend does the same arithmetic as
+    :meth:`Preprocess.__call__`: ``v * 1 / (255 std) - mean / std``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels: int = 3):
+        super().__init__()
+        std_a = np.asarray(std, np.float32)[:channels]
+        mean_a = np.asarray(mean, np.float32)[:channels]
+        self.register_buffer("a", torch.from_numpy((1.0 / (255.0 * std_a)).astype(np.float32)).view(1, -1, 1, 1))
+        self.register_buffer("b", torch.from_numpy((-mean_a / std_a).astype(np.float32)).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 1, 2).to(torch.float32) * self.a + self.b
 
 
 def resolve_input_hw(cfg: dict, input_hw: Sequence[int] | None = None, short_side: int | None = None,

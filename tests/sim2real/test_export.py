@@ -67,10 +67,14 @@ def test_onnx_dynamic_batch_matches_torch_and_carries_metadata(model_and_ckpt, r
     diffs = check_parity(model, backend, batch)
     assert set(diffs) == set(EXPORT_OUTPUTS)
     assert max(diffs.values()) <= TOL, diffs
-    # The preprocessing rebuilt from the ONNX metadata is the model's own.
+    # The preprocessing rebuilt from the ONNX metadata is the model's own; the graph takes uint8 NHWC frames.
     x1, meta1 = backend.preprocess(real_images[0])
     x2, meta2 = model.make_preprocess()(real_images[0])
     assert torch.equal(x1, x2) and meta1 == meta2
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert json.loads(props["sim2real.version"]) == 3 and props["sim2real.input_layout"] == "uint8 NHWC RGB"
+    u8, meta3 = backend.prepare(real_images[0])
+    assert u8.dtype == np.uint8 and u8.shape == (96, 128, 3) and meta3 == meta1
     # A file exported before multi-object detection (no decoding settings) is refused with the fix.
     for p in m.metadata_props:
         if p.key == "sim2real.stride":
@@ -85,8 +89,8 @@ def _decoded(backend, images, thr):
     """Every backend's maps through the one numpy decoder, ORIGINAL pixels (one image per call)."""
     rows, metas = [], []
     for img in images:
-        x, meta = backend.preprocess(img)
-        rows.append(backend(x[None].numpy()))
+        x, meta = backend.prepare(img)
+        rows.append(backend(x[None]))
         metas.append(meta)
     out = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     return decode_outputs(out, metas, thr, **backend.decode_options), out, metas
@@ -201,12 +205,14 @@ def test_export_errors_are_clear(model_and_ckpt, tmp_path, capsys):
 def test_torch_backend_interface(model_and_ckpt):
     model, _ = model_and_ckpt
     backend = TorchBackend(model)
-    out = backend(np.zeros((2, 3, 96, 128), np.float32))
+    out = backend(np.zeros((2, 96, 128, 3), np.uint8))
     assert list(out) == list(EXPORT_OUTPUTS) and all(isinstance(v, np.ndarray) for v in out.values())
     assert out["heatmap"].shape == (2, 2, 6, 8) and out["kp_reg"].shape == (2, 16, 6, 8) and out["embed"].ndim == 2
     assert backend.decode_options == model.decode_options() and backend.score_thresh == SCORE_THRESH
     with pytest.raises(ValueError, match="96, 128"):
-        TorchBackend(model)(np.zeros((1, 3, 64, 64), np.float32))
+        TorchBackend(model)(np.zeros((1, 64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):  # the float batches of the old contract
+        TorchBackend(model)(np.zeros((1, 3, 96, 128), np.float32))
 
 
 def test_instance_comparison_and_label_matching():
@@ -234,3 +240,113 @@ def test_instance_comparison_and_label_matching():
               "ignore": np.array([[False, True], [False, False]])}
     assert label_match(a, labels) == {"recall": 1.0, "precision": 1.0, "center_err_px_median": 2.0}
     assert label_match(b, labels)["precision"] == pytest.approx(1 / 3)  # the far cube, the stray cylinder
+
+
+def test_a_float_input_onnx_from_before_uint8_frames_is_refused_with_the_fix(model_and_ckpt, tmp_path):
+    """Files exported before the normalisation moved into the graph take float32 NCHW: one line saying
+    to re-export, whether their metadata says version 2 or the graph's input is float."""
+    from sim2real.deploy.export import model_metadata
+
+    model, _ = model_and_ckpt
+
+    class FloatInput(torch.nn.Module):  # the old ExportModule: preprocessed float batch in
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            out = self.m(x)
+            return tuple(out[k] for k in EXPORT_OUTPUTS)
+
+    import io
+    import warnings
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(FloatInput(model), (torch.zeros(1, 3, 96, 128),), buf, dynamo=False, input_names=["input"],
+                          output_names=list(EXPORT_OUTPUTS), opset_version=17)
+    old = onnx.load_from_string(buf.getvalue())
+    for version in (2, 3):  # v2 metadata (as written then), and a v3 label on a float graph
+        meta = model_metadata(model, list(EXPORT_OUTPUTS), 1)
+        meta["version"] = version
+        set_onnx_metadata(old, meta)
+        onnx.save(old, str(tmp_path / f"old{version}.onnx"))
+        with pytest.raises(BackendError, match="re-export") as e:
+            load_backend(tmp_path / f"old{version}.onnx")
+        assert "\n" not in str(e.value) and f"old{version}.onnx" in str(e.value)
+
+
+def _box_model():
+    """The seeded untrained model with a fixed 1-cell box around every peak (so boxes have an IoU)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(input_hw=[96, 128], head=HeadConfig(score_thresh=SCORE_THRESH, stride=16))
+    model = build_model(cfg, classes=["cube", "cylinder"]).eval()
+    with torch.no_grad():
+        model.head.box[-1].weight.zero_(), model.head.box[-1].bias.fill_(0.5)
+    return model
+
+
+@pytest.mark.needs_data("visp")
+def test_int8_guard_keeps_or_refuses_the_int8_model_on_a_labelled_set(tmp_path, capsys):
+    """Labels = the fp32 model's own best box per frame (IoU 1 for fp32; its centre is the box's, a
+    few px from the head's peak): int8
+    is kept under loose bounds and refused under bounds it cannot meet (exit 2, one line, no int8
+    file left, not even an older one)."""
+    from sim2real.deploy.accuracy import Int8Guard, judge_int8
+
+    model = _box_model()
+    ckpt = save_checkpoint(tmp_path / "m.pt", model)
+    backend = TorchBackend(model)
+    images, anns = [], []
+    for j, i in enumerate((0, 20, 40, 60)):
+        name = f"mbt/cube/image{i:04d}.pgm"
+        x, meta = backend.prepare(load_image(VISP / name))
+        inst = decode_outputs(backend(x[None]), [meta], SCORE_THRESH, **backend.decode_options)
+        box = inst["box"][0]
+        inside = (box[:, :2] >= 0).all(1) & (box[:, 2] <= 640) & (box[:, 3] <= 480) & (inst["label"][0] >= 0)
+        assert inside.any()
+        k = int(np.argmax(np.where(inside, inst["score"][0], -1)))
+        x0, y0, x1, y1 = (float(v) for v in box[k])
+        images.append({"id": j + 1, "file_name": name, "width": 640, "height": 480})
+        anns.append({"id": j + 1, "image_id": j + 1, "category_id": int(inst["label"][0, k]) + 1,
+                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    coco = tmp_path / "labels.json"
+    coco.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": 1, "name": "cube"}, {"id": 2, "name": "cylinder"}]}))
+    out = tmp_path / "deploy" / "m.onnx"
+    q_out = tmp_path / "deploy" / "m.int8-dynamic.onnx"
+    base = ["export", "--checkpoint", str(ckpt), "--out", str(out), "--quantize", "dynamic", "--eval-data", str(coco),
+            "--image-root", str(VISP), "--keep-fp32", "none"]
+    assert main(base + ["--max-center-err-px", "1000", "--max-iou-drop", "1"]) == 0, capsys.readouterr().err
+    acc = json.loads((tmp_path / "deploy" / "m.onnx.export.json").read_text())["quantized"]["accuracy"]
+    assert acc["fp32"]["n"] == 4 and acc["fp32"]["center_err_px_median"] < 4.0
+    assert acc["fp32"]["box_iou_mean"] == pytest.approx(1.0, abs=1e-3) and q_out.is_file()
+    capsys.readouterr()
+    assert main(base + ["--max-center-err-px", "0", "--max-iou-drop", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "refused" in err and "re-export" not in err and len(err.splitlines()) == 1, err
+    assert not q_out.exists() and not list(out.parent.glob("*unchecked*")) and out.is_file()
+    rep = json.loads((tmp_path / "deploy" / "m.onnx.export.json").read_text())["quantized"]
+    assert rep["refused"] and rep["output"] is None
+    # the judge on its own: a rise of the centre error / drop of IoU past the bounds, a lost metric
+    g = Int8Guard(1.0, 0.02)
+    assert judge_int8({"center_err_px_median": 2.0, "box_iou_mean": 0.8},
+                      {"center_err_px_median": 2.9, "box_iou_mean": 0.79}, g)[1] == []
+    assert len(judge_int8({"center_err_px_median": 2.0, "box_iou_mean": 0.8},
+                          {"center_err_px_median": 3.1, "box_iou_mean": 0.77}, g)[1]) == 2
+    assert "none" in judge_int8({"center_err_px_median": 2.0, "box_iou_mean": 0.8},
+                                {"center_err_px_median": float("nan"), "box_iou_mean": 0.8}, g)[1][0]
+
+
+@pytest.mark.needs_data("visp")
+def test_int8_without_labels_warns_loudly(model_and_ckpt, tmp_path, capsys):
+    _, ckpt = model_and_ckpt
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in (0, 30):
+        (frames / f"image{i:04d}.pgm").symlink_to(VISP / f"mbt/cube/image{i:04d}.pgm")
+    rc = main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--quantize", "static",
+               "--calib-data", str(frames), "--calib-images", "2"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "WARNING" in err and "NOT checked" in err and (tmp_path / "m.int8-static.onnx").is_file()

@@ -122,7 +122,7 @@ def test_headless_video_run_writes_playable_video_jsonl_and_stats(assets, tmp_pa
         assert len(i["keypoints"]) == 8 and len(i["box"]) == 4 and len(i["center"]) == 2
     saved = json.loads((tmp_path / "run" / "stats.json").read_text())
     assert saved["frames"] == 20 and saved["fps"] > 0 and saved["stopped_by"] == "end of source"
-    for stage in ("capture_wait", "preprocess", "infer", "draw"):
+    for stage in ("wait", "preprocess", "infer", "draw"):
         assert {"p50", "p95", "p99"} <= set(saved["latency_ms"][stage])
     assert saved["delivery"] == "all" and saved["capture"]["dropped"] == 0
     assert saved["detections"] == {"score_thresh": SCORE_THRESH, "instances": len(insts),
@@ -410,9 +410,9 @@ def test_live_records_match_the_predict_record_layout(assets):
     img = load_image(assets["frames"] / "image0005.pgm")
     (_, pred), = list(predict_arrays(model, [("f", img)]))
     expected = prediction_record(pred, model.classes, frame=5)
-    x, meta = model.make_preprocess()(img)
     backend = TorchBackend(model)
-    rec = to_records(backend(x[None].numpy()), [meta], model.classes, backend.score_thresh,
+    x, meta = backend.prepare(img)
+    rec = to_records(backend(x[None]), [meta], model.classes, backend.score_thresh,
                      **backend.decode_options, where=[{"frame": 5}])[0]
     assert list(rec) == list(expected) == ["frame", "instances"]
     assert len(rec["instances"]) == len(expected["instances"]) >= 1
@@ -555,3 +555,66 @@ def test_real_full_disk_is_a_one_line_error(assets, tmp_path, jsonl, tmpfs_mount
     assert str(disk / ("preds.jsonl" if jsonl else "out.mp4")) in err[0]
     stats = json.loads((tmp_path / "run" / "stats.json").read_text())  # written outside the full disk
     assert stats["frames"] >= 1
+
+
+def test_overlapped_and_serial_loops_write_the_same_records(assets, tmp_path):
+    """The threaded pipeline (capture+resize / inference / decoding) and the single-thread loop give
+    identical predictions, every frame, in order; the stats say which ran."""
+    recs = {}
+    for pipe in ("threads", "serial"):
+        stats = run_live(_cfg(assets, tmp_path, source=str(assets["frames"]), max_frames=12, output=None,
+                              pipeline=pipe, jsonl=str(tmp_path / f"{pipe}.jsonl"), run_dir=str(tmp_path / pipe)),
+                         log=lambda m: None)
+        assert stats["pipeline"] == pipe and stats["frames"] == 12 and stats["capture"]["dropped"] == 0
+        assert stats["latency_ms"]["total"]["p99"] >= stats["latency_ms"]["infer"]["p50"] > 0
+        recs[pipe] = [{k: v for k, v in r.items() if k != "timestamp"} for r in read_jsonl(tmp_path / f"{pipe}.jsonl")]
+    assert [r["frame"] for r in recs["threads"]] == list(range(12))
+    assert recs["threads"] == recs["serial"] and sum(len(r["instances"]) for r in recs["serial"]) >= 3
+
+
+def test_overlapped_loop_on_a_live_camera_drops_stale_frames_and_counts_them(assets, tmp_path):
+    """Latest-frame delivery through the inference thread: a camera faster than the model loses
+    frames (counted), never queues them; every processed frame is newer than the one before."""
+    frames = [load_image(assets["frames"] / f"image{i:04d}.pgm") for i in range(4)]
+
+    class FastCamera(DroppingCapture):
+        def read(self):
+            time.sleep(0.002)  # a 500 FPS camera
+            return super().read()
+
+    opens = []
+
+    def opener():  # 150 frames, then unplugged for good
+        opens.append(1)
+        return FastCamera(frames, 150 if len(opens) == 1 else 0)
+
+    stats = run_live(_cfg(assets, tmp_path, source="0", output=None, drop="latest",
+                          retry=RetryConfig(max_retries=1, base_s=0.01, max_s=0.01)),
+                     opener=opener, live=True, log=lambda m: None)
+    recs = read_jsonl(tmp_path / "preds.jsonl")
+    idx = [r["frame"] for r in recs]
+    assert stats["capture"]["dropped"] > 0 and idx == sorted(set(idx))
+    assert stats["capture"]["frames_read"] == 150 == len(idx) + stats["capture"]["dropped"]
+
+
+def test_pipeline_threads_leave_a_core_only_from_four_cores():
+    from sim2real.deploy.backends import pipeline_threads
+
+    assert [pipeline_threads(n) for n in (1, 2, 3, 4, 8)] == [1, 2, 3, 3, 7]
+
+
+def test_new_loop_matches_the_training_preprocessing_loop_on_real_frames(assets, tmp_path):
+    """Parity on real ViSP frames: the uint8 fast path (one cv2 resize, normalisation in the ONNX
+    graph) vs the training float preprocessing + torch, instance by instance (at this 640x480 ->
+    128x96 scale both resize with INTER_AREA: agreement to float rounding)."""
+    onnx_path = export_onnx(assets["model"], tmp_path / "model.onnx", batch=1)
+    run_live(_cfg(assets, tmp_path, checkpoint=str(onnx_path), source=str(assets["frames"]), max_frames=10,
+                  output=None), log=lambda m: None)
+    recs = read_jsonl(tmp_path / "preds.jsonl")
+    model = assets["model"]
+    n = 0
+    for rec in recs:
+        expected = by_hand(model, load_image(assets["frames"] / f"image{rec['frame']:04d}.pgm"))
+        assert_same_instances(rec, expected, model.classes, atol=0.02)
+        n += len(expected)
+    assert len(recs) == 10 and n >= 5

@@ -95,3 +95,78 @@ def test_normalisation_uses_backbone_mean_std_and_serialises():
     np.testing.assert_allclose(x[:, 0, 0].numpy(), expected, rtol=1e-5)
     again = Preprocess.from_dict(pre.to_dict())
     assert again.to_dict() == pre.to_dict()
+
+
+# --- deployment frames: uint8 out of Preprocess.frame, normalisation in the model (InputNormalize) ---
+
+def _normalised(pre: Preprocess, img: np.ndarray, color: str = "rgb") -> np.ndarray:
+    """What a deployed model computes from an image: Preprocess.frame, then InputNormalize."""
+    x, _ = pre.frame(img, color)
+    return pre.normalizer()(torch.from_numpy(x[None]))[0].numpy()
+
+
+def test_frame_with_the_training_interpolation_is_the_training_input_exactly():
+    """Same interpolation and no letterbox: the uint8 frame + in-model normalisation reproduces the
+    training float path bit for bit (gray, RGB and BGR sources)."""
+    g = np.random.default_rng(0)
+    rgb = g.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    gray = rgb[:, :, 1].copy()
+    for hw in ((96, 128), (240, 320)):   # shrink > 2x (area) and exactly 2x (the backbone's bicubic)
+        pre = Preprocess(CFG, hw, frame_interpolation="training")
+        for img, color in ((rgb, "rgb"), (gray, "rgb"), (np.ascontiguousarray(rgb[:, :, ::-1]), "bgr")):
+            x, meta = pre.frame(img, color)
+            assert x.dtype == np.uint8 and x.shape == (*hw, 3)
+            ref, ref_meta = pre(img if color == "rgb" else rgb)
+            assert meta == ref_meta
+            np.testing.assert_array_equal(_normalised(pre, img, color), ref.numpy())
+
+
+def test_frame_letterbox_pads_with_the_mean_colour_and_keeps_the_geometry():
+    pre = Preprocess({**CFG, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}, (224, 304))
+    assert pre.pad_uint8 == (124, 116, 104)
+    img = np.full((480, 640, 3), 200, np.uint8)
+    x, meta = pre.frame(img)
+    assert meta == pre.geometry((480, 640)) and meta.pad == (2.0, 0.0)   # 640x480 -> 299x224 + 2 | 3 px
+    np.testing.assert_array_equal(x[:, :2], np.broadcast_to(np.array([124, 116, 104], np.uint8), (224, 2, 3)))
+    assert (x[:, 2:301] == 200).all() and (x[:, 301:] != 200).all()
+    # the padding is the training path's zero to within half a uint8 step
+    np.testing.assert_allclose(_normalised(pre, img)[:, :, :2], 0.0, atol=0.5 / 255 / 0.224 + 1e-6)
+    np.testing.assert_allclose(_normalised(pre, img), pre(img)[0].numpy(), atol=0.5 / 255 / 0.224 + 1e-6)
+
+
+def test_frame_takes_16_bit_float_and_rgba_and_mono_models():
+    g = np.random.default_rng(1)
+    rgb = g.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    pre = Preprocess(CFG, (60, 80), frame_interpolation="linear")
+    ref, _ = pre.frame(rgb)
+    np.testing.assert_array_equal(pre.frame(rgb.astype(np.uint16) * 257)[0], ref)          # 16 bit
+    np.testing.assert_array_equal(pre.frame(rgb.astype(np.float32) / 255.0)[0], ref)       # float 0..1
+    rgba = np.dstack([rgb, np.full((120, 160), 255, np.uint8)])
+    np.testing.assert_array_equal(pre.frame(rgba)[0], ref)
+    mono = Preprocess({**CFG, "input_size": (1, 224, 224), "mean": (0.5,), "std": (0.5,)}, (60, 80))
+    x, _ = mono.frame(rgb)
+    assert x.shape == (60, 80, 1) and mono.normalizer()(torch.from_numpy(x[None])).shape == (1, 1, 60, 80)
+    with pytest.raises(ValueError, match="frame_interpolation"):
+        Preprocess(CFG, (60, 80), frame_interpolation="cubic")
+    assert Preprocess.from_dict(pre.to_dict()).frame_interpolation == "linear"
+
+
+def test_fast_frame_resize_keeps_the_training_rule_where_it_is_cheap():
+    """``fast`` (default) = the training input where training's resize is cheap (the backbone's bicubic
+    at <= 2x, area at a whole ratio); at a non-integer shrink > 2x (640x480 -> 224x304) linear instead
+    of area; from 3x on, whole-factor area first (no aliasing), then linear."""
+    g = np.random.default_rng(2)
+    img = g.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    for hw in ((240, 320), (96, 128), (360, 480)):
+        fast, train = (Preprocess(CFG, hw, frame_interpolation=f) for f in ("fast", "training"))
+        np.testing.assert_array_equal(fast.frame(img)[0], train.frame(img)[0])
+    fast, lin, area = (Preprocess(CFG, (224, 304), frame_interpolation=f) for f in ("fast", "linear", "area"))
+    np.testing.assert_array_equal(fast.frame(img)[0], lin.frame(img)[0])
+    assert not np.array_equal(fast.frame(img)[0], area.frame(img)[0])
+    big = g.integers(0, 256, (1080, 1440, 3), dtype=np.uint8)   # 1440x1080 -> 299x224: area 4x, then linear
+    import cv2
+
+    x, _ = fast.frame(big)
+    step = cv2.resize(cv2.resize(big, (360, 270), interpolation=cv2.INTER_AREA), (299, 224),
+                      interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(x[:, 2:301], step)

@@ -208,8 +208,8 @@ def test_onnx_and_torchscript_give_the_poses_of_torch(assets, tmp_path):
         pose = PoseSetup.build(backend.objects, backend.camera)
         recs = []
         for img in images:
-            x, meta = backend.preprocess(img)
-            recs += to_records(backend(x[None].numpy()), [meta], backend.classes, backend.score_thresh,
+            x, meta = backend.prepare(img)
+            recs += to_records(backend(x[None]), [meta], backend.classes, backend.score_thresh,
                                **backend.decode_options, pose=pose)
         return recs
 
@@ -317,3 +317,18 @@ def test_no_camera_warning_is_one_line_on_the_command_line(assets, tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("sim2real predict: warning: the model has no camera"), proc.stderr
     assert "no_camera" in lines[0]
+
+
+def test_predict_on_an_exported_onnx_gives_the_checkpoints_records(assets, tmp_path):
+    """``sim2real predict`` runs the live loop's fast path (batched uint8 frames) on a checkpoint or an
+    exported .onnx alike: same instances, same poses (objects and camera from the metadata)."""
+    onnx_path = export_onnx(assets["model"], tmp_path / "m.onnx", batch=None)
+    ref = predict(assets, tmp_path, "ckpt", "--batch-size", "2")
+    got = predict(assets, tmp_path, "onnx", "--batch-size", "2", ckpt=onnx_path)
+    assert [r["image"] for r in got] == [r["image"] for r in ref] == sorted(p.name for p in assets["frames"].iterdir())
+    assert len(_instances(ref)) >= 10
+    for a, b in zip(_instances(ref), _instances(got)):
+        assert (a["class"], a["pose_status"]) == (b["class"], b["pose_status"])
+        np.testing.assert_allclose(b["box"] + b["center"], a["box"] + a["center"], atol=0.02)
+        assert b["score"] == pytest.approx(a["score"], abs=2e-4)
+    assert_same_poses(_poses(ref), _poses(got), "predict onnx")
