@@ -141,7 +141,7 @@ def plot(attr: dict, path: Path) -> Path:
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y, [r["group"] for r in rows])
     ax.set_xlabel("gap change when the group is switched off (%)   ← closes | opens →")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.set_title("Which randomization opens / closes the sim-to-real feature gap")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

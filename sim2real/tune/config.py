@@ -8,7 +8,13 @@ from sim2real.config import ConfigError, choice, rng
 from sim2real.tracking import TrackingConfig
 from sim2real.tune.knobs import GROUPS, SEARCH_SPACE
 
-VISP = "visp"   # footage / real_labels shorthand: the ViSP mbt/cube development frames (0-99)
+VISP = "visp"
+# The default search: where the camera looks from, light level, table brightness, backdrop photos,
+# sensor noise and blur (configs/tune.yaml lists the same).
+DEFAULT_PARAMS = ("camera.azimuth_deg.center", "camera.azimuth_deg.half_width", "camera.elevation_deg.center",
+                  "camera.elevation_deg.half_width", "camera.distance_m.center", "camera.distance_m.half_width",
+                  "lighting.ambient.center", "lighting.diffuse.center", "table.appearance.value_range.center",
+                  "background.appearance.texture_prob", "postprocess.noise_prob", "postprocess.blur_prob")   # footage / real_labels shorthand: the ViSP mbt/cube development frames (0-99)
 
 
 @dataclass
@@ -30,7 +36,7 @@ class SearchConfig:
     """A seeded TPE search (optuna; SQLite study in the run folder, so a killed run resumes)."""
 
     enabled: bool = True
-    params: list[str] = field(default_factory=lambda: list(SEARCH_SPACE))
+    params: list[str] = field(default_factory=lambda: list(DEFAULT_PARAMS))
     trials: int = field(default=30, metadata=rng(1, None))     # budget: completed trials ...
     minutes: float = field(default=0.0, metadata=rng(0.0, None))  # ... and wall-clock minutes (0 = no limit)
     frames: int = field(default=64, metadata=rng(8, None))     # rendered frames per trial

@@ -185,23 +185,31 @@ def probe_scene(scene: dict, group: str) -> tuple[dict, str | None]:
 @dataclass(frozen=True)
 class Param:
     """One searched number: a scalar at dotted ``key``, or the centre / half width of the [lo, hi]
-    range at ``key`` (``part``), so any value in [low, high] gives a valid range."""
+    range at ``key`` (``part``), so any value in [low, high] gives a valid range; ``limits`` clip the
+    range's ends to what the scene schema accepts."""
 
     name: str
     low: float
     high: float
     key: str
     part: str = "value"      # value | center | half_width
+    limits: tuple[float, float] = (0.0, 1.0)
 
 
-def _range(key: str, c: tuple[float, float], hw: tuple[float, float]) -> tuple[Param, Param]:
-    return (Param(f"{key}.center", c[0], c[1], key, "center"),
-            Param(f"{key}.half_width", hw[0], hw[1], key, "half_width"))
+def _range(key: str, c: tuple[float, float], hw: tuple[float, float],
+           limits: tuple[float, float] = (0.0, 1.0)) -> tuple[Param, Param]:
+    return (Param(f"{key}.center", c[0], c[1], key, "center", limits),
+            Param(f"{key}.half_width", hw[0], hw[1], key, "half_width", limits))
 
 
 SEARCH_SPACE: dict[str, Param] = {p.name: p for p in (
+    # where the camera looks from: a static real camera sits somewhere inside the twin's ranges
+    *_range("camera.azimuth_deg", (-30.0, 30.0), (0.0, 30.0), (-360.0, 360.0)),
+    *_range("camera.elevation_deg", (30.0, 60.0), (0.0, 10.0), (-89.9, 90.0)),
+    *_range("camera.distance_m", (0.45, 0.8), (0.0, 0.1), (0.01, 10.0)),
     *_range("lighting.ambient", (0.2, 0.9), (0.0, 0.25)),
     *_range("lighting.diffuse", (0.1, 0.8), (0.0, 0.25)),
+    *_range("table.appearance.value_range", (0.3, 0.95), (0.0, 0.3)),
     Param("lighting.shadow_prob", 0.0, 1.0, "lighting.shadow_prob"),
     Param("background.appearance.texture_prob", 0.0, 1.0, "background.appearance.texture_prob"),
     Param("table.appearance.texture_prob", 0.0, 1.0, "table.appearance.texture_prob"),
@@ -244,5 +252,6 @@ def apply_params(scene: dict, values: dict[str, float]) -> dict:
     for key, parts in ranges.items():
         lo, hi = (float(x) for x in get(scene, key))
         c, hw = parts.get("center", (lo + hi) / 2), parts.get("half_width", (hi - lo) / 2)
-        put(out, key, [round(max(0.0, c - hw), 4), round(min(1.0, c + hw), 4)])
+        a, b = next(p.limits for p in SEARCH_SPACE.values() if p.key == key)
+        put(out, key, [round(max(a, c - hw), 4), round(min(b, c + hw), 4)])
     return out

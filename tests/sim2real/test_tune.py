@@ -166,3 +166,19 @@ def test_cli_refuses_evaluation_frames(tmp_path):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "evaluation-only" in lines[0], r.stderr
+
+
+def test_verify_verdict_says_plainly_when_the_tuned_scene_is_not_better():
+    from sim2real.tune.verify import verdict
+
+    orig = {"val": {"ap50": 1.0, "center_err_px_median": 2.0, "box_iou_mean": 0.8},
+            "test": {"ap50": 1.0, "center_err_px_median": 2.5, "box_iou_mean": 0.8}}
+    worse = {"val": {"ap50": 1.0, "center_err_px_median": 3.0, "box_iou_mean": 0.85},
+             "test": {"ap50": 1.0, "center_err_px_median": 1.0, "box_iou_mean": 0.9}}
+    v = verdict(orig, worse)
+    assert v["judged_on"] == "val" and not v["not_worse"]
+    assert v["text"].startswith("the tuned scene is NOT better on real val: worse on center_err_px_median")
+    assert v["per_set"]["test"] == {"ap50": "same", "center_err_px_median": "better", "box_iou_mean": "better"}
+    better = {"val": {"ap50": 1.0, "center_err_px_median": 1.5, "box_iou_mean": None}}
+    v = verdict({"val": orig["val"]}, better)
+    assert v["not_worse"] and "better on real val (center_err_px_median)" in v["text"]
