@@ -171,8 +171,8 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
             logger.log_media("search_curve", out / "search.png")
             log(f"tuned scene: {tuned_path} (diff: {diff_path})")
             log(f"held-out render ({h['frames']} frames, seed {h['seed']}): feat_frechet {h['original']['frechet']:.4g}"
-                f" -> {h['tuned']['frechet']:.4g} ({h['reduction']['frechet']:+.1%}), feat_mmd {h['original']['mmd']:.4g}"
-                f" -> {h['tuned']['mmd']:.4g} ({h['reduction']['mmd']:+.1%})")
+                f" -> {h['tuned']['frechet']:.4g} (reduction {h['reduction']['frechet']:.1%}), feat_mmd "
+                f"{h['original']['mmd']:.4g} -> {h['tuned']['mmd']:.4g} (reduction {h['reduction']['mmd']:.1%})")
             if cfg.verify.enabled:
                 from sim2real.tune.verify import run_verify
 
