@@ -147,25 +147,31 @@ def test_cli_writes_a_valid_tuned_scene_and_report(tmp_path):
     assert str(tuned) in r.stdout or str(tuned) in r.stdout.replace("//", "/")
 
 
+def _errors(capsys, *args: str) -> tuple[int, list[str]]:
+    from sim2real.cli import main
+
+    rc = main(["tune", *args])
+    return rc, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+
+
 @pytest.mark.parametrize("args, key", [
     (["search.params=[bogus]"], "search.params"),
     (["attribution.groups=[colour]"], "attribution.groups"),
     (["--scene", "nowhere.yaml"], "scene"),
     (["--footage", "no_such_clip.mp4"], "no_such_clip.mp4"),
 ])
-def test_cli_errors_are_one_line(tmp_path, args, key):
-    r = _cli("--out", str(tmp_path / "run"), *args, cwd=tmp_path)
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("sim2real tune: error:") and key in lines[0], r.stderr
+def test_cli_errors_are_one_line(tmp_path, capsys, args, key):
+    rc, lines = _errors(capsys, "--out", str(tmp_path / "run"), "--no-wandb", *args)
+    assert rc == 2
+    assert len(lines) == 1 and lines[0].startswith("sim2real tune: error:") and key in lines[0], lines
+    assert not (tmp_path / "run").exists()      # nothing written before the input is known good
 
 
 @pytest.mark.needs_data("visp")
-def test_cli_refuses_evaluation_frames(tmp_path):
-    r = _cli("--out", str(tmp_path / "run"), "footage_frames=[90,120]", cwd=tmp_path)
-    assert r.returncode == 2
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "evaluation-only" in lines[0], r.stderr
+def test_cli_refuses_evaluation_frames(tmp_path, capsys):
+    rc, lines = _errors(capsys, "--out", str(tmp_path / "run"), "--no-wandb", "footage_frames=[90,120]")
+    assert rc == 2
+    assert len(lines) == 1 and "evaluation-only" in lines[0], lines
 
 
 def test_verify_verdict_says_plainly_when_the_tuned_scene_is_not_better():
