@@ -62,8 +62,9 @@ class Embedder:
     """The frozen ImageNet backbone at ``input_hw``: images -> ``(N, D)`` pooled features."""
 
     def __init__(self, backbone: str, input_hw: Sequence[int], device: str = "cpu", batch_size: int = 16):
-        from sim2real.models import ModelConfig, build_model
+        from sim2real.models import ModelConfig, build_model, resolve_device
 
+        device = resolve_device(device)
         self.model = build_model(ModelConfig(backbone=backbone, input_hw=list(input_hw)), ["object"]).to(device).eval()
         self.preprocess = self.model.make_preprocess()
         self.device, self.batch_size = device, batch_size

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ def _finite(v: Any) -> float | None:
 
 def run_verify(cfg: TuneConfig, scenes: dict[str, Path], out: Path, log=print) -> dict[str, Any]:
     """Generate, train and score each of ``scenes`` (``{"original": yaml, "tuned": yaml}``) on one budget."""
-    from sim2real.data.generate import GenerateConfig, generate
+    from sim2real.data.generate import GenerateConfig, ResumeError, generate
     from sim2real.train.trainer import train
 
     v = cfg.verify
@@ -97,7 +98,11 @@ def run_verify(cfg: TuneConfig, scenes: dict[str, Path], out: Path, log=print) -
                               scene_file=str(scene_file), progress=False)
         gcfg.grid.enabled = False
         gcfg.validate()
-        generate(gcfg)
+        try:
+            generate(gcfg)
+        except ResumeError:   # an earlier verify of another tuned scene (the search went on): start over
+            shutil.rmtree(out / name)
+            generate(gcfg)
         run_dir = out / name / "train"
         resume = (run_dir / "checkpoint.pt").is_file()
         r = train(train_config(cfg, data, run_dir), resume=resume)
