@@ -36,7 +36,7 @@ s = d["search"]
 print(f"search: {len(s['trials'])} trials in {s['seconds']} s wall, {s['cpu_seconds']} CPU-s; feat_{s['metric']} {s['trials'][0]['value']:.4g} "
       f"(hand-written) -> {s['best']['value']:.4g} (trial {s['best']['trial']})")
 for k in ("frechet", "mmd"):
-    print(f"held-out gap feat_{k}: {h['original'][k]:.4g} -> {h['tuned'][k]:.4g} (reduction {h['reduction'][k]:+.1%})")
+    print(f"held-out gap feat_{k}: {h['original'][k]:.4g} -> {h['tuned'][k]:.4g} (reduction {h['reduction'][k]:.1%})")
 keys = ["ap50", "ap", "center_err_px_median", "box_iou_mean", "pose_center_err_cm_median"]
 f = lambda x: "-" if x is None else f"{x:.4g}"
 for s_ in v["original"]["real"]:
