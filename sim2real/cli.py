@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "adapt": ("sim2real.commands.adapt", "adapt a sim-trained checkpoint to real footage (finetune/coral/mmd/dann/adabn)"),
     "compare": ("sim2real.commands.compare", "run source-only, real-only and every adaptation method on the same budget"),
     "gap": ("sim2real.commands.gap", "measure the sim-to-real gap of a checkpoint on a sim and a real dataset"),
+    "tune": ("sim2real.commands.tune", "find which randomization causes the sim-to-real gap, tune the scene, verify"),
     "export": ("sim2real.commands.export", "export a checkpoint to ONNX or TorchScript for edge CPUs"),
     "live": ("sim2real.commands.live", "run a checkpoint on a camera, video, stream or folder of frames"),
 }

@@ -1,7 +1,7 @@
 """The package's layers, read from the imports of every module (``ast``, function bodies included).
 
 Imports only go down: io/config -> runinfo/tracking -> models -> data -> features -> eval/engine ->
-gap -> train/adapt -> deploy -> commands/cli. A module may import its own package and any package
+gap -> train/adapt -> deploy/tune -> commands/cli. A module may import its own package and any package
 of a LOWER layer; an import sideways (same layer, other package) or up is a design bug, and so is
 any circle between modules. ``sim2real_envs/`` (the simulation package) never imports ``sim2real``.
 """
@@ -24,7 +24,7 @@ LAYERS = {
     "eval": 6, "engine": 6,
     "gap": 7,
     "train": 8, "adapt": 8,
-    "deploy": 9,
+    "deploy": 9, "tune": 9,
     "commands": 10, "cli": 11, "__main__": 12, "__init__": 12,
 }
 

@@ -1,0 +1,190 @@
+"""``sim2real tune`` on a tiny scene (64x48 PyBullet renders, the real ImageNet backbone at 64x96):
+attribution finds a planted cause, the search is deterministic and resumes after a kill, the tuned
+YAML validates as any scene, bad input is one line."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sim2real.tune import knobs
+from sim2real.tune.attribution import run_attribution
+from sim2real.tune.probe import Embedder, FeatureCache, Prober, render_images
+from sim2real.tune.search import open_study, run_search
+
+REPO = Path(__file__).resolve().parents[2]
+HW = [64, 96]
+FRAMES = 16
+
+# Sim: heavy sensor noise on every frame. The toy "real" camera: the same scene without noise,
+# other seeds. The known cause of the gap is therefore the noise group.
+TOY = {
+    "objects": [{"class": "cube", "shape": "box", "size": [0.05, 0.05, 0.05]},
+                {"class": "can", "role": "distractor", "shape": "cylinder", "radius": 0.025, "height": 0.08}],
+    "num_targets": [1, 1],
+    "num_distractors": [0, 1],
+    "camera": {"width": 64, "height": 48, "fov_deg": 50.0, "distance_m": [0.45, 0.6]},
+    "background": {"enabled": False},
+    "texture_pool_size": 2,
+    "texture_size_px": 16,
+    "table": {"appearance": {"texture_prob": 0.5, "patterns": ["checker"]}},
+    "object_appearance": {"texture_prob": 0.0},
+    "postprocess": {"enabled": True, "noise_prob": 1.0, "noise_std": [0.25, 0.3], "blur_prob": 0.0,
+                    "jpeg_prob": 0.0, "color_jitter_prob": 0.3},
+    "physics": {"settle_steps": 5},
+    "labels": {"visibility": False},
+}
+GROUPS = ["table_texture", "lighting", "distractors", "noise", "colour_jitter"]
+
+
+def real_scene() -> dict:
+    s = copy.deepcopy(TOY)
+    s["postprocess"]["noise_prob"] = 0.0
+    return s
+
+
+@pytest.fixture(scope="module")
+def prober(tmp_path_factory) -> Prober:
+    return Prober(Embedder("efficientnet_lite0", HW), FeatureCache(tmp_path_factory.mktemp("cache")),
+                  views_per_scene=4)
+
+
+@pytest.fixture(scope="module")
+def real(prober) -> np.ndarray:
+    return prober.embedder(render_images(real_scene(), 24, seed=77, views_per_scene=4))
+
+
+def test_attribution_ranks_the_planted_cause_first(prober, real):
+    a = run_attribution(TOY, real, prober, groups=GROUPS, frames=FRAMES, seed=0)
+    ranked = [r for r in a["rows"] if r["change"] is not None]
+    assert ranked[0]["group"] == "noise", [(r["group"], r["delta_frechet"]) for r in ranked]
+    assert ranked[0]["verdict"] == "closes"
+    assert ranked[0]["delta_mmd"] < 0   # both distances agree on the planted cause
+    # the table is ranked by the metric's delta
+    deltas = [r["delta_frechet"] for r in ranked]
+    assert deltas == sorted(deltas)
+
+
+def test_groups_change_the_visp_twin_and_stay_valid():
+    from sim2real_envs.config import load_scene, read_scene_file
+
+    scene = read_scene_file(REPO / "configs/scenes/visp_cube.yaml")
+    assert len(knobs.GROUPS) >= 6
+    for name in knobs.GROUPS:
+        probed, change = knobs.probe_scene(scene, name)
+        assert change is not None, name            # every group is on in the twin
+        assert probed != scene, name
+        load_scene(probed)                         # still a valid scene
+    for bound in ("low", "high"):
+        values = {n: getattr(p, bound) for n, p in knobs.SEARCH_SPACE.items()}
+        load_scene(knobs.apply_params(scene, values))
+    # the hand-written values round-trip: the search's first trial IS the original scene
+    own = knobs.current_values(scene, list(knobs.SEARCH_SPACE))
+    assert knobs.apply_params(scene, own) == knobs.apply_params(knobs.apply_params(scene, own), own)
+    assert knobs.apply_params(scene, own)["lighting"]["ambient"] == scene["lighting"]["ambient"]
+
+
+def _search(out: Path, prober, real, trials: int) -> dict:
+    return run_search(TOY, real, prober, out, params=["postprocess.noise_prob", "lighting.ambient.center"],
+                      trials=trials, frames=8, seed=3, startup_trials=2)
+
+
+def test_search_is_deterministic_and_resumes_after_a_kill(tmp_path, prober, real):
+    whole = _search(tmp_path / "whole", prober, real, trials=5)
+    part = tmp_path / "part"
+    _search(part, prober, real, trials=2)
+    study, _ = open_study(part)
+    study.ask()   # a trial started and never finished: what a kill mid-trial leaves in search.db
+    resumed = _search(part, prober, real, trials=5)
+    assert resumed["interrupted_trials"] == 1
+    assert len(resumed["trials"]) == 5
+    key = [(t["params"], t["value"]) for t in whole["trials"]]
+    assert [(t["params"], t["value"]) for t in resumed["trials"]] == key
+    assert whole["trials"][0]["params"]["postprocess.noise_prob"] == 1.0   # trial 0: the scene as written
+    assert whole["best"]["value"] <= whole["trials"][0]["value"]
+    assert len({json.dumps(p) for p, _ in key}) == 5                       # it explored
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "sim2real", "tune", *args], check=False, cwd=cwd,
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_cli_writes_a_valid_tuned_scene_and_report(tmp_path):
+    import cv2
+
+    from sim2real_envs.config import load_scene
+
+    scene_file = tmp_path / "toy.yaml"
+    scene_file.write_text(yaml.safe_dump(TOY))
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    for i, img in enumerate(render_images(real_scene(), 16, seed=77, views_per_scene=4)):
+        cv2.imwrite(str(footage / f"frame{i:04d}.png"), img[:, :, ::-1])
+    out = tmp_path / "run"
+    r = _cli("--scene", str(scene_file), "--footage", str(footage), "--out", str(out), "--trials", "2",
+             f"cache_dir={tmp_path / 'cache'}", f"input_hw={HW}", "views_per_scene=4", "attribution.frames=16",
+             "attribution.groups=[noise,distractors]", "search.frames=8", "search.holdout_frames=8",
+             "search.startup_trials=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    tuned = out / "toy.tuned.yaml"
+    load_scene(tuned)                                    # the scene validation every scene goes through
+    assert "+++" in (out / "toy.tuned.diff").read_text() or (out / "toy.tuned.diff").read_text() == ""
+    rec = json.loads((out / "tune.json").read_text())
+    assert rec["attribution"]["rows"][0]["group"] == "noise"
+    assert len(rec["search"]["trials"]) == 2 and set(rec["holdout"]["reduction"]) == {"frechet", "mmd"}
+    html = (out / "report.html").read_text()
+    assert "Attribution" in html and "Search" in html and "data:image/png;base64" in html
+    assert str(tuned) in r.stdout or str(tuned) in r.stdout.replace("//", "/")
+
+
+def _errors(capsys, *args: str) -> tuple[int, list[str]]:
+    from sim2real.cli import main
+
+    rc = main(["tune", *args])
+    return rc, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize("args, key", [
+    (["search.params=[bogus]"], "search.params"),
+    (["attribution.groups=[colour]"], "attribution.groups"),
+    (["--scene", "nowhere.yaml"], "scene"),
+    (["--footage", "no_such_clip.mp4"], "no_such_clip.mp4"),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, args, key):
+    rc, lines = _errors(capsys, "--out", str(tmp_path / "run"), "--no-wandb", *args)
+    assert rc == 2
+    assert len(lines) == 1 and lines[0].startswith("sim2real tune: error:") and key in lines[0], lines
+    assert not (tmp_path / "run").exists()      # nothing written before the input is known good
+
+
+@pytest.mark.needs_data("visp")
+def test_cli_refuses_evaluation_frames(tmp_path, capsys):
+    rc, lines = _errors(capsys, "--out", str(tmp_path / "run"), "--no-wandb", "footage_frames=[90,120]")
+    assert rc == 2
+    assert len(lines) == 1 and "evaluation-only" in lines[0], lines
+
+
+def test_verify_verdict_says_plainly_when_the_tuned_scene_is_not_better():
+    from sim2real.tune.verify import verdict
+
+    orig = {"val": {"ap50": 1.0, "center_err_px_median": 2.0, "box_iou_mean": 0.8},
+            "test": {"ap50": 1.0, "center_err_px_median": 2.5, "box_iou_mean": 0.8}}
+    worse = {"val": {"ap50": 1.0, "center_err_px_median": 3.0, "box_iou_mean": 0.85},
+             "test": {"ap50": 1.0, "center_err_px_median": 1.0, "box_iou_mean": 0.9}}
+    v = verdict(orig, worse)
+    assert v["judged_on"] == "val" and not v["not_worse"]
+    assert v["text"].startswith("the tuned scene is NOT better on real val: worse on center_err_px_median")
+    assert v["per_set"]["test"] == {"ap50": "same", "center_err_px_median": "better", "box_iou_mean": "better"}
+    better = {"val": {"ap50": 1.0, "center_err_px_median": 1.5, "box_iou_mean": None}}
+    v = verdict({"val": orig["val"]}, better)
+    assert v["not_worse"] and "better on real val (center_err_px_median)" in v["text"]
