@@ -17,10 +17,12 @@ Rows:
     warm-up (torch: eager under ``inference_mode``; onnxruntime: CPUExecutionProvider, full graph
     optimisation);
   * end-to-end: ``sim2real live`` on the video file (capture thread, Preprocess, infer, numpy
-    instance decoding of the dense maps + records, overlay drawing of every instance; no display,
-    no output file), every frame processed, at ``--score-thresh`` (0.2: the untrained head finds
-    nothing at its own 0.3 but about 10 instances per vtest frame at 0.2, i.e. decoding and
-    drawing do the work of a trained model in a busy scene; the mean per frame is printed).
+    instance decoding of the dense maps + records), every frame processed, headless (no display, no
+    output file: nothing is drawn, as in ``sim2real live`` without ``--display``/``--output``;
+    ``--overlay`` adds a row that draws every instance and writes the video), at ``--score-thresh``
+    (0.2: the untrained head finds nothing at its own 0.3 but about 20 instances per vtest frame at
+    0.2, i.e. decoding and PnP do the work of a trained model in a busy scene; the mean per frame is
+    printed).
   * 6D pose (``--pose on|off|both``, default on): the end-to-end loop with PnP of every reported
     instance (records + drawing of its 3D box and axes; the model carries a 0.1 m box per class and a
     640x480 camera with f = 600 px) and/or without it (``pose=false``); ``both`` runs the two rows back
@@ -124,10 +126,11 @@ def box_corner_head(model) -> None:
 
 
 def end_to_end(backend, video: Path, tmp: Path, frames: int, tag: str, score_thresh: float, pose: bool = True,
-               jsonl: Path | None = None, pipeline: str = "threads") -> dict:
+               jsonl: Path | None = None, pipeline: str = "threads", output: bool = False) -> dict:
     cfg = LiveConfig(checkpoint="<in memory>", source=str(video), drop="all", max_frames=frames,
                      run_dir=str(tmp / f"run-{tag}"), score_thresh=score_thresh, pose=pose,
-                     jsonl=str(jsonl) if jsonl else None, pipeline=pipeline)
+                     jsonl=str(jsonl) if jsonl else None, pipeline=pipeline,
+                     output=str(tmp / f"overlay-{tag}.mp4") if output else None)
     c0 = time.process_time()
     s = run_live(cfg, backend=backend, log=lambda m: None)
     lat = s["latency_ms"]
@@ -152,6 +155,9 @@ def main() -> None:
     ap.add_argument("--int8", action="store_true", help="also time a static-int8 onnxruntime model (model-only + end-to-end)")
     ap.add_argument("--keep-fp32", choices=["head", "none"], default="head", help="int8: nodes left in float")
     ap.add_argument("--no-serial", action="store_true", help="skip the single-thread (pipeline=serial) rows")
+    ap.add_argument("--overlay", action="store_true",
+                    help="also a row that draws the overlay and writes it as a video (--output); the other rows "
+                         "are headless: nothing displays or writes the image, so nothing is drawn")
     ap.add_argument("--e2e-torch", action="store_true", help="also run the end-to-end loop with torch eager")
     ap.add_argument("--pose", choices=["on", "off", "both"], default="on",
                     help="end-to-end rows with the 6D pose (PnP), without it, or both back to back (ratio printed)")
@@ -200,6 +206,9 @@ def main() -> None:
             if not args.no_serial:
                 jobs["end-to-end onnxruntime, single thread"] = lambda r: end_to_end(
                     ob, video, tmp, args.frames, f"ortser{r}", thr, pipeline="serial")
+            if args.overlay:
+                jobs["end-to-end onnxruntime, overlay video written"] = lambda r: end_to_end(
+                    ob_pipe, video, tmp, args.frames, f"ortov{r}", thr, output=True)
         if args.pose in ("off", "both"):
             jobs["end-to-end onnxruntime, no pose"] = lambda r: end_to_end(ob_pipe, video, tmp, args.frames,
                                                                           f"ortnp{r}", thr, pose=False)

@@ -240,6 +240,9 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
             video = VideoOutput(cfg.output, cfg.output_fps or fps_in, log=log)
         if cfg.jsonl:
             jsonl_fh = JsonlWriter(cfg.jsonl, "--jsonl")
+        # The overlay (boxes, 3D boxes, status line) is drawn only for a viewer: headless, the JSONL
+        # records are the output and ~3 ms per frame of drawing 20 instances is saved.
+        shows = bool(cfg.display or video is not None)
         stop.install()
         if serial:
             frames = _serial_results(capture, infer, stop)
@@ -271,15 +274,16 @@ def run_live(cfg: LiveConfig, backend: InferenceBackend | None = None, opener: C
                             f"rose past --drift-threshold {cfg.drift.threshold} at frame {frame.index}: the "
                             "camera's images no longer look like the reference set (lighting, focus, scene?)")
             stats.add("records", (time.perf_counter() - t_post) * 1e3)
-            with stats.stage("draw"):
-                img = to_bgr(frame.image, frame.is_rgb)
-                draw_record(img, rec, cfg.kp_threshold,
-                            camera=pose.camera_for(img.shape[1], img.shape[0]) if pose is not None else None,
-                            sizes=pose.objects if pose is not None else None)
-                if cfg.overlay:
-                    draw_status(img, stats.recent_fps(),
-                                {"pre": stats.last("preprocess"), "infer": stats.last("infer")},
-                                capture.stats.dropped)
+            if shows:  # no --display, no --output: nobody sees the image, drawing would only cost time
+                with stats.stage("draw"):
+                    img = to_bgr(frame.image, frame.is_rgb)
+                    draw_record(img, rec, cfg.kp_threshold,
+                                camera=pose.camera_for(img.shape[1], img.shape[0]) if pose is not None else None,
+                                sizes=pose.objects if pose is not None else None)
+                    if cfg.overlay:
+                        draw_status(img, stats.recent_fps(),
+                                    {"pre": stats.last("preprocess"), "infer": stats.last("infer")},
+                                    capture.stats.dropped)
             with stats.stage("write"):
                 if video is not None:
                     video.write(img)

@@ -134,9 +134,10 @@ def test_headless_video_run_writes_playable_video_jsonl_and_stats(assets, tmp_pa
 def test_outputs_are_in_original_pixels_through_the_training_preprocess(assets, tmp_path):
     """A gray PGM folder: the loop's record equals Preprocess + model + numpy decoding + meta.to_original
     by hand, instance for instance."""
-    run_live(_cfg(assets, tmp_path, source=str(assets["frames"]), max_frames=3, output=None), log=lambda m: None)
+    stats = run_live(_cfg(assets, tmp_path, source=str(assets["frames"]), max_frames=3, output=None), log=lambda m: None)
     recs = read_jsonl(tmp_path / "preds.jsonl")
     assert len(recs) == 3
+    assert "draw" not in stats["latency_ms"]  # no --display, no --output: nothing is drawn
     model = load_checkpoint(assets["ckpt"])
     img = load_image(assets["frames"] / "image0002.pgm")
     assert img.ndim == 2  # gray camera frame, as in training
