@@ -47,13 +47,12 @@ from pathlib import Path
 import numpy as np
 
 from sim2real.adapt.config import AdaptConfig
-from sim2real.adapt.features import FeatureBank
 from sim2real.adapt.label_list import FORMAT
 from sim2real.adapt.label_report import html_table, plot_label_curve, write_html
 from sim2real.adapt.suggest_run import SuggestConfig, suggest
 from sim2real.adapt.trainer import AdaptSession
 from sim2real.config import load_config
-from sim2real.data.real_visp import load_visp_cube_dev, VISP_CUBE_SPLIT_DEFAULTS
+from sim2real.data.real_visp import VISP_CUBE_SPLIT_DEFAULTS, load_visp_cube_dev
 from sim2real.data.splits import make_splits
 from sim2real.io import atomic_write_json, atomic_write_text
 from sim2real.tracking import TrackingConfig, make_logger
@@ -94,7 +93,7 @@ def random_list(path: Path, pool_rows: list[dict], seed: int) -> Path:
 
 def main(argv: list[str]) -> int:
     t_start = time.perf_counter()
-    load0 = open("/proc/loadavg").read().split()[:3]
+    load0 = loadavg()
     OUT.mkdir(parents=True, exist_ok=True)
     cache = seeded_cache(OUT)
     # 1. the suggestion (ViSP pool, adapt's default splits)
@@ -181,7 +180,7 @@ def main(argv: list[str]) -> int:
     wall = time.perf_counter() - t_start
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": platform.processor() or
             platform.machine(), "cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-            "load_start": load0, "load_end": open("/proc/loadavg").read().split()[:3], "wall_s": round(wall, 1),
+            "load_start": load0, "load_end": loadavg(), "wall_s": round(wall, 1),
             "suggest_s": round(suggest_s, 1), "checkpoint": CKPT, "sim_data": SIM_DATA, "ks": KS,
             "random_seeds": RANDOM_SEEDS, "budget": BUDGET + list(argv),
             "suggested_frames": [r["frame"] for r in sug["suggestions"][:max(KS)]]}
@@ -226,6 +225,10 @@ def main(argv: list[str]) -> int:
     print(f"{OUT}: label_curve.json/.csv/.md/.png, report.html; wall {wall / 60:.1f} min, load "
           f"{' '.join(meta['load_start'])} -> {' '.join(meta['load_end'])}")
     return 0
+
+
+def loadavg() -> list[str]:
+    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def html_escape(s: str) -> str:

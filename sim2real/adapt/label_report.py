@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -112,9 +113,9 @@ def write_html(path: str | Path, title: str, sections: Sequence[tuple[str, str]]
                images: Mapping[str, str | Path] | None = None) -> Path:
     """``sections``: ``(heading, html body)``; ``images``: caption -> PNG file, embedded (base64)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #bbb;padding:2px 6px;font-size:13px;text-align:right}"
-             "img{max-width:100%}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+             ("<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+              "td,th{border:1px solid #bbb;padding:2px 6px;font-size:13px;text-align:right}"
+              "img{max-width:100%}</style></head><body>"), f"<h1>{html.escape(title)}</h1>"]
     for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
     for caption, p in (images or {}).items():

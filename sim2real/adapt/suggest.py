@@ -25,8 +25,9 @@ report.html go to the run folder (docs/contracts.md, "Label suggestions").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -33,7 +33,11 @@ from sim2real.config import ConfigError, choice, rng, to_dict
 from sim2real.data.images import ImageReadError, load_image
 from sim2real.data.real import CocoSet, RealDataError, load_coco
 from sim2real.data.real_footage import FrameFolderFootage, open_footage
-from sim2real.data.real_visp import VISP_CUBE_SPLIT_DEFAULTS, load_visp_cube_dev, visp_cube_labels_path
+from sim2real.data.real_visp import (
+    VISP_CUBE_SPLIT_DEFAULTS,
+    load_visp_cube_dev,
+    visp_cube_labels_path,
+)
 from sim2real.data.splits import Splits, load_splits, make_splits
 from sim2real.engine import check_fresh_run_dir, open_run
 from sim2real.eval.model import load_model
@@ -74,7 +78,7 @@ class SuggestConfig:
     run_dir: str = "runs/suggest/visp_cube"
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
-    def labels_choice(self) -> Optional[str]:
+    def labels_choice(self) -> str | None:
         if self.real_labels == AUTO:
             return None if self.source else VISP
         return self.real_labels
@@ -94,15 +98,15 @@ class Candidates:
     """Frames to rank: images plus, per frame, its number, file name (labels-relative when known) and path."""
 
     images: list[np.ndarray]
-    frames: list[Optional[int]]
-    file_names: list[Optional[str]]
-    paths: list[Optional[str]]
+    frames: list[int | None]
+    file_names: list[str | None]
+    paths: list[str | None]
     source: str
     excluded_eval: list = field(default_factory=list)   # frames/files left out as evaluation-only
     skipped_unreadable: list = field(default_factory=list)
 
 
-def _labels(cfg: SuggestConfig) -> tuple[Optional[CocoSet], Optional[Splits]]:
+def _labels(cfg: SuggestConfig) -> tuple[CocoSet | None, Splits | None]:
     labels = cfg.labels_choice()
     if labels is None:
         return None, None
@@ -117,7 +121,7 @@ def _labels(cfg: SuggestConfig) -> tuple[Optional[CocoSet], Optional[Splits]]:
     return coco, make_splits(coco, k=0, seed=cfg.split_seed, **kw)
 
 
-def _resolved(p) -> Optional[str]:
+def _resolved(p) -> str | None:
     try:
         return str(Path(p).resolve())
     except (OSError, RuntimeError):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 
-from sim2real.commands._common import add_config_arguments, config_from_args, flag_overrides
+from sim2real.commands._common import (
+    add_config_arguments,
+    config_from_args,
+    flag_overrides,
+)
 
 HELP = "rank unlabelled real frames to label first (k-centre diversity + model uncertainty)"
 DESCRIPTION = """\

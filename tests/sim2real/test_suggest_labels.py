@@ -78,7 +78,7 @@ def test_suggest_ranks_only_the_labelling_pool_and_is_deterministic(world, tmp_p
     labels = f"real_labels={world['real'] / 'annotations.json'}"
     doc = _suggest(world, tmp_path / "a", labels, *SPLITS, "sheet=6")
     frames = [r["frame"] for r in doc["suggestions"]]
-    assert sorted(frames) == list(range(0, 26))             # the pool, every frame ranked once
+    assert sorted(frames) == list(range(26))             # the pool, every frame ranked once
     assert doc["excluded_evaluation_only"] == 14            # val + test + 2 guard frames
     assert [r["rank"] for r in doc["suggestions"]] == list(range(1, 27))
     again = _suggest(world, tmp_path / "b", labels, *SPLITS, "sheet=6")
@@ -101,7 +101,7 @@ def test_suggest_on_a_folder_leaves_out_labelled_eval_frames_before_reading_them
     monkeypatch.setattr(rf, "load_image", lambda p, **kw: read.append(p.name) or real_load(p, **kw))
     doc = _suggest(world, tmp_path / "run", f"source={world['real'] / 'images'}",
                    f"real_labels={world['real'] / 'annotations.json'}", *SPLITS)
-    assert sorted(r["frame"] for r in doc["suggestions"]) == list(range(0, 26))
+    assert sorted(r["frame"] for r in doc["suggestions"]) == list(range(26))
     assert sorted(read) == [f"{i:06d}.png" for i in range(26)]  # val/test/guard files never opened
     assert doc["suggestions"][0]["file_name"].startswith("images/")  # the labels' own file_name
 
