@@ -8,7 +8,9 @@ On the ViSP cube development labels (adapt's default splits: pool 0-45, val 48-6
    - ``suggested``: the first k of the ranked list (``kshot_list=suggestions.json``);
    - ``random``: the first k of a seeded random permutation of the pool (one list per seed, so the
      sets are nested across k), RANDOM_SEEDS seeds;
-   both arms reach adapt through the same ``kshot_list`` path;
+   both arms reach adapt through the same ``kshot_list`` path; ``ARMS=suggested,random,default`` adds
+   adapt's own draw without a list (``split_seed`` = each seed: a seeded first frame, then the frames
+   farthest in time);
 3. real test metrics of the selected model (frames 70-99): 2D centre error px median, 6D pose centre
    error cm median, AP50; mean and min-max over seeds per (arm, k).
 
@@ -26,7 +28,7 @@ Run (defaults shown)::
     OMP_NUM_THREADS=2 nice -n 10 python bench/bench_labels.py [adapt key=value ...]
 
 Adapt budget (short, so the curve fits in ~20-30 min on two shared cores): coral, head-only
-(``unfreeze_epochs=[]``), 3 epochs x 10 steps, sim val 32, no baselines; extra ``key=value``
+(``unfreeze_epochs=[]``), 3 epochs x 8 steps, batches sim 8 / real 8 / unlabelled 8, sim val 16, no baselines; extra ``key=value``
 arguments override it.
 """
 
@@ -63,7 +65,10 @@ SRC_CACHE = os.environ.get("SRC_CACHE", "/work/exp/bp/cache")
 OUT = Path(os.environ.get("OUT", "runs/bench_labels"))
 KS = [int(k) for k in os.environ.get("KS", "1,2,5,10,20").split(",")]
 RANDOM_SEEDS = [int(s) for s in os.environ.get("RANDOM_SEEDS", "0,1,2").split(",")]
-BUDGET = ["methods=[coral]", "unfreeze_epochs=[]", "epochs=3", "steps_per_epoch=10", "sim_val_max=32", "patience=0",
+# "default" = adapt's own k-shot draw without a list (seeded first frame, then farthest in time), per seed
+ARMS = os.environ.get("ARMS", "suggested,random").split(",")
+BUDGET = ["methods=[coral]", "unfreeze_epochs=[]", "epochs=3", "steps_per_epoch=8", "batch_size_sim=8",
+          "batch_size_unlabelled=8", "sim_val_max=16", "patience=0",
           "baselines=false", "progress=false", "tracking.mode=disabled", "seed=0"]
 METRICS = [("real/center_err_px_median", "center_err_px_median", "2D centre error px (median)"),
            ("real/pose_center_err_cm_median", "pose_center_err_cm_median", "pose centre error cm (median)"),
@@ -110,9 +115,14 @@ def main(argv: list[str]) -> int:
     splits = make_splits(coco, k=0, seed=0, **VISP_CUBE_SPLIT_DEFAULTS)
     pool = sorted(splits.frames[i] for i in splits["pool"])
     assert [r["frame"] for r in pool_rows] == pool, "the suggestion must rank exactly the adapt pool"
-    lists = {("suggested", None): sug_dir / "suggestions.json"}
+    lists: dict = {}
+    if "suggested" in ARMS:
+        lists[("suggested", None)] = sug_dir / "suggestions.json"
     for s in RANDOM_SEEDS:
-        lists[("random", s)] = random_list(OUT / f"random_seed{s}.json", pool_rows, s)
+        if "random" in ARMS:
+            lists[("random", s)] = random_list(OUT / f"random_seed{s}.json", pool_rows, s)
+        if "default" in ARMS:
+            lists[("default", s)] = None
     # 2. the runs
     bank = None
     runs = []
@@ -131,7 +141,8 @@ def main(argv: list[str]) -> int:
             run_dir = OUT / "runs" / f"{arm}{'' if seed is None else f'_seed{seed}'}_k{k}"
             cfg = load_config(AdaptConfig, None, [f"checkpoint={CKPT}", f"sim_dataset={SIM_DATA}",
                                                   f"cache_dir={cache}", f"run_dir={run_dir}", f"k={k}",
-                                                  f"kshot_list={lst}", *BUDGET, *argv])
+                                                  *([f"kshot_list={lst}"] if lst else [f"split_seed={seed}"]),
+                                                  *BUDGET, *argv])
             cfg.validate()
             t0 = time.perf_counter()
             with warnings.catch_warnings():
@@ -150,7 +161,7 @@ def main(argv: list[str]) -> int:
                   f"pose {_f(rec[METRICS[1][0]])} cm, AP50 {_f(rec[METRICS[2][0]])} ({rec['wall_s']} s)", flush=True)
     # 3. the table
     table = []
-    for arm in ("suggested", "random"):
+    for arm in [a for a in ("suggested", "random", "default") if a in ARMS]:
         for k in KS:
             rs = [r for r in runs if r["arm"] == arm and r["k"] == k]
             row = {"arm": arm, "k": k, "runs": len(rs)}
@@ -163,7 +174,7 @@ def main(argv: list[str]) -> int:
             table.append(row)
     verdict = []
     for k in (5, 10):
-        if k not in KS:
+        if k not in KS or not {"suggested", "random"} <= set(ARMS):
             continue
         s = next(r for r in table if r["arm"] == "suggested" and r["k"] == k)
         r = next(r for r in table if r["arm"] == "random" and r["k"] == k)
