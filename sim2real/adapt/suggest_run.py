@@ -104,6 +104,7 @@ class Candidates:
     source: str
     excluded_eval: list = field(default_factory=list)   # frames/files left out as evaluation-only
     skipped_unreadable: list = field(default_factory=list)
+    labels: Optional[str] = None                        # the real labels file whose splits were applied
 
 
 def _labels(cfg: SuggestConfig) -> tuple[CocoSet | None, Splits | None]:
@@ -196,7 +197,8 @@ def collect_candidates(cfg: SuggestConfig) -> Candidates:
         log.warning("suggest-labels: skipped %d unreadable frame(s), e.g. %s", len(skipped), skipped[0])
     if not images:
         raise RealDataError(f"{source}: no readable candidate frame")
-    return Candidates(images, frames, names, paths, source, excluded, skipped)
+    return Candidates(images, frames, names, paths, source, excluded, skipped,
+                      None if coco is None else str(coco.source))
 
 
 def suggest(cfg: SuggestConfig) -> dict:
@@ -216,7 +218,7 @@ def suggest(cfg: SuggestConfig) -> dict:
                      "uncertainty": round(float(rank.uncertainty[n]), 6), "top_score": round(float(fs.top_score[j]), 6),
                      "u_score": round(float(fs.u_score[j]), 6), "u_flip": round(float(fs.u_flip[j]), 6)})
     doc = {"format": FORMAT, "checkpoint": str(cfg.checkpoint), "source": cands.source,
-           "labels": cfg.labels_choice(),
+           "labels": cands.labels,
            "method": {"features": "embed (pooled last backbone stage, L2-normalised)", "diversity": "k-centre greedy",
                       "start": cfg.start, "seed": cfg.seed, "uncertainty": "(1 - top score + flip disagreement) / 2"
                       if cfg.flip else "1 - top score", "uncertainty_weight": cfg.uncertainty_weight},
