@@ -183,7 +183,8 @@ def main(argv: list[str]) -> int:
                                     ("pose_center_err_cm_median", "pose centre error", True), ("ap50", "AP50", False)):
             a, b = s[f"{short}_mean"], r[f"{short}_mean"]
             better = (a < b) if lower else (a > b)
-            parts.append(f"{label} {a:.3g} vs {b:.3g} ({'suggested better' if better else 'suggested NOT better'})")
+            word = "equal" if a == b else "suggested better" if better else "suggested worse"
+            parts.append(f"{label} {a:.3g} vs {b:.3g} ({word})")
         beats = s["center_err_px_median_mean"] < r["center_err_px_median_mean"] and \
             s["pose_center_err_cm_median_mean"] < r["pose_center_err_cm_median_mean"]
         verdict.append(f"k={k}: suggested {'BEATS' if beats else 'does NOT beat'} random (mean over "
@@ -192,6 +193,7 @@ def main(argv: list[str]) -> int:
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": platform.processor() or
             platform.machine(), "cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
             "load_start": load0, "load_end": loadavg(), "wall_s": round(wall, 1),
+            "adapt_runs_wall_s": round(sum(r["wall_s"] for r in runs), 1),
             "suggest_s": round(suggest_s, 1), "checkpoint": CKPT, "sim_data": SIM_DATA, "ks": KS,
             "random_seeds": RANDOM_SEEDS, "budget": BUDGET + list(argv),
             "suggested_frames": [r["frame"] for r in sug["suggestions"][:max(KS)]]}

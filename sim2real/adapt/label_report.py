@@ -70,10 +70,10 @@ def plot_label_curve(table: Sequence[Mapping[str, Any]], metrics: Sequence[tuple
             rows = sorted((r for r in table if r["arm"] == arm), key=lambda r: r["k"])
             ks = [r["k"] for r in rows]
             mean = [_num(r.get(f"{key}_mean")) for r in rows]
-            ax.plot(ks, mean, marker="o", label=arm)
+            (line,) = ax.plot(ks, mean, marker="o", label=arm)
             lo, hi = [_num(r.get(f"{key}_min")) for r in rows], [_num(r.get(f"{key}_max")) for r in rows]
             if any(a != b for a, b in zip(lo, hi) if not (math.isnan(a) or math.isnan(b))):
-                ax.fill_between(ks, lo, hi, alpha=0.2)
+                ax.fill_between(ks, lo, hi, alpha=0.2, color=line.get_color())  # min-max over seeds
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["k"] for r in table}))
         ax.set_xticklabels([str(k) for k in sorted({r["k"] for r in table})])
