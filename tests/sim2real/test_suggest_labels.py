@@ -16,7 +16,7 @@ from sim2real.adapt.label_list import FORMAT, LabelListError
 from sim2real.adapt.suggest import k_center_greedy
 from sim2real.adapt.suggest_run import SuggestConfig, suggest
 from sim2real.cli import main
-from sim2real.config import load_config
+from sim2real.config import ConfigError, load_config
 from sim2real.models import HeadConfig, PerceptionModel, build_backbone, save_checkpoint
 from sim2real.train.toy_data import SHAPES, write_shapes_dataset
 
@@ -179,6 +179,8 @@ def test_a_bad_list_is_one_clear_line(world, tmp_path, capsys):
     for name, (frames, msg) in cases.items():
         with pytest.raises(LabelListError, match=msg.replace("(", r"\(").replace(")", r"\)")):
             _adapt_data(world, tmp_path / name, f"kshot_list={_list(tmp_path / f'{name}.json', frames, world)}", "k=3")
+    with pytest.raises(ConfigError, match="kshot_list"):    # a list needs labels and k > 0
+        _adapt_data(world, tmp_path / "k0", f"kshot_list={tmp_path / 'test.json'}", "k=0")
     with pytest.raises(LabelListError, match="no such file"):
         _adapt_data(world, tmp_path / "missing", f"kshot_list={tmp_path / 'missing.json'}", "k=3")
     # Through the command line: one line on stderr, exit 2, no traceback.
