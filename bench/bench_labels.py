@@ -216,7 +216,9 @@ def main(argv: list[str]) -> int:
     plot_label_curve(table, [(m.split("/")[1], label) for m, _, label in METRICS], OUT / "label_curve.png")
     intro = (f"<p>ViSP cube dev labels, real test split frames 70-99; k-shot pool frames 0-45, val 48-67 for "
              f"every run. {meta['date']}, {meta['cpus']} CPUs, load {' '.join(meta['load_start'])} -> "
-             f"{' '.join(meta['load_end'])}, wall {wall / 60:.1f} min. Budget: {' '.join(meta['budget'])}.</p>"
+             f"{' '.join(meta['load_end'])}, wall of this invocation {wall / 60:.1f} min; the {len(runs)} adapt runs "
+             f"took {meta['adapt_runs_wall_s'] / 60:.1f} min (runs.jsonl keeps each run's own wall time when a "
+             f"bench is resumed). Budget: {' '.join(meta['budget'])}.</p>"
              + "".join(f"<p><b>{html_escape(v)}</b></p>" for v in verdict))
     write_html(OUT / "report.html", "sim2real: which frames to label (label curve)",
                [("Label curve", intro + html_table(table, cols)),
