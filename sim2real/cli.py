@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("sim2real.commands.evaluate", "score a checkpoint on a labelled dataset (sim or real)"),
     "predict": ("sim2real.commands.predict", "write one JSONL prediction per image/frame in original pixels"),
     "adapt": ("sim2real.commands.adapt", "adapt a sim-trained checkpoint to real footage (finetune/coral/mmd/dann/adabn)"),
+    "suggest-labels": ("sim2real.commands.suggest_labels",
+                       "rank unlabelled real frames to label first (k-centre diversity + model uncertainty)"),
     "compare": ("sim2real.commands.compare", "run source-only, real-only and every adaptation method on the same budget"),
     "gap": ("sim2real.commands.gap", "measure the sim-to-real gap of a checkpoint on a sim and a real dataset"),
     "tune": ("sim2real.commands.tune", "find which randomization causes the sim-to-real gap, tune the scene, verify"),

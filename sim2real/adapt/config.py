@@ -73,6 +73,9 @@ class AdaptConfig:
     class_mapping: dict[str, str] = field(default_factory=dict)  # real class name -> sim class name
     splits_file: Optional[str] = None         # stored splits (sim2real.data.splits); else made from k/seed
     k: int = field(default=10, metadata=rng(0, None))            # labelled real frames used for training
+    # ranked frame list (sim2real suggest-labels: suggestions.json / .csv): the k-shot set is its first k
+    # labelled pool frames instead of the seeded draw; val/test splits unchanged (sim2real.adapt.label_list)
+    kshot_list: Optional[str] = None
     n_val: int = field(default=20, metadata=rng(0, None))        # when splits are made here
     n_test: int = field(default=30, metadata=rng(0, None))
     split_gap: int = field(default=2, metadata=rng(0, None))
@@ -158,6 +161,9 @@ class AdaptConfig:
                                   f"{how}", self.selection)
         if labels is None and self.k > 0:
             raise ConfigError("k", "0 when real_labels is null (no labelled real frames)", self.k)
+        if self.kshot_list and (labels is None or self.k == 0):
+            raise ConfigError("kshot_list", "null unless real labels are used with k > 0 (the list names which "
+                              "labelled frames form the k-shot set)", self.kshot_list)
         if labels is None and self.selection == "real_val":
             raise ConfigError("selection", "'auto' or 'label_free' when real_labels is null", self.selection)
         if self.k == 0 and self.selection == "real_val":

@@ -27,6 +27,7 @@ import numpy as np
 
 from sim2real.adapt.config import AUTO, VISP, AdaptConfig
 from sim2real.adapt.domain_check import DomainReport, brightness_fix, compare_domains
+from sim2real.adapt.label_list import pick_kshot
 from sim2real.data.dataset import CocoDataset, read_coco, resolve_annotation_file
 from sim2real.data.images import ImageReadError, is_grayscale, load_image, to_gray
 from sim2real.data.real import CocoSet, RealDataError, export_coco, load_coco
@@ -206,6 +207,7 @@ class AdaptData:
         cfg = self.cfg
         self.coco: CocoSet | None = None
         self.splits: Splits | None = None
+        self.kshot_pick = None   # a KshotPick when the k-shot set came from kshot_list
         self.real: dict[str, CocoDataset] = {}
         labels = cfg.labels_choice()
         if labels is None:
@@ -238,6 +240,13 @@ class AdaptData:
             kw = dict(VISP_CUBE_SPLIT_DEFAULTS) if labels == VISP else {}
             kw.update(n_val=cfg.n_val, n_test=cfg.n_test, gap=cfg.split_gap)
             splits = make_splits(coco, k=cfg.k, seed=cfg.split_seed, **kw)
+        if cfg.kshot_list:
+            # The k-shot set from a ranked list (suggest-labels); pool, val and test stay as made above.
+            self.kshot_pick = pick_kshot(cfg.kshot_list, coco, splits, cfg.k)
+            splits.ids["train"] = list(self.kshot_pick.ids)
+            if self.kshot_pick.skipped_unlabelled:
+                log.warning("kshot_list %s: %d entr(ies) without a label skipped, e.g. %s", cfg.kshot_list,
+                            len(self.kshot_pick.skipped_unlabelled), self.kshot_pick.skipped_unlabelled[0])
         self.coco, self.splits = coco, splits
         for split in ("train", "val", "test"):
             ids = splits[split]
@@ -375,6 +384,8 @@ class AdaptData:
         doc = {"labels": None if self.coco is None else str(self.coco.source),
                "real_labels": self.cfg.real_labels, "labels_used": self.labels_note,
                "labelled": labelled,
+               "kshot_from": (self.kshot_pick.to_dict() if self.kshot_pick is not None
+                              else "seeded draw from the pool (sim2real.data.splits)" if labelled else None),
                "unlabelled": {"source": self.unlabelled_source,
                               "from": "footage" if self.cfg.unlabelled.source else "the labels' pool split",
                               "count": len(self.unlabelled), "skipped": self.footage_report.get("skipped", 0),
@@ -393,6 +404,11 @@ class AdaptData:
             part = rf["labelled"].get(split)
             if part:
                 lines.append(f"{what}: {part['count']} frame(s), {part['frames']}")
+            if split == "train" and part and isinstance(rf.get("kshot_from"), dict):
+                kf = rf["kshot_from"]
+                lines.append(f"k-shot set: the first {kf['used']} labelled pool frame(s) of the list {kf['file']}"
+                             + (f" ({kf['skipped_unlabelled']} entries without a label skipped)"
+                                if kf["skipped_unlabelled"] else ""))
         u = rf["unlabelled"]
         lines.append(f"unlabelled (alignment, AdaBN): {u['count']} frame(s) from {u['source']}"
                      + (f", {u['skipped']} unreadable skipped" if u["skipped"] else ""))
