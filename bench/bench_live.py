@@ -3,7 +3,7 @@
 Issue 15 rows (one run, side by side): model-only onnxruntime; the end-to-end loop with its stages
 overlapped (``pipeline=threads``: capture+resize / inference / decoding+drawing threads) and the
 single-thread loop (``pipeline=serial``) on the same video; with ``--int8`` the same for a static
-int8 model (QDQ, per-channel, calibrated on the video's frames, head kept fp32: ``--keep-fp32``).
+int8 model (QDQ, per-channel, convolutions only, calibrated on the video's frames; ``--keep-fp32 head`` keeps the head in float).
 Each end-to-end row gives wall-clock FPS, its ratio to model-only, and p50/p99 of the per-frame
 latency (read -> outputs written); the load average is printed before and after.
 Acceptance (docs/benchmarks.md "issue 15"): ``python bench/bench_live.py --int8 --input 224 304``.
@@ -153,7 +153,7 @@ def main() -> None:
     ap.add_argument("--score-thresh", type=float, default=0.2,
                     help="end-to-end rows: report instances from this score (default 0.2: ~10 per frame)")
     ap.add_argument("--int8", action="store_true", help="also time a static-int8 onnxruntime model (model-only + end-to-end)")
-    ap.add_argument("--keep-fp32", choices=["head", "none"], default="head", help="int8: nodes left in float")
+    ap.add_argument("--keep-fp32", choices=["head", "none"], default="none", help="int8: nodes left in float")
     ap.add_argument("--no-serial", action="store_true", help="skip the single-thread (pipeline=serial) rows")
     ap.add_argument("--overlay", action="store_true",
                     help="also a row that draws the overlay and writes it as a video (--output); the other rows "

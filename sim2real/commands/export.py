@@ -23,8 +23,8 @@ input (one cv2 call, done by the live loop / predict); the scaling and mean/std 
 inside the graph. Files exported by earlier versions (float input) must be re-exported.
 
 --quantize dynamic|static writes an int8 copy <out stem>.int8-<mode>.onnx (onnxruntime.quantization,
-QDQ, per-channel weights; static calibrates on --calib-data: your real frames, a folder, a video or
-a COCO set; --keep-fp32 head, the default, leaves the detection head in float) and reports how the
+QDQ, per-channel weights, convolutions + activations only; static calibrates on --calib-data: your real frames, a
+folder, a video or a COCO set; --keep-fp32 head leaves the detection head in float) and reports how the
 decoded instances change. With a LABELLED --eval-data (COCO .json + --image-root, or a dataset
 folder) fp32 and int8 are scored like `sim2real evaluate`, and the export REFUSES (exit 2, no int8
 file written) when int8 raises the median centre error by more than --max-center-err-px (1 px) or
@@ -66,8 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-images", type=int, default=64, help="calibration images used (default 64)")
     p.add_argument("--eval-images", type=int, default=100, help="comparison images used (default 100)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the checks (default 1)")
-    p.add_argument("--keep-fp32", choices=["head", "none"], default="head",
-                   help="int8: nodes left in float (default head: the detection head; none: everything int8)")
+    p.add_argument("--keep-fp32", choices=["head", "none"], default="none",
+                   help="int8: nodes left in float (default none: every convolution int8; head: the detection "
+                        "head stays float, slower on CPU)")
     p.add_argument("--max-center-err-px", type=float, default=1.0,
                    help="int8 guard: largest allowed rise of the median centre error, px (default 1)")
     p.add_argument("--max-iou-drop", type=float, default=0.02,

@@ -184,7 +184,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str = "onnx", out: str | Path
                       batch: int | None = 1, opset: int = DEFAULT_OPSET, tolerance: float = 1e-4,
                       quantize: str | None = None, calib_data: str | None = None, eval_data: str | None = None,
                       image_root: str | None = None, calib_images: int = 64, eval_images: int = 100,
-                      threads: int = 1, keep_fp32: str = "head", guard=None, log=print, warn=None) -> dict:
+                      threads: int = 1, keep_fp32: str = "none", guard=None, log=print, warn=None) -> dict:
     """Export, check parity with PyTorch (fp32, max |diff| <= ``tolerance``), optionally quantize
     and measure what int8 changes.  Returns the report (also written to ``<out>.export.json``).
 
