@@ -71,13 +71,12 @@ class Embedder:
         bb = self.model.backbone
         self.key = {"backbone": bb.name, "backbone_hash": bb.weights_hash, "preprocess": self.model.preprocess_cfg}
 
-    @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            x = torch.stack([self.preprocess(img)[0] for img in images[i:i + self.batch_size]]).to(self.device)
-            out.append(self.model.embed(x).float().cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
+        from sim2real.gap.compute import embed_batches
+
+        batches = (torch.stack([self.preprocess(img)[0] for img in images[i:i + self.batch_size]]).to(self.device)
+                   for i in range(0, len(images), self.batch_size))
+        return embed_batches(self.model, batches).astype(np.float32)
 
 
 class FeatureCache:
