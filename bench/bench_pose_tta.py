@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
@@ -86,7 +87,8 @@ def corner_orders(perms: np.ndarray, mirrored: bool) -> np.ndarray:
 
 
 def merge(base: dict, others: list[tuple[dict, bool]], class_perms: list[np.ndarray],
-          stats: dict | None = None, weighted: bool = False, center: bool = True, gate: float | None = None) -> dict:
+          stats: dict | None = None, weighted: bool = False, center: bool = True, gate: float | None = None,
+          corner_gate: bool = False) -> dict:
     """Average each base instance's corners and centre with its match in every other decoding (same
     class, nearest centre within 0.25 of the box diagonal), the other's corners in the order (among the
     class's symmetric orders, composed with a reflection when mirrored) closest to the base's."""
@@ -115,7 +117,12 @@ def merge(base: dict, others: list[tuple[dict, bool]], class_perms: list[np.ndar
                 if stats is not None:
                     stats.setdefault(int(c), {}).setdefault(tuple(orders[q].tolist()), 0)
                     stats[int(c)][tuple(orders[q].tolist())] += 1
-                kps.append(ok[q])
+                cq = ok[q].copy()
+                if corner_gate:   # a corner the views disagree on (> 2x the median, > 1.5 px) keeps the frame's
+                    dist = np.linalg.norm(cq - base["keypoints"][i, j], axis=-1)
+                    off = dist > max(2.0 * float(np.median(dist)), 1.5)
+                    cq[off] = base["keypoints"][i, j][off]
+                kps.append(cq)
                 ctr.append(other["center"][i, k])
                 if weighted:
                     wk.append(other["kp_score"][i, k][orders[q]])
@@ -213,6 +220,7 @@ def main() -> None:
     ap.add_argument("--max-images", type=int)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--json", help="write the table here as JSON")
+    ap.add_argument("--maps-cache", help="keep the forward passes' maps in this .npz (reused when it exists)")
     args = ap.parse_args()
     torch.manual_seed(0)
     model, _, meta = load_model(args.checkpoint, "cpu")
@@ -230,26 +238,37 @@ def main() -> None:
         views[f"fs{sc}"] = []
     geoms, index, cost = [], [], {k: 0.0 for k in views}
     decode_cost: dict[str, float] = {}
-    for start in range(0, len(rows), args.batch_size):
-        b = collate([ds[r] for r in rows[start:start + args.batch_size]])
-        x = b["image"]
-        geoms.append(b["geom"].numpy())
-        index.append(b["index"].numpy())
-        for name in views:
-            t0 = time.perf_counter()
-            xi = x
-            if name.startswith("s") or name.startswith("fs"):
-                sc = float(name.lstrip("fs"))
-                hh, ww = int(round(H * sc / st)) * st, int(round(W * sc / st)) * st
-                xi = F.interpolate(x, size=(hh, ww), mode="bilinear", align_corners=False, antialias=sc < 1)
-            if name.startswith("f"):
-                xi = torch.flip(xi, dims=[3])
-            views[name].append(forward_maps(model, xi))
-            cost[name] += time.perf_counter() - t0
-    geom = np.concatenate(geoms)
-    idx = np.concatenate(index)
-    nimg = len(idx)
-    maps = {name: {k: np.concatenate([m[k] for m in v]) for k in v[0]} for name, v in views.items()}
+    cache = Path(args.maps_cache) if args.maps_cache else None
+    if cache is not None and cache.exists():   # the same checkpoint and frames: the maps, not re-run
+        z = np.load(cache)
+        geom, idx = z["geom"], z["idx"]
+        maps = {name: {k.split("|")[1]: z[k] for k in z.files if k.startswith(name + "|")} for name in views}
+        cost = {name: float(z[f"cost|{name}"]) for name in views}
+        nimg = len(idx)
+    else:
+        for start in range(0, len(rows), args.batch_size):
+            b = collate([ds[r] for r in rows[start:start + args.batch_size]])
+            x = b["image"]
+            geoms.append(b["geom"].numpy())
+            index.append(b["index"].numpy())
+            for name in views:
+                t0 = time.perf_counter()
+                xi = x
+                if name.startswith("s") or name.startswith("fs"):
+                    sc = float(name.lstrip("fs"))
+                    hh, ww = int(round(H * sc / st)) * st, int(round(W * sc / st)) * st
+                    xi = F.interpolate(x, size=(hh, ww), mode="bilinear", align_corners=False, antialias=sc < 1)
+                if name.startswith("f"):
+                    xi = torch.flip(xi, dims=[3])
+                views[name].append(forward_maps(model, xi))
+                cost[name] += time.perf_counter() - t0
+        geom = np.concatenate(geoms)
+        idx = np.concatenate(index)
+        nimg = len(idx)
+        maps = {name: {k: np.concatenate([m[k] for m in v]) for k in v[0]} for name, v in views.items()}
+        if cache is not None:
+            np.savez(cache, geom=geom, idx=idx, **{f"{n}|{k}": v for n, m in maps.items() for k, v in m.items()},
+                     **{f"cost|{n}": np.float64(c) / 1.0 for n, c in cost.items()})
     metas = [meta_of(g, (H, W)) for g in geom]
     class_perms = [symmetry_from_dict(model.objects.get(c, {}).get("symmetry")).perms for c in model.classes]
 
@@ -285,6 +304,8 @@ def main() -> None:
         "flipw_g": timed("flipw_g", lambda: merge(dec_view("o"), [(dec_view("f"), True)], class_perms, None, True,
                                                   gate=0.05)),
         "flipw": timed("flipw", lambda: merge(dec_view("o"), [(dec_view("f"), True)], class_perms, None, True)),
+        "flipw_c": timed("flipw_c", lambda: merge(dec_view("o"), [(dec_view("f"), True)], class_perms, None, True,
+                                                  corner_gate=True)),
         "shipped": timed("shipped", lambda: merge_mirrored(dec_view("o"), dec_view("f"),
                                                            class_corner_orders(model.classes, model.objects))),
     }
@@ -298,7 +319,7 @@ def main() -> None:
     tasks = trained_tasks(meta)
     fwd_ms = {k: v / nimg * 1e3 for k, v in cost.items()}
     extra_fwd = {"base": 0.0, "reg": 0.0, "nbr": 0.0, "kcent": 0.0,
-                 **{k: fwd_ms["f"] for k in ("flip", "flip+nbr", "flipw_nc", "flipw_g", "shipped", "flipw")},
+                 **{k: fwd_ms["f"] for k in ("flip", "flip+nbr", "flipw_nc", "flipw_g", "shipped", "flipw", "flipw_c")},
                  "scale": sum([0.0] + [fwd_ms[f"s{s}"] for s in args.scales]),
                  "flip+scale": fwd_ms["f"] + sum(fwd_ms[f"s{s}"] + fwd_ms[f"fs{s}"] for s in args.scales)}
     table = {}
