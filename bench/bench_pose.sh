@@ -10,6 +10,7 @@
 #
 #   bash bench/bench_pose.sh [OUT]                   # default OUT=/tmp/bench_pose; PARTS="twin real default"
 #   TRAIN_OVERRIDES="model.head.stride=16" bash bench/bench_pose.sh   # the stride-16 head, for comparison
+#   FLIP_TTA=1 bash bench/bench_pose.sh    # score with `evaluate --flip-tta` (docs/benchmarks.md "6D pose")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/bench_pose}
@@ -17,6 +18,7 @@ PARTS=${PARTS:-twin real default}
 TWIN_FRAMES=${TWIN_FRAMES:-2000}; TEST_FRAMES=${TEST_FRAMES:-120}; DEFAULT_FRAMES=${DEFAULT_FRAMES:-2000}
 EPOCHS=${EPOCHS:-20}; DEFAULT_EPOCHS=${DEFAULT_EPOCHS:-20}; K=${K:-10}; N_VAL=${N_VAL:-10}
 S2R="${SIM2REAL_VENV:-.venv}/bin/python -m sim2real"
+EVAL_FLAGS=${FLIP_TTA:+--flip-tta}
 VISP_ROOT=/usr/share/visp-images-data/ViSP-images
 REAL=${REAL_LABELS:-$PWD/../shared/real/visp_cube/dev_frames_000_099.coco.json}
 export WANDB_MODE=offline WANDB_SILENT=true OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -47,7 +49,7 @@ if [[ " $PARTS " == *" twin "* || " $PARTS " == *" real "* ]]; then
   rm -rf "$OUT/twin_run"
   $S2R train --no-progress datasets="[$OUT/twin_data]" run_dir="$OUT/twin_run" epochs="$EPOCHS" \
     cache_dir="$OUT/cache" model.input_hw=[240,320] ${TRAIN_OVERRIDES:-}
-  $S2R evaluate --checkpoint "$OUT/twin_run/best.pt" --data "$OUT/twin_test" --name twin_test --no-wandb \
+  $S2R evaluate --checkpoint "$OUT/twin_run/best.pt" --data "$OUT/twin_test" --name twin_test --no-wandb $EVAL_FLAGS \
     > "$OUT/twin_test.txt"
   pose "$OUT/twin_test.txt" "$OUT/twin_run/eval_twin_test.json" "ViSP twin, sim held-out"
 fi
@@ -58,7 +60,7 @@ if [[ " $PARTS " == *" real "* ]]; then
     ${ADAPT_OVERRIDES:-} > "$OUT/adapt.log" 2>&1 || { tail -5 "$OUT/adapt.log"; exit 1; }
   for m in source:"$OUT/twin_run/best.pt" adapted:"$OUT/adapt/best.pt"; do
     $S2R evaluate --checkpoint "${m#*:}" --data "$OUT/adapt/real/test" --out "$OUT/real_${m%%:*}" \
-      --name real_test --no-wandb > "$OUT/real_${m%%:*}.txt"
+      --name real_test --no-wandb $EVAL_FLAGS > "$OUT/real_${m%%:*}.txt"
     pose "$OUT/real_${m%%:*}.txt" "$OUT/real_${m%%:*}/eval_real_test.json" "real ViSP test 70-99, ${m%%:*}"
   done
   echo "  labelled real frames used: $(python3 -c "import json; r=json.load(open('$OUT/adapt/real_frames.json')); print({s: r['labelled'][s]['count'] for s in ('train', 'val', 'test')})")"
@@ -72,7 +74,7 @@ if [[ " $PARTS " == *" default "* ]]; then
   $S2R train --no-progress datasets="[$OUT/default_data]" run_dir="$OUT/default_run" epochs="$DEFAULT_EPOCHS" \
     cache_dir="$OUT/cache" model.input_hw=[240,320] ${TRAIN_OVERRIDES:-} ${DEFAULT_OVERRIDES:-}
   $S2R evaluate --checkpoint "$OUT/default_run/best.pt" --data "$OUT/default_test" --name default_test \
-    --no-wandb > "$OUT/default_test.txt"
+    --no-wandb $EVAL_FLAGS > "$OUT/default_test.txt"
   pose "$OUT/default_test.txt" "$OUT/default_run/eval_default_test.json" "default scene, sim held-out"
 fi
 echo "total $(( $(date +%s) - t0 )) s; load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--domain", choices=["auto", "sim", "real"], default="auto",
                    help="metric prefix sim/ or real/ (auto: sim for a folder with manifest.json, else real)")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="6D pose: also run each frame mirrored and average its corners in (finer corners, "
+                        "a second forward per frame; docs/benchmarks.md '6D pose')")
     p.add_argument("--no-wandb", action="store_true", help="no W&B run (same as tracking.mode=disabled)")
     p.add_argument("--no-report", action="store_true", help="no report.html / PNGs")
     p.add_argument("tracking", nargs="*", metavar="tracking.key=value",
@@ -197,11 +200,11 @@ def run(args: argparse.Namespace) -> int:
     domain = guess_domain(args.data) if args.domain == "auto" else args.domain
     # evaluate_dataset's loop, also keeping predictions and features for the report.
     dom = evaluate_domain(model, ds, domain, trained_tasks(meta), batch_size=args.batch_size, device=device,
-                          num_workers=args.num_workers)
+                          num_workers=args.num_workers, flip_tta=args.flip_tta)
     metrics = dom.metrics
     name = args.name or dataset_name(args.data)
     result = {"checkpoint": str(args.checkpoint), "data": str(args.data), "image_root": str(ds.image_root),
-              "classes": model.classes, "domain": domain, "metrics": metrics}
+              "classes": model.classes, "domain": domain, "flip_tta": bool(args.flip_tta), "metrics": metrics}
     atomic_write_json(out_dir / f"eval_{name}.json", result, indent=2)
     atomic_write_text(out_dir / f"eval_{name}.md", markdown_summary(result))
     report = _track(args, out_dir / f"eval_{name}", dom, model, meta, result, domain, tracking)

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from sim2real.deploy.backends import InferenceBackend
-from sim2real.eval.loop import Decoding
+from sim2real.eval.flip import class_corner_orders
+from sim2real.eval.loop import Decoding, flip_forward
 from sim2real.eval.metrics import ALL_TASKS
 
 #: The metrics the int8 guard compares (names of ``perception_metrics``).
@@ -31,15 +32,23 @@ class _FramePreprocess:
         return torch.from_numpy(x), meta
 
 
-def evaluate_backend(backend: InferenceBackend, ds, tasks: Sequence[str] = ALL_TASKS, batch_size: int = 8) -> dict:
-    """Metrics of ``backend`` on the labelled ``ds`` (``CocoDataset`` with the backend's classes)."""
-    from sim2real.eval.dataset import coco_pass
-
+def backend_forward(backend: InferenceBackend, flip_tta: bool = False):
+    """The backend as the evaluation loop's forward (torch in and out) on its NHWC uint8 frames;
+    ``flip_tta``: the mirrored frame's maps too (``eval.loop.flip_forward``, width = dim 2)."""
     def forward(x: torch.Tensor) -> dict:
         return {k: torch.from_numpy(v) for k, v in backend(x.numpy()).items()}
+    return flip_forward(forward, 2) if flip_tta else forward
 
-    decoding = Decoding(tuple(backend.input_hw), **backend.decode_options)
-    _, metrics, _ = coco_pass(ds, forward, _FramePreprocess(backend), decoding, backend.classes, tasks,
+
+def evaluate_backend(backend: InferenceBackend, ds, tasks: Sequence[str] = ALL_TASKS, batch_size: int = 8,
+                     flip_tta: bool = False) -> dict:
+    """Metrics of ``backend`` on the labelled ``ds`` (``CocoDataset`` with the backend's classes);
+    ``flip_tta``: merge the mirrored frame's corners (``eval.flip``; the frames are NHWC)."""
+    from sim2real.eval.dataset import coco_pass
+
+    orders = class_corner_orders(backend.classes, backend.objects) if flip_tta else None
+    decoding = Decoding(tuple(backend.input_hw), **backend.decode_options, flip_orders=orders)
+    _, metrics, _ = coco_pass(ds, backend_forward(backend, flip_tta), _FramePreprocess(backend), decoding, backend.classes, tasks,
                               backend.score_thresh, backend.objects, backend.camera, batch_size=batch_size)
     return metrics
 

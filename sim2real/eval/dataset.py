@@ -14,19 +14,27 @@ from torch.utils.data import DataLoader, Subset
 
 from sim2real.data.dataset import CocoDataset, collate
 from sim2real.eval.domain import DomainEval, subset_rows
-from sim2real.eval.loop import Decoding, EvalBatch, ModelPass, run_batches, score
+from sim2real.eval.loop import Decoding, EvalBatch, ModelPass, flip_forward, run_batches, score
 from sim2real.eval.metrics import ALL_TASKS
 from sim2real.models import PerceptionModel
 
 
+def model_forward(model: PerceptionModel, flip_tta: bool = False) -> Any:
+    """The checkpoint's forward on its NCHW pixels; ``flip_tta``: the mirrored frame's maps too
+    (``eval.loop.flip_forward``, width = dim 3)."""
+    return flip_forward(model, 3) if flip_tta else model
+
+
 def _coco_pass(model: PerceptionModel, ds: CocoDataset, rows: Optional[np.ndarray], tasks: Sequence[str],
-               batch_size: int, device: Any, num_workers: int, embed: bool) -> tuple[ModelPass, dict, dict]:
-    """``(pass, metrics, targets)`` over ``ds`` (or its ``rows``; ``embed``: keep the features).
+               batch_size: int, device: Any, num_workers: int, embed: bool,
+               flip_tta: bool = False) -> tuple[ModelPass, dict, dict]:
+    """``(pass, metrics, targets)`` over ``ds`` (or its ``rows``; ``embed``: keep the features;
+    ``flip_tta``: merge the mirrored frame's corners, ``eval.flip``).
 
     The metrics add ``num_corrupt`` (images skipped) and ``num_without_target`` (images with no
     annotation of a model class)."""
-    return coco_pass(ds, model, model.make_preprocess(), Decoding.of(model), model.classes, tasks,
-                     float(model.head_cfg.score_thresh), model.objects, model.camera, rows=rows,
+    return coco_pass(ds, model_forward(model, flip_tta), model.make_preprocess(), Decoding.of(model, flip=flip_tta),
+                     model.classes, tasks, float(model.head_cfg.score_thresh), model.objects, model.camera, rows=rows,
                      batch_size=batch_size, device=device, num_workers=num_workers, embed=embed)
 
 
@@ -59,21 +67,21 @@ def coco_pass(ds: CocoDataset, forward: Any, preprocess: Any, decoding: Decoding
 
 
 def evaluate_dataset(model: PerceptionModel, ds: CocoDataset, tasks: Sequence[str] = ALL_TASKS,
-                     batch_size: int = 16, device: Any = "cpu", num_workers: int = 0) -> dict:
+                     batch_size: int = 16, device: Any = "cpu", num_workers: int = 0, flip_tta: bool = False) -> dict:
     """Metrics of ``model`` (as it is: eval mode is the caller's) on a labelled dataset, its classes
     mapped onto the model's by name: :func:`perception_metrics`' result plus ``num_corrupt`` and
     ``num_without_target``."""
-    return _coco_pass(model, ds, None, tasks, batch_size, device, num_workers, embed=False)[1]
+    return _coco_pass(model, ds, None, tasks, batch_size, device, num_workers, embed=False, flip_tta=flip_tta)[1]
 
 
 def evaluate_domain(model: PerceptionModel, ds: CocoDataset, name: str, tasks: Sequence[str] = ALL_TASKS,
                     max_images: Optional[int] = None, batch_size: int = 16, device: Any = "cpu",
-                    num_workers: int = 0) -> DomainEval:
+                    num_workers: int = 0, flip_tta: bool = False) -> DomainEval:
     """Score ``model`` (put in eval mode) on (an evenly spaced subset of) the labelled ``ds`` and keep
     the ``embed`` features and per-image predictions of the same forward pass."""
     model.eval()
     rows = subset_rows(len(ds), max_images)
-    run, m, true = _coco_pass(model, ds, rows, tasks, batch_size, device, num_workers, embed=True)
+    run, m, true = _coco_pass(model, ds, rows, tasks, batch_size, device, num_workers, embed=True, flip_tta=flip_tta)
     index = run.index
     return DomainEval(name, m, run.embed.astype(np.float32), run.pred, true, lambda r: ds.load(int(index[r])),
                       tuple(tasks), score_thresh=float(model.head_cfg.score_thresh), scored=list(ds.scored_classes),

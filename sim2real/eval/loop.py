@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from sim2real.data.dataset import meta_of
+from sim2real.eval.flip import FLIP_PREFIX, class_corner_orders, merge_mirrored, mirror_instances
 from sim2real.eval.instances import EVAL_SCORE_THRESH, MAP_KEYS, decode_maps, instances_to_original
 from sim2real.eval.metrics import perception_metrics, pred_keys
 from sim2real.eval.pose import label_cameras, refine_centers
@@ -27,23 +28,50 @@ LossFn = Callable[[dict, Any], tuple[Any, Mapping[str, Any]]]   # (outputs, targ
 @dataclass(frozen=True)
 class Decoding:
     """How a model's maps become instances: its input size (the frame ``geom`` maps from), stride,
-    instance cap and corner snapping, and the score threshold (low for scoring: AP needs them all)."""
+    instance cap and corner snapping, and the score threshold (low for scoring: AP needs them all).
+    ``flip_orders``: per class the mirrored view's candidate corner orders (``eval.flip``): merge the
+    corners of the mirrored frame's maps (``flip/<map>`` outputs, :func:`flip_forward`); None: off."""
 
     input_hw: tuple[int, int]
     stride: int = 16
     max_instances: int = 20
     kp_score_thresh: float = 0.1
     score_thresh: float = EVAL_SCORE_THRESH
+    flip_orders: Optional[tuple] = None
 
     @classmethod
-    def of(cls, model: Any, score_thresh: float = EVAL_SCORE_THRESH) -> "Decoding":
-        return cls(tuple(int(v) for v in model.input_hw), **model.decode_options(), score_thresh=score_thresh)
+    def of(cls, model: Any, score_thresh: float = EVAL_SCORE_THRESH, flip: bool = False) -> "Decoding":
+        orders = class_corner_orders(model.classes, model.objects) if flip else None
+        return cls(tuple(int(v) for v in model.input_hw), **model.decode_options(), score_thresh=score_thresh,
+                   flip_orders=orders)
+
+    def _decode(self, out: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+        maps = {k: np.asarray(out[prefix + k].float().cpu().numpy()) for k in MAP_KEYS if prefix + k in out}
+        if prefix and "heatmap" not in maps:
+            raise ValueError("flip test-time augmentation: the forward gave no mirrored maps "
+                             f"('{FLIP_PREFIX}heatmap'); wrap it with eval.loop.flip_forward")
+        return decode_maps(maps, self.stride, self.max_instances, self.score_thresh, self.kp_score_thresh)
 
     def __call__(self, out: Mapping[str, Any], geom: np.ndarray) -> dict[str, np.ndarray]:
         """Model outputs (torch) + geometry rows -> padded instances in ORIGINAL pixels."""
-        maps = {k: out[k].float().cpu().numpy() for k in MAP_KEYS if k in out}
-        pred = decode_maps(maps, self.stride, self.max_instances, self.score_thresh, self.kp_score_thresh)
+        pred = self._decode(out)
+        if self.flip_orders is not None:
+            mirrored = mirror_instances(self._decode(out, FLIP_PREFIX), int(self.input_hw[1]))
+            pred = merge_mirrored(pred, mirrored, self.flip_orders)
         return instances_to_original(pred, [meta_of(g, self.input_hw) for g in geom])
+
+
+def flip_forward(forward: Forward, width_dim: int) -> Forward:
+    """``forward`` run on the input and on the input mirrored along ``width_dim`` (3 for NCHW model
+    pixels, 2 for an exported model's NHWC frames): the outputs plus the mirrored run's maps under
+    ``flip/<map>``, for a :class:`Decoding` with ``flip_orders``."""
+    def run(x: Any) -> dict:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError("flip test-time augmentation needs image inputs, not cached features")
+        out = forward(x)
+        mirrored = forward(torch.flip(x, dims=[width_dim]))
+        return {**out, **{FLIP_PREFIX + k: mirrored[k] for k in MAP_KEYS if k in mirrored}}
+    return run
 
 
 @dataclass
