@@ -237,7 +237,10 @@ def main(argv: list[str]) -> int:
              + "".join(f"<p><b>{html_escape(v)}</b></p>" for v in verdict))
     write_html(OUT / "report.html", "sim2real: which frames to label (label curve)",
                [("Label curve", intro + html_table(table, cols)),
-                ("Suggested frames per k", f"<p>{html_escape(meta['suggest']['method']['selection'])}; features: "
+                ("Suggested frames per k", "<p>" + ("TypiClust, one list per k (k-means into k clusters, the most "
+                                                     "typical frame of each)" if per_k else
+                                                     html_escape(meta['suggest']['method']['selection']))
+                 + f"; features: "
                  f"{html_escape(meta['suggest']['method']['features'])}</p><ul>"
                  + "".join(f"<li>k={k}: {', '.join(str(f) for f in fr)}</li>" for k, fr in
                            meta["suggested_frames"].items()) + "</ul>")],
