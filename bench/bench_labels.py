@@ -2,7 +2,9 @@
 
 On the ViSP cube development labels (adapt's default splits: pool 0-45, val 48-67, test 70-99):
 
-1. ``sim2real suggest-labels`` ranks the pool frames once (the checkpoint's features + uncertainty);
+1. ``sim2real suggest-labels`` ranks the pool frames (the checkpoint's features + uncertainty; SUGGEST =
+   its ``key=value`` overrides, space-separated): once with ``strategy=kcenter``, once per k with
+   ``strategy=typiclust`` (``budget=k``: its selection depends on k) in OUT/suggest_k{k};
 2. for every k in KS, adapt from the same checkpoint with the same budget and the same val/test
    splits, only the k-shot set differs:
    - ``suggested``: the first k of the ranked list (``kshot_list=suggestions.json``);
@@ -14,8 +16,9 @@ On the ViSP cube development labels (adapt's default splits: pool 0-45, val 48-6
 3. real test metrics of the selected model (frames 70-99): 2D centre error px median, 6D pose centre
    error cm median, AP50; mean and min-max over seeds per (arm, k).
 
-The suggestion has no seed (the first pick is the medoid) and adapt's own seed is 0 for every run,
-so ``suggested`` is one run per k; the random arm's spread is the frame draw's.
+The suggestion is deterministic (k-means seeded with ``seed``, default 0; k-centre's first pick the
+medoid) and adapt's own seed is 0 for every run, so ``suggested`` is one run per k; the random arm's
+spread is the frame draw's.
 
 Writes OUT/label_curve.{json,csv,md,png}, OUT/report.html and a W&B offline run in OUT.
 Every run reuses one feature bank, and features are cached in OUT/cache, seeded with links to the
@@ -24,7 +27,7 @@ entries of SRC_CACHE (entries are never modified in place, so SRC_CACHE is only 
 Run (defaults shown)::
 
     CKPT=/work/exp/bp/twin_run/best.pt SIM_DATA=/work/exp/bp/twin_data SRC_CACHE=/work/exp/bp/cache \\
-    OUT=runs/bench_labels KS=1,2,5,10,20 RANDOM_SEEDS=0,1,2 \\
+    OUT=runs/bench_labels KS=1,2,5,10,20 RANDOM_SEEDS=0,1,2 SUGGEST="" \\
     OMP_NUM_THREADS=2 nice -n 10 python bench/bench_labels.py [adapt key=value ...]
 
 Adapt budget (short, so the curve fits in ~20-30 min on two shared cores): coral, head-only
@@ -67,6 +70,7 @@ KS = [int(k) for k in os.environ.get("KS", "1,2,5,10,20").split(",")]
 RANDOM_SEEDS = [int(s) for s in os.environ.get("RANDOM_SEEDS", "0,1,2").split(",")]
 # "default" = adapt's own k-shot draw without a list (seeded first frame, then farthest in time), per seed
 ARMS = os.environ.get("ARMS", "suggested,random").split(",")
+SUGGEST = os.environ.get("SUGGEST", "").split()
 BUDGET = ["methods=[coral]", "unfreeze_epochs=[]", "epochs=3", "steps_per_epoch=8", "batch_size_sim=8",
           "batch_size_unlabelled=8", "sim_val_max=16", "patience=0",
           "baselines=false", "progress=false", "tracking.mode=disabled", "seed=0"]
@@ -102,12 +106,17 @@ def main(argv: list[str]) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     cache = seeded_cache(OUT)
     # 1. the suggestion (ViSP pool, adapt's default splits)
-    sug_dir = OUT / "suggest"
     t0 = time.perf_counter()
-    if not (sug_dir / "suggestions.json").exists():
-        scfg = load_config(SuggestConfig, None, [f"checkpoint={CKPT}", f"run_dir={sug_dir}"])
-        suggest(scfg)
+    base = load_config(SuggestConfig, None, [f"checkpoint={CKPT}", *SUGGEST])
+    per_k = base.strategy == "typiclust"   # the selection depends on the budget: one list per k
+    sug_dirs = {k: OUT / (f"suggest_k{k}" if per_k else "suggest") for k in KS}
+    for k, d in sug_dirs.items():
+        if not (d / "suggestions.json").exists():
+            scfg = load_config(SuggestConfig, None, [f"checkpoint={CKPT}", *SUGGEST, f"run_dir={d}",
+                                                     *([f"budget={k}"] if per_k else [])])
+            suggest(scfg)
     suggest_s = time.perf_counter() - t0
+    sug_dir = sug_dirs[max(KS)]
     sug = json.loads((sug_dir / "suggestions.json").read_text())
     pool_rows = sorted(({"frame": r["frame"], "file_name": r["file_name"], "path": r["path"]}
                         for r in sug["suggestions"]), key=lambda r: r["frame"])
@@ -117,7 +126,7 @@ def main(argv: list[str]) -> int:
     assert [r["frame"] for r in pool_rows] == pool, "the suggestion must rank exactly the adapt pool"
     lists: dict = {}
     if "suggested" in ARMS:
-        lists[("suggested", None)] = sug_dir / "suggestions.json"
+        lists[("suggested", None)] = {k: d / "suggestions.json" for k, d in sug_dirs.items()}
     for s in RANDOM_SEEDS:
         if "random" in ARMS:
             lists[("random", s)] = random_list(OUT / f"random_seed{s}.json", pool_rows, s)
@@ -134,6 +143,7 @@ def main(argv: list[str]) -> int:
             done[(r["arm"], r["seed"], r["k"])] = r
     for k in KS:
         for (arm, seed), lst in lists.items():
+            lst = lst[k] if isinstance(lst, dict) else lst
             key = (arm, seed, k)
             if key in done:   # resumable: a killed bench redoes only the missing runs
                 runs.append(done[key])
@@ -153,7 +163,9 @@ def main(argv: list[str]) -> int:
             test = res.real_test or {}
             rec = {"arm": arm, "seed": seed, "k": k, "frames": [sess.data.splits.frames[i] for i in sess.data.splits["train"]],
                    "best_epoch": res.best_epoch, "wall_s": round(time.perf_counter() - t0, 1),
-                   **{m: test.get(key2) for m, key2, _ in METRICS}}
+                   **{m: test.get(key2) for m, key2, _ in METRICS},
+                   # real val (frames 48-67, model selection): what a method choice may look at; test may not
+                   **{m.replace("real/", "val/"): (res.real_val or {}).get(key2) for m, key2, _ in METRICS}}
             runs.append(rec)
             with open(runs_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -196,7 +208,10 @@ def main(argv: list[str]) -> int:
             "adapt_runs_wall_s": round(sum(r["wall_s"] for r in runs), 1),
             "suggest_s": round(suggest_s, 1), "checkpoint": CKPT, "sim_data": SIM_DATA, "ks": KS,
             "random_seeds": RANDOM_SEEDS, "budget": BUDGET + list(argv),
-            "suggested_frames": [r["frame"] for r in sug["suggestions"][:max(KS)]]}
+            "suggest": {"overrides": SUGGEST, "method": sug["method"],
+                        "object_feature_fallback": sug.get("object_feature_fallback")},
+            "suggested_frames": {k: [r["frame"] for r in json.loads((d / "suggestions.json").read_text())
+                                     ["suggestions"][:k]] for k, d in sug_dirs.items()}}
     atomic_write_json(OUT / "label_curve.json", {"meta": meta, "table": table, "runs": runs, "verdict": verdict},
                       indent=1)
     cols = ["arm", "k", "runs"] + [f"{m.split('/')[1]}_{s}" for m, _, _ in METRICS for s in ("mean", "min", "max")]
@@ -222,7 +237,13 @@ def main(argv: list[str]) -> int:
              + "".join(f"<p><b>{html_escape(v)}</b></p>" for v in verdict))
     write_html(OUT / "report.html", "sim2real: which frames to label (label curve)",
                [("Label curve", intro + html_table(table, cols)),
-                ("Suggested order (first 20)", "<p>" + ", ".join(str(f) for f in meta["suggested_frames"]) + "</p>")],
+                ("Suggested frames per k", "<p>" + ("TypiClust, one list per k (k-means into k clusters, the most "
+                                                     "typical frame of each)" if per_k else
+                                                     html_escape(meta['suggest']['method']['selection']))
+                 + f"; features: "
+                 f"{html_escape(meta['suggest']['method']['features'])}</p><ul>"
+                 + "".join(f"<li>k={k}: {', '.join(str(f) for f in fr)}</li>" for k, fr in
+                           meta["suggested_frames"].items()) + "</ul>")],
                {"Real test error against k": OUT / "label_curve.png",
                 "Suggested frames (contact sheet)": sug_dir / "contact_sheet.png"})
     logger = make_logger(OUT, TrackingConfig(mode=os.environ.get("WANDB_MODE_BENCH", "offline")),
@@ -232,7 +253,9 @@ def main(argv: list[str]) -> int:
             logger.log({f"label_curve/{r['arm']}/{k}": v for k, v in r.items() if k not in ("arm",)}, step=r["k"])
         logger.log_media("label_curve/plot", OUT / "label_curve.png", kind="image")
         logger.log_media("label_curve/report", OUT / "report.html", kind="html")
-        logger.summary({"verdict": " | ".join(verdict), "wall_s": round(wall, 1)})
+        logger.summary({"verdict": " | ".join(verdict), "wall_s": round(wall, 1),
+                        "suggest_strategy": sug["method"].get("strategy", "kcenter"),
+                        "suggest_features": sug["method"]["features"]})
     finally:
         logger.close()
     print("\n".join(md))

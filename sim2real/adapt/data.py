@@ -408,7 +408,9 @@ class AdaptData:
                 kf = rf["kshot_from"]
                 lines.append(f"k-shot set: the first {kf['used']} labelled pool frame(s) of the list {kf['file']}"
                              + (f" ({kf['skipped_unlabelled']} entries without a label skipped)"
-                                if kf["skipped_unlabelled"] else ""))
+                                if kf["skipped_unlabelled"] else "")
+                             + (f"; the list is a TypiClust selection for a budget of {kf['list_budget']}, "
+                                f"not {kf['used']}" if kf.get("list_budget") not in (None, kf["used"]) else ""))
         u = rf["unlabelled"]
         lines.append(f"unlabelled (alignment, AdaBN): {u['count']} frame(s) from {u['source']}"
                      + (f", {u['skipped']} unreadable skipped" if u["skipped"] else ""))

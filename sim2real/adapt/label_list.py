@@ -16,21 +16,29 @@ labels' splits), in list order:
 - fewer than k usable entries is an error naming how many there are.
 
 A CSV list (``rank,frame,file_name,path,...`` header) reads the same way.
+
+A TypiClust list (``method.strategy = typiclust``) is the selection for one budget: its first
+``method.budget`` entries are k-means(budget)'s most typical frames, so the first k of a list made
+for another budget are not the selection for k. adapt still takes them (a user may have labelled
+only those), warns, and records the list's budget in ``kshot_from.list_budget``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sim2real.data.real import CocoSet, RealDataError
 from sim2real.data.splits import Splits
 
+log = logging.getLogger(__name__)
+
 FORMAT = "sim2real-label-suggestions/1"
 COLUMNS = ("rank", "frame", "file_name", "path", "score", "diversity", "uncertainty", "top_score", "u_score",
-           "u_flip")
+           "u_flip", "cluster", "typicality")
 
 
 class LabelListError(RealDataError):
@@ -45,9 +53,10 @@ class KshotPick:
     file: str
     entries: int
     skipped_unlabelled: list[str] = field(default_factory=list)
+    list_budget: int | None = None   # the budget a TypiClust list was made for (None: any k fits)
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "entries": self.entries, "used": len(self.ids),
+        return {"file": self.file, "entries": self.entries, "used": len(self.ids), "list_budget": self.list_budget,
                 "skipped_unlabelled": len(self.skipped_unlabelled),
                 "skipped_examples": self.skipped_unlabelled[:10]}
 
@@ -96,6 +105,19 @@ def read_label_list(path: str | Path) -> list[dict]:
             raise LabelListError(f"kshot_list {p}: 'rank' must be integers") from None
         out = [out[j] for j in order]
     return out
+
+
+def list_budget(path: str | Path) -> int | None:
+    """The budget a TypiClust JSON list was made for (None: a CSV, k-centre or random list)."""
+    p = Path(path)
+    if p.suffix.lower() == ".csv":
+        return None
+    try:
+        method = json.loads(p.read_text(encoding="utf-8")).get("method") or {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    b = method.get("budget") if isinstance(method, dict) and method.get("strategy") == "typiclust" else None
+    return int(b) if isinstance(b, int) else None
 
 
 def _resolve(path: str | Path) -> str | None:
@@ -148,4 +170,8 @@ def pick_kshot(path: str | Path, coco: CocoSet, splits: Splits, k: int) -> Kshot
     if len(ids) < k:
         raise LabelListError(f"kshot_list {path}: {len(ids)} usable labelled pool frame(s) "
                              f"({len(skipped)} entries without a label skipped), k={k} asked for")
-    return KshotPick(ids, str(path), len(entries), skipped)
+    budget = list_budget(path)
+    if budget is not None and budget != k:
+        log.warning("kshot_list %s was made for a labelling budget of %d (TypiClust); its first k=%d are not "
+                    "the selection for %d: run sim2real suggest-labels budget=%d for that", path, budget, k, k, k)
+    return KshotPick(ids, str(path), len(entries), skipped, budget)

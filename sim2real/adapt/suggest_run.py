@@ -28,7 +28,14 @@ import numpy as np
 
 from sim2real.adapt.label_list import COLUMNS, FORMAT
 from sim2real.adapt.label_report import contact_sheet, html_table, save_png, write_html
-from sim2real.adapt.suggest import START_RULES, k_center_greedy, score_frames
+from sim2real.adapt.suggest import (
+    FEATURES,
+    START_RULES,
+    STRATEGIES,
+    k_center_greedy,
+    score_frames,
+    typiclust,
+)
 from sim2real.config import ConfigError, choice, rng, to_dict
 from sim2real.data.images import ImageReadError, load_image
 from sim2real.data.real import CocoSet, RealDataError, load_coco
@@ -67,6 +74,12 @@ class SuggestConfig:
     split_gap: int = field(default=2, metadata=rng(0, None))
     split_seed: int = 0
     # --- ranking
+    # kcenter: k-centre greedy + uncertainty over every frame; typiclust: the first `budget` frames are
+    # k-means(budget) + the most typical frame of each cluster (low budgets), the rest k-centre greedy
+    strategy: str = field(default="typiclust", metadata=choice(*STRATEGIES))
+    features: str = field(default="object", metadata=choice(*FEATURES))   # object: pooled over own detections
+    budget: Optional[int] = field(default=None, metadata=rng(1, None))    # typiclust k (null = top, else 10)
+    knn: int = field(default=20, metadata=rng(1, None))                   # typicality neighbours (in a cluster)
     uncertainty_weight: float = field(default=0.5, metadata=rng(0.0, None))  # 0 = diversity only
     flip: bool = True                         # flip disagreement in the uncertainty (a 2nd forward pass)
     start: str = field(default="medoid", metadata=choice(*START_RULES))   # first pick; random uses seed
@@ -82,6 +95,12 @@ class SuggestConfig:
         if self.real_labels == AUTO:
             return None if self.source else VISP
         return self.real_labels
+
+    def budget_k(self) -> int | None:
+        """The TypiClust budget (None with kcenter)."""
+        if self.strategy != "typiclust":
+            return None
+        return self.budget or self.top or 10
 
     def validate(self) -> None:
         if not self.checkpoint:
@@ -210,20 +229,41 @@ def suggest(cfg: SuggestConfig) -> dict:
     model, device, _ = load_model(cfg.checkpoint, cfg.device)
     fs = score_frames(model, cands.images, device, cfg.batch_size, flip=cfg.flip)
     top = len(cands.images) if cfg.top is None else min(cfg.top, len(cands.images))
-    rank = k_center_greedy(fs.embed, fs.uncertainty, cfg.uncertainty_weight, cfg.start, cfg.seed, k=top)
+    feats = fs.features(cfg.features)
+    budget = cfg.budget_k()
+    clus = None
+    if budget is not None:
+        budget = min(budget, len(cands.images))
+        clus = typiclust(feats, budget, cfg.seed, cfg.knn)
+    rank = k_center_greedy(feats, fs.uncertainty, cfg.uncertainty_weight, cfg.start, cfg.seed, k=top,
+                           init=None if clus is None else clus.picks[:top])
     rows = []
     for n, j in enumerate(rank.order):
+        picked = clus is not None and n < len(clus.picks)
         rows.append({"rank": n + 1, "frame": cands.frames[j], "file_name": cands.file_names[j], "path": cands.paths[j],
                      "score": round(float(rank.score[n]), 6), "diversity": round(float(rank.diversity[n]), 6),
                      "uncertainty": round(float(rank.uncertainty[n]), 6), "top_score": round(float(fs.top_score[j]), 6),
-                     "u_score": round(float(fs.u_score[j]), 6), "u_flip": round(float(fs.u_flip[j]), 6)})
+                     "u_score": round(float(fs.u_score[j]), 6), "u_flip": round(float(fs.u_flip[j]), 6),
+                     "cluster": int(clus.cluster[j]) if picked else None,
+                     "typicality": round(float(clus.typicality[j]), 6) if picked else None})
+    feature_text = ("last backbone stage pooled over the frame's own detections at the score threshold "
+                    "(score-weighted), L2-normalised" if cfg.features == "object"
+                    else "embed (pooled last backbone stage, L2-normalised)")
     doc = {"format": FORMAT, "checkpoint": str(cfg.checkpoint), "source": cands.source,
            "labels": cands.labels,
-           "method": {"features": "embed (pooled last backbone stage, L2-normalised)", "diversity": "k-centre greedy",
-                      "start": cfg.start, "seed": cfg.seed, "uncertainty": "(1 - top score + flip disagreement) / 2"
+           "method": {"strategy": cfg.strategy, "features": feature_text,
+                      "budget": budget, "knn": cfg.knn if budget is not None else None,
+                      "selection": (f"TypiClust: k-means into {budget} clusters, the most typical frame of each "
+                                    "(largest cluster first); the rest: k-centre greedy from them"
+                                    if budget is not None else "k-centre greedy"),
+                      "diversity": "k-centre greedy",
+                      "start": cfg.start if budget is None else None, "seed": cfg.seed,
+                      "uncertainty": "(1 - top score + flip disagreement) / 2"
                       if cfg.flip else "1 - top score", "uncertainty_weight": cfg.uncertainty_weight},
            "candidates": len(cands.images), "excluded_evaluation_only": len(cands.excluded_eval),
-           "skipped_unreadable": len(cands.skipped_unreadable), "suggestions": rows}
+           "skipped_unreadable": len(cands.skipped_unreadable),
+           "object_feature_fallback": int(fs.fallback.sum()) if cfg.features == "object" else None,
+           "suggestions": rows}
     atomic_write_json(out / "suggestions.json", doc, indent=1)
     atomic_write_text(out / "suggestions.csv", ",".join(COLUMNS) + "\n" + "".join(
         ",".join("" if r[c] is None else str(r[c]) for c in COLUMNS) + "\n" for r in rows))
@@ -237,8 +277,14 @@ def suggest(cfg: SuggestConfig) -> dict:
 
 
 def _report(cfg: SuggestConfig, out: Path, doc: dict, rows: list[dict], wall_s: float) -> None:
-    cols = ["rank", "frame", "file_name", "score", "diversity", "uncertainty", "top_score", "u_flip"]
-    intro = (f"<p>{doc['candidates']} candidate frame(s) from {doc['source']}; "
+    cols = ["rank", "frame", "file_name", "score", "diversity", "uncertainty", "top_score", "u_flip", "cluster",
+            "typicality"]
+    m = doc["method"]
+    how = (f"Strategy {m['strategy']}" + (f" (budget {m['budget']}: the first {m['budget']} rows are its selection)"
+                                          if m["budget"] else "") + f"; features: {m['features']}"
+           + (f" ({doc['object_feature_fallback']} frame(s) without a detection: whole frame)"
+              if doc["object_feature_fallback"] is not None else "") + ". ")
+    intro = (f"<p>{how}{doc['candidates']} candidate frame(s) from {doc['source']}; "
              f"{doc['excluded_evaluation_only']} evaluation-only frame(s) left out, "
              f"{doc['skipped_unreadable']} unreadable skipped. Label from the top; "
              f"<code>sim2real adapt kshot_list={out / 'suggestions.json'} k=K</code> trains on the first K.</p>")
@@ -252,6 +298,8 @@ def _report(cfg: SuggestConfig, out: Path, doc: dict, rows: list[dict], wall_s: 
         logger.log_media("suggest/contact_sheet", out / "contact_sheet.png", kind="image")
         logger.log_media("suggest/report", out / "report.html", kind="html")
         logger.summary({"candidates": doc["candidates"], "excluded_evaluation_only": doc["excluded_evaluation_only"],
+                        "strategy": cfg.strategy, "features": cfg.features, "budget": doc["method"]["budget"],
+                        "object_feature_fallback": doc["object_feature_fallback"],
                         "skipped_unreadable": doc["skipped_unreadable"], "wall_s": round(wall_s, 2),
                         "top_frames": [r["frame"] for r in rows[:10]]})
     finally:

@@ -11,12 +11,21 @@ from sim2real.commands._common import (
     flag_overrides,
 )
 
-HELP = "rank unlabelled real frames to label first (k-centre diversity + model uncertainty)"
+HELP = "rank unlabelled real frames to label first (TypiClust / k-centre diversity + model uncertainty)"
 DESCRIPTION = """\
-Rank unlabelled real frames so that labelling the first k gives adaptation the most: k-centre greedy
-in the checkpoint's feature space (frames unlike those already picked; the first pick is the most
-typical frame) plus the model's uncertainty (low top score, disagreement with its own answer on the
-mirrored frame). Deterministic: same inputs and seed, same list.
+Rank unlabelled real frames so that labelling the first k gives adaptation the most, in the
+checkpoint's feature space (features=object: pooled over the model's own detections of the object,
+so a hand or a background change does not count as a new view; features=frame: the whole frame):
+
+  strategy=typiclust      for a labelling budget (budget=K, the number of frames you will label):
+                          k-means into K clusters and the most typical frame of each (a small budget
+                          is best spent on typical, different views); the list's first K rows are
+                          that selection, so make one list per K
+  strategy=kcenter        k-centre greedy (frames unlike those already picked; the first pick is the
+                          most typical frame) plus the model's uncertainty (low top score,
+                          disagreement with its own answer on the mirrored frame): one list for any k
+
+Deterministic: same inputs and seed, same list.
 
 Candidates:
   source=null (default)   the labelling pool of the real labels' splits (same keys and defaults as
@@ -26,14 +35,14 @@ Candidates:
 Evaluation-only frames are never proposed (nor read: the ViSP cube frames 100-217 are refused).
 
 Outputs in run_dir: suggestions.json + suggestions.csv (ranked list: rank, frame, file_name, path,
-score = diversity + uncertainty_weight * uncertainty), contact_sheet.png (top `sheet` frames with
+score, diversity, uncertainty, cluster, typicality), contact_sheet.png (top `sheet` frames with
 their ranks), report.html, config.yaml, run_info.json, metrics.jsonl, W&B (offline).
 Then label the top k and run: sim2real adapt --from best.pt kshot_list=<run_dir>/suggestions.json k=K
 
 examples:
-  sim2real suggest-labels --from runs/train/visp_cube/best.pt
+  sim2real suggest-labels --from runs/train/visp_cube/best.pt budget=10
   sim2real suggest-labels --from best.pt source=my_frames/ real_labels=null sheet=10
-  sim2real suggest-labels --from best.pt source=clip.mp4 stride=5 uncertainty_weight=0
+  sim2real suggest-labels --from best.pt source=clip.mp4 stride=5 strategy=kcenter uncertainty_weight=0
 """
 
 
@@ -58,5 +67,8 @@ def run(args: argparse.Namespace) -> int:
     print("label first: " + ", ".join(str(r["frame"] if r["frame"] is not None else r["file_name"])
                                       for r in rows[:10]) + (" ..." if len(rows) > 10 else ""))
     print(f"{cfg.run_dir}: suggestions.json, suggestions.csv, contact_sheet.png, report.html")
-    print(f"next: sim2real adapt --from {cfg.checkpoint} kshot_list={cfg.run_dir}/suggestions.json k=10")
+    budget = doc["method"].get("budget")
+    print(f"next: sim2real adapt --from {cfg.checkpoint} kshot_list={cfg.run_dir}/suggestions.json "
+          f"k={budget or 10}" + (f"  (a TypiClust list for {budget} frames; another k: rerun with budget=K)"
+                                 if budget else ""))
     return 0

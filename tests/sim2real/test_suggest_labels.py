@@ -13,7 +13,12 @@ import torch
 from sim2real.adapt.config import AdaptConfig
 from sim2real.adapt.data import AdaptData
 from sim2real.adapt.label_list import FORMAT, LabelListError
-from sim2real.adapt.suggest import k_center_greedy
+from sim2real.adapt.suggest import (
+    k_center_greedy,
+    object_features,
+    pool_boxes,
+    typiclust,
+)
 from sim2real.adapt.suggest_run import SuggestConfig, suggest
 from sim2real.cli import main
 from sim2real.config import ConfigError, load_config
@@ -71,6 +76,83 @@ def test_k_center_greedy_covers_every_cluster_before_repeating_one():
     assert len({k_center_greedy(pts, start="random", seed=s).order[0] for s in range(6)}) > 1
 
 
+def _blobs(seed=0):
+    """Three tight clusters of 12 frames (a dense centre each) and one far outlier per cluster."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0, 0], [20, 0], [0, 20]], float)
+    pts, cluster = [], []
+    for c, ctr in enumerate(centres):
+        pts.append(ctr + rng.normal(scale=1.0, size=(12, 2)))
+        pts.append(ctr[None] + [[4.0, 4.0]])                # an outlier that still belongs to the cluster
+        cluster += [c] * 13
+    return np.concatenate(pts), np.array(cluster), centres
+
+
+def test_typiclust_picks_the_dense_centre_of_each_cluster_not_its_outlier():
+    pts, cluster, _ = _blobs()
+    sel = typiclust(pts, 3, seed=0)
+    assert sorted(cluster[sel.picks]) == [0, 1, 2]            # one frame per cluster
+    outliers = {12, 25, 38}
+    assert not outliers & set(sel.picks.tolist())
+    for j in sel.picks:                                       # the most typical: the one nearest its centre
+        c = cluster[j]
+        members = np.flatnonzero(cluster == c)
+        near = members[np.argmin(np.linalg.norm(pts[members] - pts[members].mean(0), axis=1))]
+        assert np.linalg.norm(pts[j] - pts[near]) < 1.5
+    # k-centre greedy, by contrast, goes for the outliers first (what lost to random at small k).
+    kc = k_center_greedy(pts, k=4).order.tolist()
+    assert outliers & set(kc[1:])
+    # Deterministic for a seed; the budget is the number of picks (one per cluster).
+    again = typiclust(pts, 3, seed=0)
+    assert again.picks.tolist() == sel.picks.tolist() and again.cluster.tolist() == sel.cluster.tolist()
+    assert len(typiclust(pts, 5, seed=0).picks) == 5 and len(set(typiclust(pts, 5, seed=0).picks.tolist())) == 5
+
+
+def test_typiclust_is_deterministic_for_a_seed_where_k_means_has_many_optima():
+    pts = np.random.default_rng(1).uniform(size=(300, 2))    # no cluster structure: many local optima
+    runs = {s: [typiclust(pts, 12, seed=s).picks.tolist() for _ in range(3)] for s in range(4)}
+    assert all(r[0] == r[1] == r[2] for r in runs.values())   # same seed, same picks
+    assert len({tuple(r[0]) for r in runs.values()}) > 1       # and the seed is what fixes them
+
+
+def test_k_center_greedy_continues_from_given_picks():
+    pts, _, _ = _blobs()
+    sel = typiclust(pts, 3, seed=0).picks
+    r = k_center_greedy(pts, k=len(pts), init=sel)
+    assert r.order[:3].tolist() == sel.tolist() and sorted(r.order.tolist()) == list(range(len(pts)))
+    assert r.order[3] in (12, 25, 38)                          # then the farthest frame: an outlier
+
+
+def test_object_pooling_ignores_the_background_and_follows_the_box():
+    rng = np.random.default_rng(0)
+    fmap = rng.normal(size=(8, 6, 10))
+    box = np.array([[2.0, 1.0, 5.0, 4.0]])                    # cells x 2-4, y 1-3 exactly
+    a = pool_boxes(fmap, box)
+    assert np.allclose(a, fmap[:, 1:4, 2:5].mean(axis=(1, 2)))
+    other = rng.normal(size=fmap.shape)                       # a new background (a hand, another table) ...
+    other[:, 1:4, 2:5] = fmap[:, 1:4, 2:5]                    # ... around the same object
+    assert np.allclose(pool_boxes(other, box), a)
+    assert not np.allclose(other.mean(axis=(1, 2)), fmap.mean(axis=(1, 2)))   # whole-frame pooling moves
+    # Partial cells count by their area inside the box; score weights mix boxes.
+    half = pool_boxes(fmap, np.array([[2.0, 1.0, 2.5, 2.0]]))
+    assert np.allclose(half, fmap[:, 1, 2])
+    two = pool_boxes(fmap, np.array([[0, 0, 1, 1], [9, 5, 10, 6]], float), np.array([3.0, 1.0]))
+    assert np.allclose(two, 0.75 * fmap[:, 0, 0] + 0.25 * fmap[:, 5, 9])
+    assert pool_boxes(fmap, np.array([[20.0, 20.0, 30.0, 30.0]])) is None
+
+
+def test_object_features_map_original_boxes_through_the_preprocess_geometry():
+    fmap = np.zeros((1, 4, 4))
+    fmap[0, 1, 2] = 1.0                                       # the object sits in cell (y 1, x 2)
+    # 64x64 original -> 32x32 input (scale 0.5, no pad) -> 4x4 cells (8 input px each): original
+    # box 32-48 x, 16-32 y is input 16-24 x, 8-16 y = cell x 2, y 1.
+    pred = {"label": np.array([[0, 0, -1]]), "score": np.array([[0.9, 0.1, 0.0]]),
+            "box": np.array([[[32.0, 16.0, 48.0, 32.0], [0.0, 0.0, 64.0, 64.0], [0, 0, 0, 0]]])}
+    geom = np.array([64, 64, 0.5, 0.5, 0.0, 0.0])
+    assert np.allclose(object_features(fmap, pred, 0, geom, (32, 32), thresh=0.3), [1.0])   # the low score ignored
+    assert object_features(fmap, pred, 0, geom, (32, 32), thresh=0.95) is None           # nothing detected
+
+
 # --- suggest-labels: candidates, outputs, determinism ---------------------------------------------------
 
 
@@ -89,9 +171,35 @@ def test_suggest_ranks_only_the_labelling_pool_and_is_deterministic(world, tmp_p
     assert (tmp_path / "a" / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "data:image/png;base64" in (tmp_path / "a" / "report.html").read_text()
     assert again["suggestions"] == doc["suggestions"]
-    other = _suggest(world, tmp_path / "c", labels, *SPLITS, "start=random", "seed=3", "top=3", "flip=false",
-                     "stride=2")
+    other = _suggest(world, tmp_path / "c", labels, *SPLITS, "strategy=kcenter", "start=random", "seed=3", "top=3",
+                     "flip=false", "stride=2")
     assert [r["frame"] for r in other["suggestions"]] != frames[:3]
+
+
+def test_typiclust_list_starts_with_its_budget_selection_and_is_deterministic(world, tmp_path):
+    labels = f"real_labels={world['real'] / 'annotations.json'}"
+    docs = [_suggest(world, tmp_path / n, labels, *SPLITS, "strategy=typiclust", f"features={f}", "budget=4",
+                     "flip=false", f"seed={seed}") for n, f, seed in (("a", "object", 0), ("b", "object", 0),
+                                                                      ("c", "frame", 0))]
+    a, _, c = docs
+    assert (tmp_path / "a" / "suggestions.json").read_bytes() == (tmp_path / "b" / "suggestions.json").read_bytes()
+    rows = a["suggestions"]
+    assert sorted(r["frame"] for r in rows) == list(range(26))          # every pool frame, once
+    assert all(r["cluster"] is not None for r in rows[:4]) and all(r["cluster"] is None for r in rows[4:])
+    assert len({r["cluster"] for r in rows[:4]}) == 4                     # one frame per cluster
+    assert a["method"]["strategy"] == "typiclust" and a["method"]["budget"] == 4
+    assert a["object_feature_fallback"] is not None and c["object_feature_fallback"] is None
+    csv_head = (tmp_path / "a" / "suggestions.csv").read_text().splitlines()[0]
+    assert csv_head.endswith(",cluster,typicality")
+    # adapt takes the budget's selection as its k-shot set; another k is taken too, but flagged.
+    lst = str(tmp_path / "a" / "suggestions.json")
+    data = _adapt_data(world, tmp_path / "ad4", f"kshot_list={lst}", "k=4")
+    assert [data.splits.frames[i] for i in data.splits["train"]] == [r["frame"] for r in rows[:4]]
+    rf = json.loads((tmp_path / "ad4" / "out" / "real_frames.json").read_text())
+    assert rf["kshot_from"]["list_budget"] == 4
+    assert not any("budget of" in line for line in data.real_frames_lines())
+    other = _adapt_data(world, tmp_path / "ad2", f"kshot_list={lst}", "k=2")
+    assert any("budget of 4, not 2" in line for line in other.real_frames_lines())
 
 
 def test_suggest_on_a_folder_leaves_out_labelled_eval_frames_before_reading_them(world, tmp_path, monkeypatch):
@@ -157,6 +265,7 @@ def test_adapt_uses_exactly_the_first_k_listed_frames(world, tmp_path):
     rf = json.loads((tmp_path / "out" / "real_frames.json").read_text())
     assert [e["frame"] for e in rf["labelled"]["train"]["images"]] == [17, 3, 22, 9]
     assert rf["kshot_from"]["used"] == 4 and rf["kshot_from"]["file"] == lst
+    assert rf["kshot_from"]["list_budget"] is None                     # not a TypiClust list
     assert [data.splits.frames[i] for i in data.splits["test"]] == list(range(34, 40))  # splits unchanged
     # A listed frame that has no label (the user labelled only some) is skipped and counted.
     raw = json.loads((tmp_path / "s.json").read_text())
