@@ -64,7 +64,7 @@ class VerifyConfig:
     data_seed: int = 0
     # training seeds per scene (one data set per scene, one model per seed): the verdict compares the
     # tuned scene's mean with the original's seed spread (docs/contracts.md "Tune")
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     workers: int = field(default=2, metadata=rng(1, 64))
     real_labels: str = VISP          # "visp" (val 48-67 and test 70-99 of the dev labels) or a COCO file
     real_image_root: str | None = None

@@ -247,3 +247,40 @@ def test_gamma_knob_writes_a_valid_tone_curve():
     tuned = knobs.apply_params(scene, {"postprocess.gamma.center": 1.5, "postprocess.gamma.half_width": 0.1})
     assert tuned["postprocess"]["gamma"] == [1.4, 1.6]
     assert load_scene(tuned).postprocess.gamma == [1.4, 1.6]
+
+
+def test_verify_trains_one_model_per_seed_on_one_data_set(tmp_path):
+    """run_verify end to end on the toy scene (16 frames, 1 epoch): one generated set per scene, one
+    model per training seed, the mean and spread over the seeds, the verdict from them; the "real"
+    labels are a COCO set rendered from the toy real scene (any COCO file works as real_labels)."""
+    from sim2real.data.generate import GenerateConfig, generate
+    from sim2real.tune.config import TuneConfig
+    from sim2real.tune.verify import run_verify
+
+    scenes = {}
+    for name, scene in (("original", TOY), ("tuned", real_scene())):
+        scenes[name] = tmp_path / f"{name}.yaml"
+        scenes[name].write_text(yaml.safe_dump(scene))
+    labels = tmp_path / "real"
+    g = GenerateConfig(out=str(labels), num_frames=8, workers=1, seed=77, scene_file=str(scenes["tuned"]),
+                       progress=False)
+    g.grid.enabled = False
+    generate(g)
+    cfg = TuneConfig(cache_dir=str(tmp_path / "cache"), views_per_scene=4)
+    cfg.tracking.mode = "disabled"
+    cfg.verify.frames, cfg.verify.epochs, cfg.verify.workers, cfg.verify.seeds = 16, 1, 1, [0, 5]
+    cfg.verify.real_labels = str(labels / "annotations.json")
+    cfg.verify.train = {"model": {"input_hw": HW}, "batch_size": 8}
+    v = run_verify(cfg, scenes, tmp_path / "verify", log=lambda _: None)
+    for name in scenes:
+        runs = v[name]["runs"]
+        assert [r["seed"] for r in runs] == [0, 5]
+        assert all((tmp_path / "verify" / name / f"train_seed{s}" / "best.pt").is_file() for s in (0, 5))
+        assert len(list((tmp_path / "verify" / name).glob("data*"))) == 1          # generated once
+        for k, vals in ((k, [r["real"]["real"][k] for r in runs]) for k in ("ap", "box_iou_mean")):
+            if None in vals:
+                continue
+            assert v[name]["real"]["real"][k] == pytest.approx(sum(vals) / 2)
+            assert v[name]["spread"]["real"][k] == [min(vals), max(vals)]
+    assert v["budget"]["seeds"] == [0, 5] and v["verdict"]["judged_on"] == "real"
+    assert "2-seed spread" in v["verdict"]["text"]
