@@ -155,7 +155,7 @@ def verdict(orig: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
     original's seed spread); the verdict and its sentence are decided on the validation split only
     (``val``; a single given COCO set otherwise), never on the test split."""
     per: dict[str, dict[str, str]] = {}
-    for s, before in orig["real"].items():
+    for s in orig["real"]:
         per[s] = {}
         for k, higher in METRICS:
             m, sp = tuned["real"][s].get(k), orig["spread"][s].get(k)
