@@ -3,12 +3,15 @@
 # unlabelled real mbt/cube frames 0-99 (never 100-217), in one command:
 #   1. attribution over every knob group (13), 96 frames per probe, cold feature cache: time + ranked table;
 #   2. search: TRIALS TPE trials of 64 frames; the tuned scene's gap on a fresh held-out render (seed 1000,
-#      128 frames) vs the hand-written twin;
+#      256 frames) vs the hand-written twin;
 #   3. verify: source-only training on both scenes, VERIFY_FRAMES frames, EPOCHS epochs, input 240x320;
-#      real validation (frames 48-67) and test (70-99) metrics of both (the only use of labels).
+#      one data set per scene, one model per training seed (verify.seeds, default 0 1 2): real validation
+#      (frames 48-67) and test (70-99) metrics of both, mean and min-max over the seeds (the only use of labels);
+#      verdict: the tuned mean against the original's seed spread on validation.
 #
 #   bash bench/bench_tune.sh [OUT]          # default OUT=/tmp/bench_tune
 #   TRIALS=30 VERIFY_FRAMES=800 EPOCHS=10 TUNE_OVERRIDES="metric=mmd" bash bench/bench_tune.sh
+#   KEEP_CACHE=1 TUNE_OVERRIDES="attribution.enabled=false" bash bench/bench_tune.sh OUT   # search + verify only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/bench_tune}
