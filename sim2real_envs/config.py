@@ -272,6 +272,9 @@ class PostprocessConfig:
     """Image-only noise (albumentations); labels are unaffected."""
 
     enabled: bool = True
+    # The camera's tone curve: out = in ** gamma, gamma drawn per frame from [lo, hi] (> 1 darkens the
+    # mid-tones, as a real camera's exposure / response may). [1, 1] = off (no transform, no draw).
+    gamma: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata=_pair(0.2, 5.0))
     noise_prob: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
     noise_std: list[float] = field(default_factory=lambda: [0.01, 0.05], metadata=_pair(0.0, 1.0))
     blur_prob: float = field(default=0.3, metadata={"range": (0.0, 1.0)})

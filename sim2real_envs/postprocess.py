@@ -84,6 +84,8 @@ def build(cfg: PostprocessConfig) -> A.Compose | None:
     if not cfg.enabled:
         return None
     t: list = []
+    if list(cfg.gamma) != [1.0, 1.0]:   # the tone curve first: it is the camera's, before any jitter
+        t.append(A.RandomGamma(gamma_limit=(100.0 * cfg.gamma[0], 100.0 * cfg.gamma[1]), p=1.0))
     if cfg.color_jitter_prob > 0:
         t.append(A.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast,
                                saturation=cfg.saturation, hue=cfg.hue, p=cfg.color_jitter_prob))

@@ -23,8 +23,9 @@ Close the loop between a scene and a camera, from unlabelled real footage:
    when re-run) over continuous ranges and probabilities minimising the gap; writes
    <scene>.tuned.yaml and a diff into --out and measures both scenes on a fresh held-out render;
 3. verify (verify.enabled=true): train source-only on the original and the tuned scene with the
-   same budget and score both on the real labelled frames (the only place labels are read); says
-   plainly when the tuned scene is not better.
+   same budget, one model per training seed (verify.seeds), and score all on the real labelled
+   frames (the only place labels are read); the verdict compares the tuned scene's seed mean with
+   the original's seed spread on the validation split and says plainly when it is not better.
 
 Writes into --out: attribution.{json,md,png}, search.{db,json,png}, the tuned YAML + diff,
 holdout.json, verify.json, tune.json, report.html, metrics.jsonl, summary.json, config.yaml and a

@@ -28,7 +28,7 @@ _DEFAULTS = {
     "postprocess.blur_prob": 0.3, "postprocess.jpeg_prob": 0.3, "postprocess.color_jitter_prob": 0.5,
     "postprocess.grayscale": False, "lighting.ambient": [0.4, 0.7], "lighting.diffuse": [0.3, 0.7],
     "table.appearance.value_range": [0.2, 1.0], "postprocess.contrast": 0.2, "postprocess.brightness": 0.2,
-    "postprocess.noise_std": [0.01, 0.05], "postprocess.blur_sigma": [0.3, 1.2],
+    "postprocess.noise_std": [0.01, 0.05], "postprocess.blur_sigma": [0.3, 1.2], "postprocess.gamma": [1.0, 1.0],
 }
 
 
@@ -218,6 +218,9 @@ SEARCH_SPACE: dict[str, Param] = {p.name: p for p in (
     Param("postprocess.blur_prob", 0.0, 1.0, "postprocess.blur_prob"),
     Param("postprocess.color_jitter_prob", 0.0, 1.0, "postprocess.color_jitter_prob"),
     Param("postprocess.contrast", 0.0, 0.5, "postprocess.contrast"),
+    # the camera's tone curve (out = in ** gamma; > 1 darkens): a global brightness offset that no light
+    # or texture knob gives (the real frames are darker than the twin's: mean luma 128 vs 160)
+    *_range("postprocess.gamma", (0.7, 2.0), (0.0, 0.3), (0.2, 5.0)),
 )}
 
 

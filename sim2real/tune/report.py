@@ -66,7 +66,7 @@ def _search(s: dict, h: dict | None, diff: str) -> list[str]:
                    f"<td>{_f(v)}</td></tr>" for k, v in best["params"].items())
     out = ["<h2>Search</h2>",
            (f"<p>{len(s['trials'])} completed trials of {s['frames']} frames (TPE, seed {s['seed']}), objective "
-           f"feat_{s['metric']}: hand-written scene {_f(s['trials'][0]['value'])}, best {_f(best['value'])} "
+           f"{html.escape(s.get('objective_name', 'feat_' + s['metric']))}: hand-written scene {_f(s['trials'][0]['value'])}, best {_f(best['value'])} "
            f"(trial {best['trial']}); {s['seconds']} s.</p>"),
            "<table><tr><th>parameter</th><th>hand-written</th><th>tuned</th></tr>" + rows + "</table>"]
     if h:
@@ -81,12 +81,18 @@ def _search(s: dict, h: dict | None, diff: str) -> list[str]:
 def _verify(v: dict) -> list[str]:
     sets = list(v["original"]["real"])
     head = "".join(f"<th>{s}: {k}</th>" for s in sets for k, _ in METRICS)
-    rows = "".join(f"<tr><td class=l>{name}</td>" + "".join(f"<td>{_f(v[name]['real'][s].get(k))}</td>"
-                                                            for s in sets for k, _ in METRICS) + "</tr>"
-                   for name in ("original", "tuned"))
+
+    def cell(name: str, s: str, k: str) -> str:
+        sp = (v[name].get("spread") or {}).get(s, {}).get(k)
+        return f"<td>{_f(v[name]['real'][s].get(k))}" + (f" ({_f(sp[0])}-{_f(sp[1])})" if sp else "") + "</td>"
+
+    rows = "".join(f"<tr><td class=l>{name}</td>" + "".join(cell(name, s, k) for s in sets for k, _ in METRICS)
+                   + "</tr>" for name in ("original", "tuned"))
     b = v["budget"]
+    seeds = b.get("seeds", [0])
     return ["<h2>Verify: source-only training, real labelled frames</h2>",
-            f"<p>Same budget for both: {b['frames']} frames (seed {b['data_seed']}), {b['epochs']} epochs.</p>",
+            (f"<p>Same budget for both: {b['frames']} frames (seed {b['data_seed']}), {b['epochs']} epochs, "
+             f"training seeds {seeds}: mean over the seeds (min-max).</p>"),
             f"<table><tr><th>scene</th>{head}</tr>{rows}</table>",
             f"<p><b>{html.escape(v['verdict']['text'])}</b></p>"]
 

@@ -143,23 +143,25 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
             sc = cfg.search
             _check_search_state(out, {"scene": _hash(scene_identity(scene)), "real": _hash(frames) + source,
                                       "params": sc.params, "frames": sc.frames, "seed": cfg.seed, "metric": cfg.metric,
-                                      "startup_trials": sc.startup_trials, "backbone": prober.embedder.key["backbone"],
+                                      "startup_trials": sc.startup_trials, "objective": sc.objective,
+                                      "backbone": prober.embedder.key["backbone"],
                                       "input_hw": cfg.input_hw, "views_per_scene": cfg.views_per_scene})
 
             def on_trial(t: dict) -> None:
                 logger.log({"search/value": t["value"], "search/best": t["best_so_far"],
                             "search/frechet": t["frechet"], "search/mmd": t["mmd"]}, step=t["index"])
-                log(f"trial {t['index']}: feat_{cfg.metric} {t['value']:.4g} (best {t['best_so_far']:.4g})")
+                log(f"trial {t['index']}: {S.objective_name(sc.objective, cfg.metric)} {t['value']:.4g} "
+                    f"(best {t['best_so_far']:.4g}; feat_frechet {t['frechet']:.4g}, feat_mmd {t['mmd']:.4g})")
 
             s = S.run_search(scene, real, prober, out, params=sc.params, trials=sc.trials, frames=sc.frames,
                              seed=cfg.seed, metric=cfg.metric, minutes=sc.minutes, startup_trials=sc.startup_trials,
-                             on_trial=on_trial)
+                             objective=sc.objective, on_trial=on_trial)
             record["search"] = s
             atomic_write_json(out / "search.json", s, indent=2)
             S.plot_curve(s, out / "search.png")
             tuned = S.tuned_scene(scene, s["best"]["params"])
             note = (f"Tuned by `sim2real tune` from {scene_path} against {source} ({len(frames)} unlabelled frames):\n"
-                    f"best of {len(s['trials'])} trials, feat_{cfg.metric} {s['trials'][0]['value']:.4g} -> "
+                    f"best of {len(s['trials'])} trials, {s['objective_name']} {s['trials'][0]['value']:.4g} -> "
                     f"{s['best']['value']:.4g} on the search's {sc.frames} frames. Diff: see the .diff next to it.")
             tuned_path, diff_path = S.write_tuned_scene(scene, tuned, scene_path, out, note)
             record["tuned_scene"], record["tuned_diff"] = str(tuned_path), str(diff_path)

@@ -48,7 +48,7 @@ def _flat(d: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def train_config(cfg: TuneConfig, data: Path, run_dir: Path):
+def train_config(cfg: TuneConfig, data: Path, run_dir: Path, seed: int | None = None):
     from sim2real.config import load_config
     from sim2real.paths import bundled_config
     from sim2real.train.config import TrainConfig
@@ -56,7 +56,7 @@ def train_config(cfg: TuneConfig, data: Path, run_dir: Path):
     v = cfg.verify
     overrides = _flat(v.train) + [f"datasets=[{data}]", f"run_dir={run_dir}", f"epochs={v.epochs}",
                                   "progress=false", f"tracking.mode={cfg.tracking.mode}",
-                                  f"seed={cfg.seed}", f"device={cfg.device}"]
+                                  f"seed={cfg.seed if seed is None else seed}", f"device={cfg.device}"]
     if cfg.cache_dir:
         overrides.append(f"cache_dir={cfg.cache_dir}")
     return load_config(TrainConfig, bundled_config("configs/train_sim.yaml"), overrides)
@@ -84,7 +84,8 @@ def _finite(v: Any) -> float | None:
 
 
 def run_verify(cfg: TuneConfig, scenes: dict[str, Path], out: Path, log=print) -> dict[str, Any]:
-    """Generate, train and score each of ``scenes`` (``{"original": yaml, "tuned": yaml}``) on one budget."""
+    """Generate each of ``scenes`` (``{"original": yaml, "tuned": yaml}``) once, train one model per
+    training seed (``verify.seeds``) on it, score each on the real sets; one budget for every scene."""
     from sim2real.data.generate import GenerateConfig, ResumeError, generate
     from sim2real.train.trainer import train
 
@@ -103,37 +104,74 @@ def run_verify(cfg: TuneConfig, scenes: dict[str, Path], out: Path, log=print) -
         except ResumeError:   # an earlier verify of another tuned scene (the search went on): start over
             shutil.rmtree(out / name)
             generate(gcfg)
-        run_dir = out / name / "train"
-        resume = (run_dir / "checkpoint.pt").is_file()
-        r = train(train_config(cfg, data, run_dir), resume=resume)
-        results[name] = {"scene_file": str(scene_file), "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+        runs = []
+        for seed in v.seeds:
+            t1 = time.perf_counter()
+            run_dir = out / name / f"train_seed{seed}"
+            resume = (run_dir / "checkpoint.pt").is_file()
+            r = train(train_config(cfg, data, run_dir, seed), resume=resume)
+            runs.append({"seed": seed, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
                          "sim_val": {k: r.best.get(k) for k, _ in METRICS if isinstance(r.best.get(k), float)},
                          "real": score(run_dir / "best.pt", sets, cfg.device, v.real_image_root),
+                         "seconds": round(time.perf_counter() - t1, 1)})
+            log(f"verify {name} seed {seed}: {runs[-1]['real']}")
+        mean, spread = summarise([r["real"] for r in runs])
+        results[name] = {"scene_file": str(scene_file), "runs": runs, "real": mean, "spread": spread,
                          "seconds": round(time.perf_counter() - t0, 1)}
-        log(f"verify {name}: {results[name]['real']}")
-    results["verdict"] = verdict(results["original"]["real"], results["tuned"]["real"])
-    results["budget"] = {"frames": v.frames, "epochs": v.epochs, "data_seed": v.data_seed, "train": v.train}
+    results["verdict"] = verdict(results["original"], results["tuned"])
+    results["budget"] = {"frames": v.frames, "epochs": v.epochs, "data_seed": v.data_seed, "seeds": list(v.seeds),
+                         "train": v.train}
     return results
 
 
-def verdict(orig: dict[str, dict], tuned: dict[str, dict]) -> dict[str, Any]:
-    """Per real set and metric: better / worse / same; and one plain sentence."""
+def summarise(reals: list[dict[str, dict]]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Per real set and metric over the training seeds: the mean (``n`` kept) and ``[min, max]``;
+    a metric undefined in every seed stays None."""
+    mean: dict[str, dict] = {}
+    spread: dict[str, dict] = {}
+    for s in reals[0]:
+        mean[s], spread[s] = {"n": reals[0][s].get("n")}, {}
+        for k, _ in METRICS:
+            vals = [r[s][k] for r in reals if r[s].get(k) is not None]
+            mean[s][k] = sum(vals) / len(vals) if vals else None
+            spread[s][k] = [min(vals), max(vals)] if vals else None
+    return mean, spread
+
+
+def compare(mean: float, spread: list[float], higher: bool) -> str:
+    """The tuned scene's seed mean against the original's seed spread ``[min, max]``: ``better`` past
+    its best seed, ``worse`` past its worst seed, else ``same`` (within what a training seed moves)."""
+    lo, hi = spread
+    best, worst = (hi, lo) if higher else (lo, hi)
+    if (mean > best) if higher else (mean < best):
+        return "better"
+    if (mean < worst) if higher else (mean > worst):
+        return "worse"
+    return "same"
+
+
+def verdict(orig: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+    """Per real set and metric: better / worse / same (:func:`compare`: the tuned mean against the
+    original's seed spread); the verdict and its sentence are decided on the validation split only
+    (``val``; a single given COCO set otherwise), never on the test split."""
     per: dict[str, dict[str, str]] = {}
-    for s, before in orig.items():
+    for s in orig["real"]:
         per[s] = {}
         for k, higher in METRICS:
-            a, b = before.get(k), tuned[s].get(k)
-            if a is None or b is None:
+            m, sp = tuned["real"][s].get(k), orig["spread"][s].get(k)
+            if m is None or sp is None:
                 continue
-            per[s][k] = "same" if a == b else ("better" if (b > a) == higher else "worse")
+            per[s][k] = compare(m, sp, higher)
     key = "val" if "val" in per else next(iter(per))
     worse = [k for k, w in per[key].items() if w == "worse"]
     better = [k for k, w in per[key].items() if w == "better"]
+    n = len(orig.get("runs", [])) or 1
+    rule = f"tuned mean vs the original's {n}-seed spread"
     if not worse and better:
-        text = f"the tuned scene is better on real {key} ({', '.join(better)}) and worse on none"
+        text = f"the tuned scene is better on real {key} ({', '.join(better)}) and worse on none ({rule})"
     elif not worse:
-        text = f"the tuned scene is no better and no worse on real {key}"
+        text = f"the tuned scene is no better and no worse on real {key} ({rule})"
     else:
         text = (f"the tuned scene is NOT better on real {key}: worse on {', '.join(worse)}"
-                + (f", better on {', '.join(better)}" if better else ""))
-    return {"per_set": per, "judged_on": key, "text": text, "not_worse": not worse}
+                + (f", better on {', '.join(better)}" if better else "") + f" ({rule})")
+    return {"per_set": per, "judged_on": key, "rule": rule, "text": text, "not_worse": not worse}

@@ -440,3 +440,37 @@ def test_banked_noise_keeps_shape_and_std(shape):
     out = pipe(image=img)["image"]
     assert out.shape == img.shape and out.dtype == np.uint8
     assert out.astype(float).std() == pytest.approx(0.05 * 255, rel=0.15)
+
+
+def test_postprocess_gamma_is_the_camera_tone_curve():
+    """gamma [g, g] maps every pixel v to 255 (v/255)^g (> 1 darkens); [1, 1] adds no transform, so a
+    scene without the key renders the bytes it always did."""
+    from sim2real_envs import postprocess
+    from sim2real_envs.config import PostprocessConfig
+
+    off = {"noise_prob": 0.0, "blur_prob": 0.0, "jpeg_prob": 0.0, "color_jitter_prob": 0.0}
+    assert postprocess.build(PostprocessConfig(**off)) is None          # default gamma: nothing to do
+    img = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    dark = postprocess.apply(postprocess.build(PostprocessConfig(gamma=[1.5, 1.5], **off)), img, 3)
+    want = 255.0 * (img / 255.0) ** 1.5
+    assert np.abs(dark.astype(float) - want).max() <= 1.0
+    assert dark.mean() < img.mean() - 10
+    with_jitter = PostprocessConfig(noise_prob=0.5, blur_prob=0.3)
+    assert "RandomGamma" not in [type(t).__name__ for t in postprocess.build(with_jitter).transforms]
+
+
+def test_scene_gamma_darkens_rgb_only():
+    bright, dark = default_scene(), default_scene()
+    bright["postprocess"] = {"enabled": True, "noise_prob": 0.0, "blur_prob": 0.0, "jpeg_prob": 0.0,
+                             "color_jitter_prob": 0.0}
+    dark["postprocess"] = {**bright["postprocess"], "gamma": [1.6, 1.6]}
+    outs = []
+    for scene in (bright, dark):
+        env = make(scene)
+        try:
+            outs.append(env.reset(seed=4))
+        finally:
+            env.close()
+    (o1, i1), (o2, i2) = outs
+    assert json.dumps(i1["labels"]) == json.dumps(i2["labels"])
+    assert o2["rgb"].mean() < o1["rgb"].mean() - 5

@@ -174,17 +174,113 @@ def test_cli_refuses_evaluation_frames(tmp_path, capsys):
     assert len(lines) == 1 and "evaluation-only" in lines[0], lines
 
 
+def _scene_result(*runs: dict) -> dict:
+    from sim2real.tune.verify import summarise
+
+    mean, spread = summarise([{s: {"n": 20, **m} for s, m in r.items()} for r in runs])
+    return {"runs": list(runs), "real": mean, "spread": spread}
+
+
 def test_verify_verdict_says_plainly_when_the_tuned_scene_is_not_better():
     from sim2real.tune.verify import verdict
 
-    orig = {"val": {"ap50": 1.0, "center_err_px_median": 2.0, "box_iou_mean": 0.8},
-            "test": {"ap50": 1.0, "center_err_px_median": 2.5, "box_iou_mean": 0.8}}
-    worse = {"val": {"ap50": 1.0, "center_err_px_median": 3.0, "box_iou_mean": 0.85},
-             "test": {"ap50": 1.0, "center_err_px_median": 1.0, "box_iou_mean": 0.9}}
+    orig = _scene_result({"val": {"ap50": 1.0, "center_err_px_median": 2.0, "box_iou_mean": 0.8},
+                          "test": {"ap50": 1.0, "center_err_px_median": 2.5, "box_iou_mean": 0.8}})
+    worse = _scene_result({"val": {"ap50": 1.0, "center_err_px_median": 3.0, "box_iou_mean": 0.85},
+                           "test": {"ap50": 1.0, "center_err_px_median": 1.0, "box_iou_mean": 0.9}})
     v = verdict(orig, worse)
     assert v["judged_on"] == "val" and not v["not_worse"]
     assert v["text"].startswith("the tuned scene is NOT better on real val: worse on center_err_px_median")
     assert v["per_set"]["test"] == {"ap50": "same", "center_err_px_median": "better", "box_iou_mean": "better"}
-    better = {"val": {"ap50": 1.0, "center_err_px_median": 1.5, "box_iou_mean": None}}
-    v = verdict({"val": orig["val"]}, better)
+    better = _scene_result({"val": {"ap50": 1.0, "center_err_px_median": 1.5, "box_iou_mean": None}})
+    v = verdict(_scene_result({"val": orig["runs"][0]["val"]}), better)
     assert v["not_worse"] and "better on real val (center_err_px_median)" in v["text"]
+
+
+def test_verify_verdict_judges_the_tuned_mean_against_the_original_seed_spread():
+    from sim2real.tune.verify import verdict
+
+    # the original's two training seeds: AP50 0.7 and 1.0, centre error 3.0 and 4.0 px
+    orig = _scene_result({"val": {"ap50": 0.7, "center_err_px_median": 3.0}, "test": {"ap50": 1.0}},
+                         {"val": {"ap50": 1.0, "center_err_px_median": 4.0}, "test": {"ap50": 1.0}})
+    assert orig["real"]["val"]["ap50"] == pytest.approx(0.85) and orig["spread"]["val"]["ap50"] == [0.7, 1.0]
+    # tuned mean inside the spread (AP50 0.8 < the original's mean 0.85): "same", not worse;
+    # a much worse TEST split never decides the verdict
+    inside = _scene_result({"val": {"ap50": 0.75, "center_err_px_median": 3.5}, "test": {"ap50": 0.2}},
+                           {"val": {"ap50": 0.85, "center_err_px_median": 3.9}, "test": {"ap50": 0.3}})
+    v = verdict(orig, inside)
+    assert v["per_set"]["val"] == {"ap50": "same", "center_err_px_median": "same"}
+    assert v["per_set"]["test"]["ap50"] == "worse"
+    assert v["not_worse"] and v["text"].startswith("the tuned scene is no better and no worse on real val")
+    assert "2-seed spread" in v["text"]
+    # below the original's worst seed: worse; past its best seed: better
+    below = _scene_result({"val": {"ap50": 0.6, "center_err_px_median": 2.5}, "test": {"ap50": 1.0}},
+                          {"val": {"ap50": 0.75, "center_err_px_median": 2.9}, "test": {"ap50": 1.0}})
+    v = verdict(orig, below)
+    assert v["per_set"]["val"] == {"ap50": "worse", "center_err_px_median": "better"} and not v["not_worse"]
+
+
+def test_verify_seeds_are_validated(tmp_path, capsys):
+    rc, lines = _errors(capsys, "--out", str(tmp_path / "run"), "--no-wandb", "verify.seeds=[0,0]")
+    assert rc == 2 and len(lines) == 1 and "verify.seeds" in lines[0], lines
+
+
+def test_search_objective_both_weighs_each_distance_by_the_hand_written_scene(tmp_path, prober, real):
+    r = run_search(TOY, real, prober, tmp_path / "both", params=["postprocess.noise_prob", "postprocess.gamma.center"],
+                   trials=4, frames=8, seed=3, startup_trials=2, objective="both")
+    ref = r["reference"]
+    assert r["objective"] == "both" and r["trials"][0]["value"] == pytest.approx(2.0)   # trial 0 = the scene
+    for t in r["trials"]:
+        assert t["value"] == pytest.approx(t["frechet"] / ref["frechet"] + t["mmd"] / ref["mmd"])
+    assert len({t["params"]["postprocess.gamma.center"] for t in r["trials"]}) == 4    # gamma is searched
+    with pytest.raises(ValueError, match="objective"):
+        run_search(TOY, real, prober, tmp_path / "bad", params=["postprocess.noise_prob"], trials=1, frames=8,
+                   objective="sum")
+
+
+def test_gamma_knob_writes_a_valid_tone_curve():
+    from sim2real_envs.config import load_scene
+
+    scene = copy.deepcopy(TOY)
+    assert knobs.current_values(scene, ["postprocess.gamma.center", "postprocess.gamma.half_width"]) == {
+        "postprocess.gamma.center": 1.0, "postprocess.gamma.half_width": 0.0}   # absent = off
+    tuned = knobs.apply_params(scene, {"postprocess.gamma.center": 1.5, "postprocess.gamma.half_width": 0.1})
+    assert tuned["postprocess"]["gamma"] == [1.4, 1.6]
+    assert load_scene(tuned).postprocess.gamma == [1.4, 1.6]
+
+
+def test_verify_trains_one_model_per_seed_on_one_data_set(tmp_path):
+    """run_verify end to end on the toy scene (16 frames, 1 epoch): one generated set per scene, one
+    model per training seed, the mean and spread over the seeds, the verdict from them; the "real"
+    labels are a COCO set rendered from the toy real scene (any COCO file works as real_labels)."""
+    from sim2real.data.generate import GenerateConfig, generate
+    from sim2real.tune.config import TuneConfig
+    from sim2real.tune.verify import run_verify
+
+    scenes = {}
+    for name, scene in (("original", TOY), ("tuned", real_scene())):
+        scenes[name] = tmp_path / f"{name}.yaml"
+        scenes[name].write_text(yaml.safe_dump(scene))
+    labels = tmp_path / "real"
+    g = GenerateConfig(out=str(labels), num_frames=8, workers=1, seed=77, scene_file=str(scenes["tuned"]),
+                       progress=False)
+    g.grid.enabled = False
+    generate(g)
+    cfg = TuneConfig(cache_dir=str(tmp_path / "cache"), views_per_scene=4)
+    cfg.tracking.mode = "disabled"
+    cfg.verify.frames, cfg.verify.epochs, cfg.verify.workers, cfg.verify.seeds = 16, 1, 1, [0, 5]
+    cfg.verify.real_labels = str(labels / "annotations.json")
+    cfg.verify.train = {"model": {"input_hw": HW}, "batch_size": 8}
+    v = run_verify(cfg, scenes, tmp_path / "verify", log=lambda _: None)
+    for name in scenes:
+        runs = v[name]["runs"]
+        assert [r["seed"] for r in runs] == [0, 5]
+        assert all((tmp_path / "verify" / name / f"train_seed{s}" / "best.pt").is_file() for s in (0, 5))
+        assert len(list((tmp_path / "verify" / name).glob("data*"))) == 1          # generated once
+        for k, vals in ((k, [r["real"]["real"][k] for r in runs]) for k in ("ap", "box_iou_mean")):
+            if None in vals:
+                continue
+            assert v[name]["real"]["real"][k] == pytest.approx(sum(vals) / 2)
+            assert v[name]["spread"]["real"][k] == [min(vals), max(vals)]
+    assert v["budget"]["seeds"] == [0, 5] and v["verdict"]["judged_on"] == "real"
+    assert "2-seed spread" in v["verdict"]["text"]
