@@ -126,23 +126,7 @@ def k_center_greedy(features: np.ndarray, uncertainty: np.ndarray | None = None,
         # The medoid: least summed distance to all others (N x N is fine for footage-sized N).
         sums = np.array([_dist_to(f, j).sum() for j in range(n)])
         first = int(np.argmin(sums))
-    order, div, unc, score = [first], [1.0], [u[first]], [1.0 + weight * u[first]]
-    d_min = _dist_to(f, first)
-    scale = float(d_min.max())
-    scale = scale if scale > 1e-12 else 1.0
-    chosen = np.zeros(n, bool)
-    chosen[first] = True
-    while len(order) < k:
-        s = d_min / scale + weight * u
-        s[chosen] = -np.inf
-        j = int(np.argmax(s))   # the first maximum: deterministic ties
-        order.append(j)
-        div.append(float(d_min[j] / scale))
-        unc.append(float(u[j]))
-        score.append(float(s[j]))
-        chosen[j] = True
-        d_min = np.minimum(d_min, _dist_to(f, j))
-    return Ranking(np.asarray(order, np.int64), np.asarray(div), np.asarray(unc), np.asarray(score))
+    return _continue_greedy(f, u, weight, [first], k)
 
 
 def _continue_greedy(f: np.ndarray, u: np.ndarray, weight: float, init: list[int], k: int) -> Ranking:
@@ -165,7 +149,7 @@ def _continue_greedy(f: np.ndarray, u: np.ndarray, weight: float, init: list[int
     while len(order) < max(k, len(init)):
         s = d_min / scale + weight * u
         s[chosen] = -np.inf
-        j = int(np.argmax(s))
+        j = int(np.argmax(s))   # the first maximum: deterministic ties
         order.append(j)
         div.append(float(d_min[j] / scale))
         unc.append(float(u[j]))

@@ -207,19 +207,24 @@ def test_visibility_skips_renders_when_nothing_is_in_front(monkeypatch):
     assert calls["renders"] <= calls["in_front"]
 
 
+def _reset_each(*scenes, seed: int = 4) -> list:
+    """``env.reset(seed)`` of a fresh env per scene: same seed, so only the scenes differ."""
+    outs = []
+    for scene in scenes:
+        env = make(scene)
+        try:
+            outs.append(env.reset(seed=seed))
+        finally:
+            env.close()
+    return outs
+
+
 def test_postprocess_changes_rgb_only_and_grayscale():
     plain = default_scene()
     plain["postprocess"] = {"enabled": False}
     noisy = default_scene()
     noisy["postprocess"] = {"enabled": True, "noise_prob": 1.0, "grayscale": True}
-    outs = []
-    for scene in (plain, noisy):
-        env = make(scene)
-        try:
-            outs.append(env.reset(seed=4))
-        finally:
-            env.close()
-    (o1, i1), (o2, i2) = outs
+    (o1, i1), (o2, i2) = _reset_each(plain, noisy)
     assert json.dumps(i1["labels"]) == json.dumps(i2["labels"])
     assert o1["segmentation"].tobytes() == o2["segmentation"].tobytes()
     assert o1["rgb"].tobytes() != o2["rgb"].tobytes()
@@ -464,13 +469,6 @@ def test_scene_gamma_darkens_rgb_only():
     bright["postprocess"] = {"enabled": True, "noise_prob": 0.0, "blur_prob": 0.0, "jpeg_prob": 0.0,
                              "color_jitter_prob": 0.0}
     dark["postprocess"] = {**bright["postprocess"], "gamma": [1.6, 1.6]}
-    outs = []
-    for scene in (bright, dark):
-        env = make(scene)
-        try:
-            outs.append(env.reset(seed=4))
-        finally:
-            env.close()
-    (o1, i1), (o2, i2) = outs
+    (o1, i1), (o2, i2) = _reset_each(bright, dark)
     assert json.dumps(i1["labels"]) == json.dumps(i2["labels"])
     assert o2["rgb"].mean() < o1["rgb"].mean() - 5
