@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rank real frames to label first (ViSP cube pool by default, or source=<video|folder>), then adapt
 # on the first k of the list: launch/adapt.sh <ckpt> kshot_list=runs/suggest/visp_cube/suggestions.json k=10
-# (strategy=typiclust, the default: the list is for budget=K frames; pass budget=10 for k=10)
+# (the default strategy=kcenter gives one list for any k; strategy=typiclust budget=K makes one list per K)
 #   launch/suggest_labels.sh runs/train/visp_cube/best.pt [key=value ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -76,12 +76,12 @@ class SuggestConfig:
     # --- ranking
     # kcenter: k-centre greedy + uncertainty over every frame; typiclust: the first `budget` frames are
     # k-means(budget) + the most typical frame of each cluster (low budgets), the rest k-centre greedy
-    strategy: str = field(default="typiclust", metadata=choice(*STRATEGIES))
+    strategy: str = field(default="kcenter", metadata=choice(*STRATEGIES))
     features: str = field(default="object", metadata=choice(*FEATURES))   # object: pooled over own detections
     budget: Optional[int] = field(default=None, metadata=rng(1, None))    # typiclust k (null = top, else 10)
     knn: int = field(default=20, metadata=rng(1, None))                   # typicality neighbours (in a cluster)
     uncertainty_weight: float = field(default=0.5, metadata=rng(0.0, None))  # 0 = diversity only
-    flip: bool = True                         # flip disagreement in the uncertainty (a 2nd forward pass)
+    flip: bool = False                        # flip disagreement in the uncertainty (a 2nd forward pass)
     start: str = field(default="medoid", metadata=choice(*START_RULES))   # first pick; random uses seed
     seed: int = 0
     top: Optional[int] = field(default=None, metadata=rng(1, None))       # list length (null = every frame)

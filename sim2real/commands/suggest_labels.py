@@ -17,13 +17,13 @@ Rank unlabelled real frames so that labelling the first k gives adaptation the m
 checkpoint's feature space (features=object: pooled over the model's own detections of the object,
 so a hand or a background change does not count as a new view; features=frame: the whole frame):
 
+  strategy=kcenter        (default) k-centre greedy (frames unlike those already picked; the first
+                          pick is the most typical frame) plus the model's uncertainty (low top
+                          score; flip=true adds disagreement with its own answer on the mirrored
+                          frame, a second forward pass): one list for any k
   strategy=typiclust      for a labelling budget (budget=K, the number of frames you will label):
-                          k-means into K clusters and the most typical frame of each (a small budget
-                          is best spent on typical, different views); the list's first K rows are
-                          that selection, so make one list per K
-  strategy=kcenter        k-centre greedy (frames unlike those already picked; the first pick is the
-                          most typical frame) plus the model's uncertainty (low top score,
-                          disagreement with its own answer on the mirrored frame): one list for any k
+                          k-means into K clusters and the most typical frame of each; the list's
+                          first K rows are that selection, so make one list per K
 
 Deterministic: same inputs and seed, same list.
 
@@ -40,7 +40,8 @@ their ranks), report.html, config.yaml, run_info.json, metrics.jsonl, W&B (offli
 Then label the top k and run: sim2real adapt --from best.pt kshot_list=<run_dir>/suggestions.json k=K
 
 examples:
-  sim2real suggest-labels --from runs/train/visp_cube/best.pt budget=10
+  sim2real suggest-labels --from runs/train/visp_cube/best.pt
+  sim2real suggest-labels --from best.pt strategy=typiclust budget=10
   sim2real suggest-labels --from best.pt source=my_frames/ real_labels=null sheet=10
   sim2real suggest-labels --from best.pt source=clip.mp4 stride=5 strategy=kcenter uncertainty_weight=0
 """
