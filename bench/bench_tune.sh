@@ -42,6 +42,9 @@ print(f"search: {len(s['trials'])} trials in {s['seconds']} s wall, {s['cpu_seco
       f"{s['trials'][0]['frechet']:.4g} -> {s['best']['frechet']:.4g}, feat_mmd {s['trials'][0]['mmd']:.4g} -> {s['best']['mmd']:.4g})")
 for k in ("frechet", "mmd"):
     print(f"held-out gap feat_{k}: {h['original'][k]:.4g} -> {h['tuned'][k]:.4g} (reduction {h['reduction'][k]:.1%})")
+c = h["frechet_change"]
+print(f"held-out feat_frechet change: {c['content']:+.4g} from the mean offset (content), {c['narrowing']:+.4g} from "
+      f"the sim spread (narrowing){'; mostly narrowing' if c['mostly_narrowing'] else ''}")
 keys = ["ap50", "ap", "center_err_px_median", "box_iou_mean", "pose_center_err_cm_median"]
 f = lambda x: "-" if x is None else f"{x:.4g}"
 sp = lambda name, s_, k: "" if not (r := v[name]["spread"][s_][k]) else f" ({f(r[0])}-{f(r[1])})"

@@ -74,6 +74,13 @@ def _search(s: dict, h: dict | None, diff: str) -> list[str]:
                    "<table><tr><th>distance</th><th>original</th><th>tuned</th><th>reduction</th></tr>"
                    + "".join(f"<tr><td class=l>feat_{d}</td><td>{_f(h['original'][d])}</td><td>{_f(h['tuned'][d])}"
                              f"</td><td>{h['reduction'][d]:+.1%}</td></tr>" for d in ("frechet", "mmd")) + "</table>")
+        if "frechet_change" in h:   # holdout.json written before the split had none
+            c = h["frechet_change"]
+            out.append(f"<p>Of the feat_frechet change: {_f(c['content'])} from the mean offset (content closer), "
+                       f"{_f(c['narrowing'])} from the sim set's spread (narrower randomization)."
+                       + (" <b>Mostly narrowing</b>: the scene got closer to the clip mainly by randomizing less, which "
+                          "can cost robustness; check the verify table before using it." if c["mostly_narrowing"]
+                          else "") + "</p>")
     out.append(f"<h3>Tuned scene diff</h3><pre>{html.escape(diff)}</pre>")
     return out
 

@@ -175,6 +175,11 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
             log(f"held-out render ({h['frames']} frames, seed {h['seed']}): feat_frechet {h['original']['frechet']:.4g}"
                 f" -> {h['tuned']['frechet']:.4g} (reduction {h['reduction']['frechet']:.1%}), feat_mmd "
                 f"{h['original']['mmd']:.4g} -> {h['tuned']['mmd']:.4g} (reduction {h['reduction']['mmd']:.1%})")
+            c = h["frechet_change"]
+            log(f"  of the feat_frechet change: {c['content']:+.4g} from the mean offset (content), "
+                f"{c['narrowing']:+.4g} from the sim spread (narrower randomization)"
+                + (": mostly narrowing (closer mainly by randomizing less, which can cost robustness: check verify before using it)"
+                   if c["mostly_narrowing"] else ""))
             if cfg.verify.enabled:
                 from sim2real.tune.verify import run_verify
 

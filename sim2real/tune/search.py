@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from sim2real.io import atomic_write_text
+from sim2real.gap.distances import frechet_terms
 from sim2real.tune.attribution import gaps
 from sim2real.tune.knobs import SEARCH_SPACE, apply_params, current_values
 from sim2real.tune.probe import Prober, scene_identity
@@ -163,12 +164,27 @@ def write_tuned_scene(scene: dict, tuned: dict, scene_file: Path, out: Path, not
 
 def holdout(scene: dict, tuned: dict, real: np.ndarray, prober: Prober, frames: int, seed: int) -> dict[str, Any]:
     """Both scenes on a fresh render (``seed`` unseen by the search): gaps and the relative reduction."""
-    orig = prober.sim_features(scene, frames, seed)
+    orig, new = prober.sim_features(scene, frames, seed), prober.sim_features(tuned, frames, seed)
     sigma = gaps(orig, real)["mmd_sigma"]
-    g0, g1 = gaps(orig, real, sigma), gaps(prober.sim_features(tuned, frames, seed), real, sigma)
+    g0, g1 = gaps(orig, real, sigma), gaps(new, real, sigma)
+    t0, t1 = frechet_terms(orig, real), frechet_terms(new, real)
     return {"frames": frames, "seed": seed, "mmd_sigma": sigma,
             "original": {d: g0[d] for d in ("frechet", "mmd")}, "tuned": {d: g1[d] for d in ("frechet", "mmd")},
-            "reduction": {d: 1.0 - g1[d] / max(g0[d], 1e-12) for d in ("frechet", "mmd")}}
+            "reduction": {d: 1.0 - g1[d] / max(g0[d], 1e-12) for d in ("frechet", "mmd")},
+            "frechet_terms": {"original": t0, "tuned": t1}, "frechet_change": frechet_change(t0, t1)}
+
+
+def frechet_change(t0: dict[str, float], t1: dict[str, float]) -> dict[str, Any]:
+    """Where a Fréchet reduction came from (terms of :func:`sim2real.gap.distances.frechet_terms`):
+    ``content`` = the mean offset's drop, ``narrowing`` = the drop of the sim set's own spread plus
+    the cross term's change (what a less varied scene gives against one static clip), and whether
+    the narrowing is most of it: then the scene got closer mainly by randomizing less, and
+    randomization is what the detector's robustness comes from (docs/benchmarks.md "What the gap can give")."""
+    content = t0["mean"] - t1["mean"]
+    narrowing = (t0["spread_sim"] + t0["cross"]) - (t1["spread_sim"] + t1["cross"])
+    total = content + narrowing
+    return {"content": content, "narrowing": narrowing,
+            "mostly_narrowing": bool(total > 0 and narrowing > 0.5 * total)}
 
 
 def tuned_scene(scene: dict, best_params: dict) -> dict:

@@ -6,6 +6,7 @@ import torch
 
 from sim2real.gap import (FeatureGapTracker, GapTrackingConfig, coral_distance, feature_distances,
                           frechet_distance, mmd, proxy_a_distance)
+from sim2real.gap.distances import frechet_terms
 
 D = 24
 
@@ -49,6 +50,20 @@ def test_frechet_gram_path_matches_scipy_sqrtm():
     ref = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(ca) + np.trace(cb)
            - 2 * np.trace(scipy.linalg.sqrtm(ca @ cb).real))
     assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+
+
+def test_frechet_terms_sum_to_the_distance_and_separate_mean_from_spread():
+    a, b = _sample(1, n=300), _sample(2, n=150, shift=0.3, mix=MIX)
+    t = frechet_terms(a, b)
+    assert sum(t.values()) == pytest.approx(frechet_distance(a, b), rel=1e-9)
+    assert t["mean"] == pytest.approx(np.sum((a.mean(0) - b.mean(0)) ** 2), rel=1e-9)
+    assert t["spread_sim"] == pytest.approx(np.trace(np.cov(a, rowvar=False)), rel=1e-9)
+    # A pure shift moves only the mean term; a narrower sim sample moves only its spread.
+    shifted = frechet_terms(a + 1.0, b)
+    assert shifted["mean"] > t["mean"] + 1 and shifted["spread_sim"] == pytest.approx(t["spread_sim"], rel=1e-9)
+    narrow = frechet_terms(a.mean(0) + 0.5 * (a - a.mean(0)), b)
+    assert narrow["mean"] == pytest.approx(t["mean"], rel=1e-9)
+    assert narrow["spread_sim"] == pytest.approx(0.25 * t["spread_sim"], rel=1e-9)
 
 
 def test_coral_matches_explicit_covariances_and_handles_d_greater_than_n():

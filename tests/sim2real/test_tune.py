@@ -142,9 +142,25 @@ def test_cli_writes_a_valid_tuned_scene_and_report(tmp_path):
     rec = json.loads((out / "tune.json").read_text())
     assert rec["attribution"]["rows"][0]["group"] == "noise"
     assert len(rec["search"]["trials"]) == 2 and set(rec["holdout"]["reduction"]) == {"frechet", "mmd"}
+    h = rec["holdout"]   # the Fréchet split into content and narrowing adds up to the Fréchet change
+    assert h["frechet_change"]["content"] + h["frechet_change"]["narrowing"] == pytest.approx(
+        h["original"]["frechet"] - h["tuned"]["frechet"], rel=1e-6, abs=1e-6)
     html = (out / "report.html").read_text()
     assert "Attribution" in html and "Search" in html and "data:image/png;base64" in html
     assert str(tuned) in r.stdout or str(tuned) in r.stdout.replace("//", "/")
+
+
+def test_frechet_change_says_when_the_gap_closed_by_narrowing():
+    from sim2real.tune.search import frechet_change
+
+    t0 = {"mean": 80.0, "spread_sim": 70.0, "spread_real": 9.0, "cross": -14.0}
+    narrower = dict(t0, spread_sim=50.0, cross=-12.0)       # -18: the sim set got less varied
+    closer = dict(t0, mean=60.0, spread_sim=68.0)          # -22: content closer, spread about the same
+    c = frechet_change(t0, narrower)
+    assert c["narrowing"] == pytest.approx(18.0) and c["content"] == 0 and c["mostly_narrowing"]
+    c = frechet_change(t0, closer)
+    assert c["content"] == pytest.approx(20.0) and c["narrowing"] == pytest.approx(2.0) and not c["mostly_narrowing"]
+    assert not frechet_change(t0, dict(t0, mean=90.0, spread_sim=60.0))["mostly_narrowing"]   # no reduction at all
 
 
 def _errors(capsys, *args: str) -> tuple[int, list[str]]:
