@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 NOISE_OFF = {"postprocess.noise_prob": 0.0}
@@ -92,7 +90,7 @@ def main() -> int:
         rows.append((name, s))
     for path in a.tuned:
         rows.append((f"tuned: {path}", load_scene_dict(path)[0]))
-    print(f"{a.frames} frames, seed {a.seed}, {len(real)} real frames; load {open('/proc/loadavg').read().split()[:3]}")
+    print(f"{a.frames} frames, seed {a.seed}, {len(real)} real frames; load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     print("| scene | feat_frechet | vs twin | feat_mmd | vs twin | mean term | sim spread | cross |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     ref = sigma = None

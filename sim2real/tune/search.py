@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sim2real.io import atomic_write_text
 from sim2real.gap.distances import frechet_terms
+from sim2real.io import atomic_write_text
 from sim2real.tune.attribution import gaps
 from sim2real.tune.knobs import SEARCH_SPACE, apply_params, current_values
 from sim2real.tune.probe import Prober, scene_identity
