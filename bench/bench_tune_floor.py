@@ -56,13 +56,6 @@ PROBES: list[tuple[str, dict]] = [
 ]
 
 
-def put(node, key: str, value) -> None:
-    *parents, leaf = key.split(".")
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    node[leaf] = value
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=96)
@@ -74,6 +67,7 @@ def main() -> int:
     from sim2real.gap.distances import frechet_terms
     from sim2real.tune.attribution import gaps
     from sim2real.tune.config import TuneConfig
+    from sim2real.tune.knobs import put
     from sim2real.tune.probe import Embedder, FeatureCache, Prober
     from sim2real.tune.run import load_real, load_scene_dict
 

@@ -43,11 +43,15 @@ def get(scene: dict, key: str) -> Any:
 
 
 def put(scene: dict, key: str, value: Any) -> None:
-    """Set dotted ``key`` in ``scene`` (in place), creating mappings on the way."""
+    """Set dotted ``key`` in ``scene`` (in place), creating mappings on the way; a numeric part
+    indexes a list on the way (``objects.0.appearance.value_range``: the first object's)."""
     *parents, leaf = key.split(".")
-    node = scene
+    node: Any = scene
     for part in parents:
-        if not isinstance(node.get(part), dict):
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if not isinstance(node.get(part), (dict, list)):
             node[part] = {}
         node = node[part]
     node[leaf] = value
