@@ -52,6 +52,12 @@ PROBES: list[tuple[str, dict]] = [
                                                        "background.appearance.texture_prob": 0.4}),
     ("noise off + white table + object textures 0.2", {**NOISE_OFF, **TABLE_WHITE,
                                                        "object_appearance.texture_prob": 0.2}),
+    # Camera-model and table edits on top of each other (session 6): do they add up?
+    ("noise off + white table + render at 640x480", {**NOISE_OFF, **TABLE_WHITE, "camera.scale": 1.0}),
+    ("noise off + white table + blur 0.8", {**NOISE_OFF, **TABLE_WHITE, "postprocess.blur_prob": 0.8}),
+    ("noise off + white table + colour jitter off", {**NOISE_OFF, **TABLE_WHITE,
+                                                     "postprocess.color_jitter_prob": 0.0}),
+    ("noise off + white table + JPEG off", {**NOISE_OFF, **TABLE_WHITE, "postprocess.jpeg_prob": 0.0}),
     ("every randomization off", ALL_OFF),
 ]
 
