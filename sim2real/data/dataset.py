@@ -307,7 +307,22 @@ def targets_to_input(targets: dict[str, np.ndarray], geoms: np.ndarray, input_hw
     return {"label": torch.as_tensor(lab, dtype=torch.int64),
             "center": torch.as_tensor(center, dtype=torch.float32), "box": torch.as_tensor(box, dtype=torch.float32),
             "keypoints": torch.as_tensor(kp, dtype=torch.float32),
-            "ignore": torch.as_tensor(np.asarray(targets["ignore"], bool)), "has_loc": torch.ones(b, dtype=torch.bool)}
+            "ignore": torch.as_tensor(np.asarray(targets["ignore"], bool)), "has_loc": torch.ones(b, dtype=torch.bool),
+            **_depth_target(targets, geoms)}
+
+
+def _depth_target(targets: dict, geoms: np.ndarray) -> dict:
+    """``z_over_f (B, M)``: each labelled pose's centre depth (camera z, metres) over the focal length in
+    model-input pixels (0 = unknown). Dividing by the focal makes the target the object's apparent
+    scale, which a network can see, and lets a deployment with another camera (``--camera``) recover
+    its metres: z = z_over_f * f (docs/contracts.md "6D pose")."""
+    if not all(k in targets for k in ("center_3d", "has_pose", "camera_K")):
+        return {}
+    z = np.asarray(targets["center_3d"], np.float64)[..., 2] * np.asarray(targets["has_pose"], bool)
+    fx = np.asarray(targets["camera_K"], np.float64)[:, 0, 0] * np.asarray(geoms, np.float64)[:, 2]   # x scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zf = np.where((fx > 0)[:, None] & np.isfinite(z) & (z > 0), z / fx[:, None], 0.0)
+    return {"z_over_f": torch.as_tensor(zf, dtype=torch.float32)}
 
 
 def collate(items: list[dict]) -> dict:
@@ -318,7 +333,7 @@ def collate(items: list[dict]) -> dict:
         return batch
     for k in good[0]:
         vals = [it[k] for it in good]
-        if k in INSTANCE_KEYS and len({v.shape[0] for v in vals}) > 1:  # sets with different M: pad
+        if (k in INSTANCE_KEYS or k == "z_over_f") and len({v.shape[0] for v in vals}) > 1:  # sets with different M: pad
             m = max(v.shape[0] for v in vals)
             vals = [torch.cat([v, v.new_full((m - v.shape[0], *v.shape[1:]), _PAD.get(k, 0))]) for v in vals]
         if isinstance(vals[0], torch.Tensor):

@@ -20,7 +20,7 @@ loop prepares frames exactly as training did, plus how its maps decode: ``decode
 ``camera`` (``{"K", "dist", "width", "height"}`` or None), from the checkpoint or the export metadata.  Outputs are
 the head's dense maps as numpy (``OUTPUT_NAMES`` = ``sim2real.models.perception.EXPORT_OUTPUTS``:
 ``heatmap, offset, ltrb, kp_reg, kp_heatmap, kp_offset`` in cell units, docs/contracts.md
-"Instances") and the pooled ``embed``; every backend's maps go through the one numpy decoder,
+"Instances") and the pooled ``embed``, then ``depth`` for a head built with it; every backend's maps go through the one numpy decoder,
 :func:`sim2real.deploy.predictions.decode_outputs` (``sim2real.eval.instances.decode_maps``).
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from sim2real.eval.instances import MAP_KEYS
+from sim2real.eval.instances import MAP_KEYS, OPTIONAL_MAP_KEYS
 
 #: Output tensors, in the order the exported graphs list them: the head's maps + ``embed``
 #: (= ``sim2real.models.perception.EXPORT_OUTPUTS``; spelled out here so the ONNX path needs no torch).
@@ -133,7 +133,8 @@ class TorchBackend(InferenceBackend):
         self.objects = dict(getattr(model, "objects", None) or {})
         self.camera = getattr(model, "camera", None) or None
         self.meta = {"classes": self.classes, "preprocess": model.preprocess_cfg, "input_hw": list(self.input_hw),
-                     "outputs": list(OUTPUT_NAMES), **self.decode_options, "score_thresh": self.score_thresh,
+                     "outputs": [*OUTPUT_NAMES, *(k for k in OPTIONAL_MAP_KEYS if getattr(model.head_cfg, k, False))],
+                     **self.decode_options, "score_thresh": self.score_thresh,
                      "objects": self.objects, "camera": self.camera, "num_keypoints": int(model.num_keypoints)}
 
     @classmethod
@@ -153,7 +154,7 @@ class TorchBackend(InferenceBackend):
         x = torch.from_numpy(_check_batch(batch, self.input_hw, self.channels))
         with torch.inference_mode():
             out = self.forward_tensor(x)
-        return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES if k in out}
+        return {k: out[k].float().cpu().numpy() for k in (*OUTPUT_NAMES, *OPTIONAL_MAP_KEYS) if k in out}
 
 
 class TorchScriptBackend(InferenceBackend):

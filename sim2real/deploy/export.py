@@ -36,14 +36,15 @@ from sim2real.deploy.backends import (
 from sim2real.deploy.predictions import compare_instances, decode_outputs
 from sim2real.eval.instances import EVAL_SCORE_THRESH
 from sim2real.io import atomic_path
-from sim2real.models.perception import EXPORT_OUTPUTS, ExportModule
+from sim2real.models.perception import EXPORT_OUTPUTS, ExportModule, export_outputs
 
 DEFAULT_OPSET = 17
 
 
 def output_names(model=None) -> list[str]:
-    """The exported outputs, in graph order (every model exports the same names)."""
-    return list(EXPORT_OUTPUTS)
+    """The exported outputs, in graph order: the same names for every model, then the optional maps
+    its head has (``depth``)."""
+    return list(EXPORT_OUTPUTS if model is None else export_outputs(model))
 
 
 def model_metadata(model, outputs: list[str], batch: int | None, extra: dict | None = None) -> dict:

@@ -27,6 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 MAP_KEYS = ("heatmap", "offset", "ltrb", "kp_reg", "kp_heatmap", "kp_offset")
+OPTIONAL_MAP_KEYS = ("depth",)   # only heads built with them (``head.depth``)
 EVAL_SCORE_THRESH = 0.01   # scoring keeps low-score detections: AP integrates over every threshold
 KP_CANDIDATES = 16         # corner-heatmap peaks considered per corner type
 
@@ -66,6 +67,11 @@ def decode_maps(maps: Mapping[str, np.ndarray], stride: int, max_instances: int 
     k = 0 if kp_reg is None else np.asarray(kp_reg).shape[1] // 2
     s, p = float(stride), int(max_instances)
     out = empty_instances(b, p, k)
+    depth = maps.get("depth")
+    if np.shape(depth)[1:2] != (1,):   # no depth map (``head.depth`` off: absent or 0 channels)
+        depth = None
+    else:
+        out["z_over_f"] = np.zeros((b, p), np.float32)   # centre depth / focal (input px); 0 = empty slot
     for i in range(b):
         cls, y, x, score = peaks_above(hm[i], score_thresh)
         order = np.argsort(-score, kind="stable")[:p]   # best first; ties in channel, row, column order
@@ -88,6 +94,8 @@ def decode_maps(maps: Mapping[str, np.ndarray], stride: int, max_instances: int 
             kps, ksc = _snap_corners(reg, out["box"][i, :n], cand, np.asarray(maps["kp_heatmap"][i]), s)
             out["keypoints"][i, :n] = kps
             out["kp_score"][i, :n] = ksc
+        if depth is not None:
+            out["z_over_f"][i, :n] = np.exp(np.asarray(depth[i, 0], np.float32)[y, x])
     return out
 
 
@@ -142,6 +150,8 @@ def instances_to_original(pred: Mapping[str, np.ndarray], metas: Sequence) -> di
             res["center"][i, :n] = m.to_original(np.asarray(pred["center"][i, :n], np.float64))
         if "box" in res:
             res["box"][i, :n] = np.stack([m.box_to_original(bx) for bx in np.asarray(pred["box"][i, :n], np.float64)])
+        if "z_over_f" in res:   # z / f: f in original pixels is f in input pixels / scale
+            res["z_over_f"][i, :n] = np.asarray(pred["z_over_f"][i, :n], np.float64) * float(m.scale[0])
         if "keypoints" in res and res["keypoints"].shape[2]:
             kp = np.asarray(pred["keypoints"][i, :n], np.float64)
             res["keypoints"][i, :n] = m.to_original(kp.reshape(-1, 2)).reshape(kp.shape)

@@ -42,7 +42,9 @@ BOOKKEEPING = ("confusion", "n", "n_instances", "num_corrupt", "num_without_targ
 
 def pred_keys(tasks: Sequence[str]) -> set[str]:
     """Prediction arrays that the trained ``tasks`` make meaningful (the others are not scored)."""
-    return {"label", "score"} | {t for t in ("center", "box", "keypoints") if t in tasks}
+    # z_over_f (a depth head's centre depth / focal) belongs to the pose, i.e. the keypoints task
+    return ({"label", "score"} | {t for t in ("center", "box", "keypoints") if t in tasks}
+            | ({"z_over_f"} if "keypoints" in tasks else set()))
 
 
 def task_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX, POSE_STATUS, class_sizes, model_camera, pose_centers, solve_instances
+from sim2real.eval.pose import DEFAULT_MAX_REPROJ_PX, DEPTH_FROM, POSE_STATUS, class_sizes, model_camera, pose_centers, solve_instances
 from sim2real.geometry.camera import Camera, read_camera_file
 
 #: The pose fields every instance of a record carries when poses are solved (``--no-pose``: none).
@@ -78,7 +78,7 @@ class PoseSetup:
     def solve(self, inst: Mapping[str, Any], classes: Sequence[str], image_wh: tuple[int, int]) -> dict:
         """One image's instances (``select`` output, ORIGINAL pixels) plus ``R (n, 3, 3)``, ``t (n, 3)``,
         ``reproj_px (n,)``, ``pose_status (n,)`` (index into ``POSE_STATUS``)."""
-        one = {k: np.asarray(inst[k])[None] for k in ("label", "keypoints", "center") if k in inst}
+        one = {k: np.asarray(inst[k])[None] for k in ("label", "keypoints", "center", "z_over_f") if k in inst}
         if "keypoints" not in one:
             one["keypoints"] = np.zeros((1, len(one["label"][0]), 0, 2))
         cam = self.camera_for(*image_wh)
@@ -125,5 +125,7 @@ def prediction_record(inst: Mapping[str, Any], classes: Sequence[str], **where: 
                     "keypoints": [[rounded(u), rounded(v), rounded(s, 3)] for (u, v), s in zip(kps, ks)]})
         if "pose_status" in inst:
             out[-1].update(pose_fields(inst["R"][i], inst["t"][i], inst["reproj_px"][i], inst["pose_status"][i]))
+            if "depth_from" in inst and out[-1]["pose"] is not None:   # a model with a depth head
+                out[-1]["depth_from"] = DEPTH_FROM[int(inst["depth_from"][i])]
     rec["instances"] = out
     return rec

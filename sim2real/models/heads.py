@@ -40,10 +40,11 @@ from torch import nn
 from sim2real.config import ConfigError, choice, rng
 
 DENSE_LOSS_WEIGHTS = {"center": 1.0, "offset": 1.0, "box": 0.1, "giou": 2.0, "keypoints": 0.1,
-                      "kp_heatmap": 1.0, "kp_offset": 1.0}
+                      "kp_heatmap": 1.0, "kp_offset": 1.0, "depth": 1.0}
 _HEATMAP_PRIOR = -math.log((1 - 0.1) / 0.1)  # sigmoid = 0.1 at init (CenterNet)
+_DEPTH_PRIOR = math.log(0.6 / 300)            # log(z / f) at init: a tabletop object 0.6 m from a 300 px focal
 MAP_NAMES = {"hm": "heatmap", "off": "offset", "box": "ltrb", "kp_reg": "kp_reg", "kp_hm": "kp_heatmap",
-             "kp_off": "kp_offset"}
+             "kp_off": "kp_offset"}   # every head's maps; ``depth`` (``HeadConfig.depth``) keeps its name
 HEAD_VERSION = 2   # 1 = the single-object head (one target per image, a class MLP) before issue 12
 
 
@@ -73,6 +74,7 @@ class HeadConfig:
     score_thresh: float = field(default=0.3, metadata=rng(0.0, 1.0))  # predict/live: report from this score
     kp_min_vis: int = field(default=1, metadata=choice(1, 2))  # supervise corners with vis >= this
     kp_score_thresh: float = field(default=0.1, metadata=rng(0.0, 1.0))  # corner-heatmap snap threshold
+    depth: bool = False   # a centre-depth map, log(z / f) at the centre cell: a depth cue not from PnP
     loss_weights: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -115,6 +117,8 @@ def check_targets(targets: dict, batch: int, k: int) -> dict:
         if tuple(v.shape) != shape:
             raise ValueError(f"targets['{key}']: expected shape {shape}, got {tuple(v.shape)}")
         out[key] = v
+    if targets.get("z_over_f") is not None:
+        out["z_over_f"] = torch.as_tensor(targets["z_over_f"]).float()
     for key, shape in (("has_loc", (batch,)), ("ignore", (batch, m))):
         if tuple(out[key].shape) != shape:
             raise ValueError(f"targets['{key}']: expected shape {shape}, got {tuple(out[key].shape)}")
@@ -319,14 +323,15 @@ class DenseHead(nn.Module):
         self.register_buffer("kp_perms", torch.arange(k).expand(num_classes, 1, k).clone(), persistent=False)
         d, cv = cfg.branch_depth, cfg.conv
         channels = {"hm": num_classes, "off": 2, "box": 4,
-                    **({"kp_reg": 2 * k, "kp_hm": k, "kp_off": 2 * k} if k else {})}
-        priors = {"hm": _HEATMAP_PRIOR, "kp_hm": _HEATMAP_PRIOR}
+                    **({"kp_reg": 2 * k, "kp_hm": k, "kp_off": 2 * k} if k else {}),
+                    **({"depth": 1} if cfg.depth else {})}
+        priors = {"hm": _HEATMAP_PRIOR, "kp_hm": _HEATMAP_PRIOR, "depth": _DEPTH_PRIOR}
         self.out_channels = channels
         group_of = BRANCH_GROUPS[cfg.branches]
         self.groups: dict[str, list[str]] = {}  # group -> its outputs, in channel order
         for name in channels:
             if group_of:
-                self.groups.setdefault(group_of[name], []).append(name)
+                self.groups.setdefault(group_of.get(name, name), []).append(name)
         if not self.groups:  # a branch per output: hm, off, box, kp_reg, kp_hm, kp_off
             for name, ch in channels.items():
                 setattr(self, name, _branch(w, ch, priors.get(name), d, cv))
@@ -386,7 +391,7 @@ class DenseHead(nn.Module):
                 raw.update(zip(names, torch.split(self.towers[g](p), [self.out_channels[n] for n in names], dim=1)))
         else:
             raw = {n: getattr(self, n)(p) for n in self.out_channels}
-        out = {MAP_NAMES[n]: (torch.sigmoid(v) if n in ("hm", "kp_hm") else v) for n, v in raw.items()}
+        out = {MAP_NAMES.get(n, n): (torch.sigmoid(v) if n in ("hm", "kp_hm") else v) for n, v in raw.items()}
         out.update(embed=emb, raw=raw)
         return out
 
@@ -421,6 +426,11 @@ class DenseHead(nn.Module):
         else:
             zero = hm.sum() * 0.0
             parts.update(keypoints=zero, kp_heatmap=zero, kp_offset=zero)
+        if "depth" in raw:
+            # L1 on log(z / f): a relative depth error, the same for a near and a far object
+            z = t.get("z_over_f", torch.zeros_like(t["label"], dtype=torch.float32))
+            ok = pos & (z > 0)
+            parts["depth"] = masked_l1(gather_at(raw["depth"], ind), torch.log(z.clamp(min=1e-9))[..., None], ok)
         return _total(parts, weights)
 
 

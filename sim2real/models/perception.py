@@ -269,6 +269,12 @@ class PerceptionModel(nn.Module):
 
 
 EXPORT_OUTPUTS = (*MAP_NAMES.values(), "embed")
+OPTIONAL_EXPORT_OUTPUTS = ("depth",)   # after EXPORT_OUTPUTS, only from a head built with them
+
+
+def export_outputs(model: "PerceptionModel") -> tuple[str, ...]:
+    """The exported outputs of ``model`` in graph order: ``EXPORT_OUTPUTS`` + the optional maps its head has."""
+    return EXPORT_OUTPUTS + tuple(n for n in OPTIONAL_EXPORT_OUTPUTS if getattr(model.head_cfg, n, False))
 
 
 class ExportModule(nn.Module):
@@ -282,6 +288,7 @@ class ExportModule(nn.Module):
     def __init__(self, model: PerceptionModel):
         super().__init__()
         self.model = model
+        self.output_names = export_outputs(model)
         self.normalize = model.make_preprocess().normalizer()
         self.eval()
 
@@ -291,7 +298,7 @@ class ExportModule(nn.Module):
 
     def forward(self, x: torch.Tensor):
         out = self.model(self.normalize(x))
-        return tuple(out[k] if k in out else out["offset"][:, :0] for k in EXPORT_OUTPUTS)
+        return tuple(out[k] if k in out else out["offset"][:, :0] for k in self.output_names)
 
 
 def build_model(cfg: ModelConfig, classes: Sequence[str], image_hw: Sequence[int] | None = None,

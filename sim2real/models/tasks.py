@@ -9,7 +9,7 @@ from sim2real.models.heads import HeadConfig, loss_weights
 # Which loss parts of the heads belong to which task; a task left out of ``tasks`` gets weight 0.
 # The per-class centre heatmap is both the class and the centre: "cls" and "center" share it.
 TASK_PARTS = {"cls": ("center",), "center": ("center", "offset"), "box": ("box", "giou"),
-              "keypoints": ("keypoints", "kp_heatmap", "kp_offset")}
+              "keypoints": ("keypoints", "kp_heatmap", "kp_offset", "depth")}
 
 
 def task_loss_weights(head: HeadConfig, tasks: Iterable[str]) -> dict[str, float]:
