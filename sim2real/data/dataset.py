@@ -84,6 +84,7 @@ def check_same_classes(train: Sequence[str], val: Sequence[str], train_src: str 
 
 MIN_VISIBILITY = 0.2   # default: objects less visible than this are "ignore" (not object, not background)
 INSTANCE_KEYS = ("label", "center", "box", "keypoints", "kp_vis", "ignore", "rot", "center_3d", "size", "has_pose")
+INPUT_INSTANCE_KEYS = INSTANCE_KEYS + ("z_over_f",)   # per-instance arrays of an item (targets_to_input)
 _PAD = {"label": -1}
 
 
@@ -333,7 +334,7 @@ def collate(items: list[dict]) -> dict:
         return batch
     for k in good[0]:
         vals = [it[k] for it in good]
-        if (k in INSTANCE_KEYS or k == "z_over_f") and len({v.shape[0] for v in vals}) > 1:  # sets with different M: pad
+        if k in INPUT_INSTANCE_KEYS and len({v.shape[0] for v in vals}) > 1:  # sets with different M: pad
             m = max(v.shape[0] for v in vals)
             vals = [torch.cat([v, v.new_full((m - v.shape[0], *v.shape[1:]), _PAD.get(k, 0))]) for v in vals]
         if isinstance(vals[0], torch.Tensor):

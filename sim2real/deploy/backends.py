@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from sim2real.eval.instances import MAP_KEYS, OPTIONAL_MAP_KEYS
+from sim2real.eval.instances import MAP_KEYS
 
 #: Output tensors, in the order the exported graphs list them: the head's maps + ``embed``
 #: (= ``sim2real.models.perception.EXPORT_OUTPUTS``; spelled out here so the ONNX path needs no torch).
@@ -118,6 +118,7 @@ class TorchBackend(InferenceBackend):
 
     def __init__(self, model, threads: int = 0, source: str = "", device=None):
         from sim2real.models import Preprocess
+        from sim2real.models.perception import export_outputs
 
         set_torch_threads(threads)
         self.model = model.eval()
@@ -133,8 +134,7 @@ class TorchBackend(InferenceBackend):
         self.objects = dict(getattr(model, "objects", None) or {})
         self.camera = getattr(model, "camera", None) or None
         self.meta = {"classes": self.classes, "preprocess": model.preprocess_cfg, "input_hw": list(self.input_hw),
-                     "outputs": [*OUTPUT_NAMES, *(k for k in OPTIONAL_MAP_KEYS if getattr(model.head_cfg, k, False))],
-                     **self.decode_options, "score_thresh": self.score_thresh,
+                     "outputs": list(export_outputs(model)), **self.decode_options, "score_thresh": self.score_thresh,
                      "objects": self.objects, "camera": self.camera, "num_keypoints": int(model.num_keypoints)}
 
     @classmethod
@@ -154,7 +154,7 @@ class TorchBackend(InferenceBackend):
         x = torch.from_numpy(_check_batch(batch, self.input_hw, self.channels))
         with torch.inference_mode():
             out = self.forward_tensor(x)
-        return {k: out[k].float().cpu().numpy() for k in (*OUTPUT_NAMES, *OPTIONAL_MAP_KEYS) if k in out}
+        return {k: out[k].float().cpu().numpy() for k in self.meta["outputs"] if k in out}
 
 
 class TorchScriptBackend(InferenceBackend):

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sim2real.eval.instances import MAP_KEYS, OPTIONAL_MAP_KEYS, decode_maps, instances_to_original, select
+from sim2real.eval.instances import DECODED_MAP_KEYS, decode_maps, instances_to_original, select
 from sim2real.eval.metrics import box_iou
 from sim2real.eval.records import PoseSetup, prediction_record
 
@@ -28,7 +28,7 @@ def decode_outputs(out: Mapping[str, np.ndarray], metas: Sequence | None, score_
     """A backend's batch of maps -> padded instances (``label (B, P)`` -1 = empty, ``score``,
     ``box``, ``center``, ``keypoints``, ``kp_score``) in ORIGINAL pixels; ``metas[i]`` is row i's
     ``PreprocessMeta`` (``metas=None``: left in model-input pixels)."""
-    maps = {k: np.asarray(out[k]) for k in (*MAP_KEYS, *OPTIONAL_MAP_KEYS) if k in out}
+    maps = {k: np.asarray(out[k]) for k in DECODED_MAP_KEYS if k in out}
     if "heatmap" not in maps:
         raise ValueError(f"backend outputs {sorted(out)} lack the head's 'heatmap' map: a model exported "
                          "before multi-object detection; re-export it with 'sim2real export'")

@@ -28,6 +28,7 @@ import numpy as np
 
 MAP_KEYS = ("heatmap", "offset", "ltrb", "kp_reg", "kp_heatmap", "kp_offset")
 OPTIONAL_MAP_KEYS = ("depth",)   # only heads built with them (``head.depth``)
+DECODED_MAP_KEYS = MAP_KEYS + OPTIONAL_MAP_KEYS   # what decode_maps reads when present
 EVAL_SCORE_THRESH = 0.01   # scoring keeps low-score detections: AP integrates over every threshold
 KP_CANDIDATES = 16         # corner-heatmap peaks considered per corner type
 

@@ -16,7 +16,7 @@ import torch
 
 from sim2real.data.dataset import meta_of
 from sim2real.eval.flip import FLIP_PREFIX, class_corner_orders, merge_mirrored, mirror_instances
-from sim2real.eval.instances import EVAL_SCORE_THRESH, MAP_KEYS, OPTIONAL_MAP_KEYS, decode_maps, instances_to_original
+from sim2real.eval.instances import DECODED_MAP_KEYS, EVAL_SCORE_THRESH, MAP_KEYS, decode_maps, instances_to_original
 from sim2real.eval.metrics import perception_metrics, pred_keys
 from sim2real.eval.pose import label_cameras, refine_centers
 from sim2real.eval.pose_metrics import pose_metrics
@@ -46,8 +46,7 @@ class Decoding:
                    flip_orders=orders)
 
     def _decode(self, out: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
-        maps = {k: np.asarray(out[prefix + k].float().cpu().numpy()) for k in (*MAP_KEYS, *OPTIONAL_MAP_KEYS)
-                if prefix + k in out}
+        maps = {k: np.asarray(out[prefix + k].float().cpu().numpy()) for k in DECODED_MAP_KEYS if prefix + k in out}
         if prefix and "heatmap" not in maps:
             raise ValueError("flip test-time augmentation: the forward gave no mirrored maps "
                              f"('{FLIP_PREFIX}heatmap'); wrap it with eval.loop.flip_forward")

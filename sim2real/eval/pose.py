@@ -86,11 +86,11 @@ def solve_instances(pred: Mapping[str, np.ndarray], classes: Sequence[str], obje
     err = np.full((n, p), np.nan, np.float32); status = np.full((n, p), -1, np.int8)
     class_size = class_sizes(classes, objects)
     zf = np.asarray(pred["z_over_f"], np.float64) if "z_over_f" in pred else None
-    depth_from = np.full((n, p), -1, np.int8)
-    depth_from[lab >= 0] = 0
+    depth_from = np.where(lab >= 0, 0, -1).astype(np.int8)
+    out = {"R": R, "t": t, "reproj_px": err, "pose_status": status, **({"depth_from": depth_from} if zf is not None else {})}
     if kps.ndim != 4 or kps.shape[2] != 8:
         status[lab >= 0] = POSE_STATUS.index("too_few_points")
-        return {"R": R, "t": t, "reproj_px": err, "pose_status": status, **({"depth_from": depth_from} if zf is not None else {})}
+        return out
     for i in range(n):
         cam = cameras[i] if i < len(cameras) else None
         for j in np.flatnonzero(lab[i] >= 0):
@@ -111,9 +111,6 @@ def solve_instances(pred: Mapping[str, np.ndarray], classes: Sequence[str], obje
                     z_head = float(zf[i, j]) * float(cam.K[0, 0])
                     t[i, j] *= np.sqrt(z_head / t[i, j, 2])      # geometric mean of the two depths, same ray
                     depth_from[i, j] = 1
-    out = {"R": R, "t": t, "reproj_px": err, "pose_status": status}
-    if zf is not None:
-        out["depth_from"] = depth_from
     return out
 
 

@@ -112,8 +112,10 @@ def pose_metrics(pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray],
     sizes = np.zeros((n, p, 3))
     sizes[ii, jj] = t_size[ii, gg]
     cams = label_cameras(true, camera, n)
-    sub = {"label": label, "keypoints": kps, **({"z_over_f": np.asarray(pred["z_over_f"])} if "z_over_f" in pred else {}),
+    sub = {"label": label, "keypoints": kps,
            "center": np.asarray(pred["center"], np.float64) if "center" in pred else np.zeros((n, p, 2))}
+    if "z_over_f" in pred:   # a depth head's cue (eval.pose module doc)
+        sub["z_over_f"] = np.asarray(pred["z_over_f"])
     pose = solve_instances(sub, classes, objects, cams, sizes=sizes, max_reproj_px=max_reproj_px,
                            use_center="center" in pred)
 
