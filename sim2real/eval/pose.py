@@ -65,11 +65,9 @@ def label_cameras(true: Mapping[str, np.ndarray], camera: dict | None, n: int) -
     cam = model_camera(camera)
     Ks = np.asarray(true["camera_K"], np.float64) if "camera_K" in true else None
     wh = (cam.width or 0, cam.height or 0) if cam is not None else (0, 0)
-    cams = cameras_for([wh] * n, cam, Ks)
-    if Ks is not None:   # a labelled K's image size is not the model camera's: unknown (None)
-        cams = [Camera(c.K, c.dist, None, None, c.source) if c is not None and Ks[i][2, 2] else c
-                for i, c in enumerate(cams)]
-    return cams
+    # a labelled K's image size is not the model camera's: unknown (None)
+    sizes = [(None, None) if Ks is not None and Ks[i][2, 2] else wh for i in range(n)]
+    return cameras_for(sizes, cam, Ks)
 
 
 def solve_instances(pred: Mapping[str, np.ndarray], classes: Sequence[str], objects: Mapping[str, dict],

@@ -146,7 +146,9 @@ class ImageSource:
             if "image" not in b:
                 yield Batch(None, {}, np.zeros((0, 6)), np.zeros(0, np.int64), b["skipped"])
                 continue
-            targets = {k: b[k] for k in ("label", "center", "box", "keypoints", "ignore", "has_loc", "z_over_f") if k in b}
+            targets = {k: b[k] for k in ("label", "center", "box", "keypoints", "ignore", "has_loc")}
+            if "z_over_f" in b:   # the depth head's target (labels with a pose and a camera)
+                targets["z_over_f"] = b["z_over_f"]
             yield Batch(b["image"], targets, b["geom"].numpy(), b["index"].numpy(), b["skipped"])
 
     def num_batches(self, indices: np.ndarray, batch_size: int, world: int = 1, shuffle: bool = True) -> int:
